@@ -1,0 +1,18 @@
+# streetvision: train, calibrate and export roadwork classifiers for NATIX StreetVision.
+# Only wiring lives here; every computation is in src/streetvision (see DESIGN.md).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,37 @@
+# Path helpers, config validation and experiment expansion. No logic beyond wiring.
+from pathlib import Path
+
+from streetvision.config import load_schema, resolve_experiments
+
+EXPERIMENTS = resolve_experiments(config, load_schema(workflow.source_path("../config/schema.yaml")))
+RESULTS = "results"
+WORKFLOW_DIR = str(Path(workflow.basedir))
+
+
+wildcard_constraints:
+    exp="|".join(EXPERIMENTS),
+
+
+def exp_config(wildcards, section):
+    """The resolved config section of one experiment (also the params that trigger reruns)."""
+    return EXPERIMENTS[wildcards.exp][section]
+
+
+def phase_dir(phase):
+    return f"{RESULTS}/{{exp}}/{phase}"
+
+
+def phase_manifest(phase):
+    return f"{RESULTS}/{{exp}}/{phase}/manifest.json"
+
+
+def phase_log(phase):
+    return f"{RESULTS}/{{exp}}/logs/{phase}.log"
+
+
+def phase_benchmark(phase):
+    return f"{RESULTS}/{{exp}}/benchmarks/{phase}.tsv"
+
+
+def all_targets():
+    return expand(phase_manifest("data"), exp=list(EXPERIMENTS))

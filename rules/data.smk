@@ -1,0 +1,19 @@
+rule data:
+    """Ingest the configured source: hash, dedupe, quarantine, split -> index.parquet."""
+    output:
+        manifest=phase_manifest("data"),
+    params:
+        data=lambda wc: exp_config(wc, "data"),
+        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
+        workflow_dir=WORKFLOW_DIR,
+    log:
+        phase_log("data"),
+    benchmark:
+        phase_benchmark("data")
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../scripts/data.py"

@@ -1,0 +1,88 @@
+"""The ``streetvision`` command: verify, inspect (more subcommands arrive with their phases).
+
+Kept light: no torch/Lightning import unless a subcommand needs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from streetvision.io.manifest import lineage, verify_tree
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    root = Path(args.directory)
+    if not root.exists():
+        print(f"error: {root} does not exist", file=sys.stderr)
+        return 2
+    checked, problems = verify_tree(root)
+    for line in problems:
+        print(f"MISMATCH {line}")
+    if checked == 0:
+        print(f"error: no manifest.json found under {root}", file=sys.stderr)
+        return 2
+    status = "FAILED" if problems else "OK"
+    print(f"{status}: {checked} manifest(s) checked, {len(problems)} mismatch(es)")
+    return 1 if problems else 0
+
+
+def _format_node(node: dict, depth: int) -> list[str]:
+    m = node["manifest"]
+    pad = "  " * depth
+    git = m.get("git") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v)
+    lines = [
+        f"{pad}{m['phase']} [{m.get('experiment')}] {node['path']}",
+        f"{pad}  finished {m.get('finished_at')} in {m.get('duration_s')} s on {m.get('device')} ({m.get('host')})",
+        f"{pad}  config {m.get('config_hash', '')[:16]}  seed {m.get('seed')}  "
+        f"git {(git.get('commit') or 'none')[:12]}{' (dirty)' if git.get('dirty') else ''}",
+        f"{pad}  {len(m['artifacts'])} artifact(s); consumed {len(m['consumed'])} manifest(s)",
+        f"{pad}  versions: {versions}",
+    ]
+    if m.get("slurm_job_id"):
+        lines.append(f"{pad}  SLURM job {m['slurm_job_id']}")
+    return lines
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.manifest)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    try:
+        chain = lineage(path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    depth_of = {chain[0]["path"]: 0}
+    for node in chain:
+        depth = depth_of.get(node["path"], 0)
+        for entry in node["manifest"]["consumed"]:
+            depth_of.setdefault((node["path"].parent / entry["path"]).resolve(), depth + 1)
+        print("\n".join(_format_node(node, depth)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streetvision", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="re-hash every artifact of every manifest under DIR")
+    verify.add_argument("directory")
+    verify.set_defaults(func=cmd_verify)
+    inspect = sub.add_parser("inspect", help="print the lineage of a phase manifest")
+    inspect.add_argument("manifest")
+    inspect.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

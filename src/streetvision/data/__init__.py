@@ -1,0 +1,1 @@
+"""Data: sources, synthetic demo scenes, ingest (hash, dedupe, quarantine), splits."""

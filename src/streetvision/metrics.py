@@ -1,0 +1,171 @@
+"""The one place metrics are computed.
+
+Conventions (shared by every phase, the bundle and the report):
+- a prediction is positive iff ``probability >= threshold`` (validators round at 0.5);
+- MCC is 0 when any confusion-matrix margin is empty (one class present), as the validator does;
+- ratios with an empty denominator (precision with no positive prediction, ...) are 0.0;
+- AUROC and AUPRC need both classes; with one class they are NaN (undefined, not a crash);
+- ECE: 15 equal-width bins over the positive-class probability, sum over bins of
+  (bin weight) * |observed positive rate - mean predicted probability|.
+Inputs may be lists, numpy arrays or torch tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 15
+
+
+def as_numpy(values: Any, dtype=np.float64) -> np.ndarray:
+    """Flatten lists, numpy arrays and torch tensors (without importing torch) to a 1-D array."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().float().numpy() if values.is_floating_point() else values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype).reshape(-1)
+
+
+def _labels(y_true: Any) -> np.ndarray:
+    y = as_numpy(y_true)
+    if y.size and not np.isin(y, (0.0, 1.0)).all():
+        bad = np.unique(y[~np.isin(y, (0.0, 1.0))])[:5]
+        raise ValueError(f"labels must be 0 or 1; found {bad.tolist()}")
+    return y.astype(np.int64)
+
+
+def _safe_div(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def confusion_counts(y_true: Any, y_pred: Any) -> dict[str, int]:
+    y = _labels(y_true)
+    p = _labels(y_pred)
+    if y.shape != p.shape:
+        raise ValueError(f"y_true has {y.size} entries but y_pred has {p.size}")
+    return {
+        "tp": int(np.sum((y == 1) & (p == 1))),
+        "fp": int(np.sum((y == 0) & (p == 1))),
+        "tn": int(np.sum((y == 0) & (p == 0))),
+        "fn": int(np.sum((y == 1) & (p == 0))),
+    }
+
+
+def mcc_from_counts(tp, fp, tn, fn):
+    """MCC from counts; works elementwise on numpy arrays (used by the threshold sweep)."""
+    tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mcc = np.where(denominator > 0, (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1.0), 0.0)
+    return mcc if mcc.ndim else float(mcc)
+
+
+def compute_mcc(y_true: Any, y_pred: Any) -> float:
+    c = confusion_counts(y_true, y_pred)
+    return float(mcc_from_counts(c["tp"], c["fp"], c["tn"], c["fn"]))
+
+
+def natix_reward_proxy(mcc: float, accuracy: float) -> float:
+    """What validators score: 0.5 * max(0, MCC) + 0.5 * accuracy."""
+    return 0.5 * max(0.0, mcc) + 0.5 * accuracy
+
+
+def auroc(y_true: Any, y_score: Any) -> float:
+    """Mann-Whitney AUROC with average ranks for ties; NaN with one class."""
+    y = _labels(y_true)
+    s = as_numpy(y_score)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    sorted_scores = s[order]
+    ranks = np.empty(s.size, dtype=np.float64)
+    # Average rank over each run of tied scores.
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [s.size]))
+    average = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(average, ends - starts)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def auprc(y_true: Any, y_score: Any) -> float:
+    """Average precision (step-wise, as scikit-learn): sum over thresholds of ΔRecall · Precision."""
+    y = _labels(y_true)
+    s = as_numpy(y_score)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        return math.nan
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
+    tp = np.cumsum(y_sorted)[last_of_tie]
+    predicted = last_of_tie + 1
+    precision = tp / predicted
+    recall = tp / n_pos
+    recall_step = np.diff(np.r_[0.0, recall])
+    return float(np.sum(recall_step * precision))
+
+
+def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = ECE_BINS) -> float:
+    y = _labels(y_true)
+    p = as_numpy(y_prob)
+    if y.size == 0:
+        return math.nan
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
+    sum_y = np.bincount(bins, weights=y, minlength=n_bins)
+    filled = counts > 0
+    gap = np.abs(sum_y[filled] - sum_p[filled])  # = count * |mean(y) - mean(p)|
+    return float(gap.sum() / y.size)
+
+
+def brier_score(y_true: Any, y_prob: Any) -> float:
+    y = _labels(y_true)
+    p = as_numpy(y_prob)
+    return float(np.mean((p - y) ** 2)) if y.size else math.nan
+
+
+def threshold_metrics(tp, fp, tn, fn) -> dict[str, float]:
+    """Every count-based metric from one confusion matrix."""
+    total = tp + fp + tn + fn
+    precision = _safe_div(tp, tp + fp)
+    recall = _safe_div(tp, tp + fn)
+    specificity = _safe_div(tn, tn + fp)
+    mcc = float(mcc_from_counts(tp, fp, tn, fn))
+    accuracy = _safe_div(tp + tn, total)
+    return {
+        "mcc": mcc,
+        "accuracy": accuracy,
+        "balanced_accuracy": (recall + specificity) / 2.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": _safe_div(2 * precision * recall, precision + recall),
+        "fnr": _safe_div(fn, fn + tp),
+        "fpr": _safe_div(fp, fp + tn),
+        "natix_reward": natix_reward_proxy(mcc, accuracy),
+    }
+
+
+def compute_all_metrics(y_true: Any, y_prob: Any, threshold: float = 0.5) -> dict[str, float]:
+    """All metrics for probabilities ``y_prob`` with decisions ``y_prob >= threshold``."""
+    y = _labels(y_true)
+    p = as_numpy(y_prob)
+    if y.shape != p.shape:
+        raise ValueError(f"y_true has {y.size} entries but y_prob has {p.size}")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{int((~np.isfinite(p)).sum())} probabilities are NaN or infinite")
+    counts = confusion_counts(y, (p >= threshold).astype(np.int64))
+    return {
+        **counts,
+        "n": int(y.size),
+        "threshold": float(threshold),
+        **threshold_metrics(**counts),
+        "auroc": auroc(y, p),
+        "auprc": auprc(y, p),
+        "ece": expected_calibration_error(y, p),
+        "brier": brier_score(y, p),
+    }
