@@ -3,7 +3,9 @@ from pathlib import Path
 
 from streetvision.config import load_schema, resolve_experiments
 
-EXPERIMENTS = resolve_experiments(config, load_schema(workflow.source_path("../config/schema.yaml")))
+EXPERIMENTS = resolve_experiments(
+    config, load_schema(workflow.source_path("../config/schema.yaml"))
+)
 RESULTS = "results"
 WORKFLOW_DIR = str(Path(workflow.basedir))
 

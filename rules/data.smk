@@ -2,10 +2,6 @@ rule data:
     """Ingest the configured source: hash, dedupe, quarantine, split -> index.parquet."""
     output:
         manifest=phase_manifest("data"),
-    params:
-        data=lambda wc: exp_config(wc, "data"),
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
-        workflow_dir=WORKFLOW_DIR,
     log:
         phase_log("data"),
     benchmark:
@@ -15,5 +11,9 @@ rule data:
         gpu=0,
         mem_mb=2000,
         runtime=60,
+    params:
+        data=lambda wc: exp_config(wc, "data"),
+        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
+        workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/data.py"

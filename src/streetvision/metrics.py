@@ -5,7 +5,7 @@ Conventions (shared by every phase, the bundle and the report):
 - MCC is 0 when any confusion-matrix margin is empty (one class present), as the validator does;
 - ratios with an empty denominator (precision with no positive prediction, ...) are 0.0;
 - AUROC and AUPRC need both classes; with one class they are NaN (undefined, not a crash);
-- ECE: 15 equal-width bins over the positive-class probability, sum over bins of
+- ECE: 15 equal-width right-closed bins over the positive-class probability, sum over bins of
   (bin weight) * |observed positive rate - mean predicted probability|.
 Inputs may be lists, numpy arrays or torch tensors.
 """
@@ -23,7 +23,8 @@ ECE_BINS = 15
 def as_numpy(values: Any, dtype=np.float64) -> np.ndarray:
     """Flatten lists, numpy arrays and torch tensors (without importing torch) to a 1-D array."""
     if hasattr(values, "detach"):
-        values = values.detach().cpu().float().numpy() if values.is_floating_point() else values.detach().cpu().numpy()
+        values = values.detach().cpu()
+        values = (values.double() if values.is_floating_point() else values).numpy()
     return np.asarray(values, dtype=dtype).reshape(-1)
 
 
@@ -114,7 +115,8 @@ def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = ECE_BINS)
     p = as_numpy(y_prob)
     if y.size == 0:
         return math.nan
-    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    # Right-closed bins (lo, hi], the first one [0, hi]: the convention of scikit-learn's calibration_curve.
+    bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p, side="left")
     counts = np.bincount(bins, minlength=n_bins)
     sum_p = np.bincount(bins, weights=p, minlength=n_bins)
     sum_y = np.bincount(bins, weights=y, minlength=n_bins)

@@ -1,0 +1,172 @@
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import corrupt_jpeg_bytes, jpeg_bytes
+
+from streetvision.config import deep_merge, load_schema, resolve_experiments
+from streetvision.data.phase import load_index, run_data_phase
+from streetvision.data.sources import DataSourceError
+from streetvision.data.splits import SplitError, assign_split
+
+N = 200  # enough that every split holds both classes
+
+
+def data_cfg(repo, **overrides):
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config = deep_merge(config, {"data": overrides})
+    return resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]["data"]
+
+
+def write_folder(root, n=N, start=0):
+    for i in range(start, start + n):
+        label = i % 2
+        path = root / ("roadwork" if label else "none") / f"{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg_bytes(i))
+    return root
+
+
+def ingest(repo, tmp_path, **overrides):
+    out = tmp_path / "out"
+    manifest = json.loads(run_data_phase(data_cfg(repo, **overrides), out, "t").read_text())
+    return manifest, load_index(out), pd.read_csv(out / "quarantine.csv"), pd.read_csv(out / "duplicates.csv")
+
+
+def test_image_folder_with_corrupt_duplicate_and_conflict(repo, tmp_path):
+    root = write_folder(tmp_path / "imgs")
+    (root / "none" / "corrupt.jpg").write_bytes(corrupt_jpeg_bytes(1))
+    (root / "roadwork" / "copy_of_1.jpg").write_bytes(jpeg_bytes(1))  # same label: merged
+    (root / "none" / "copy_of_3.jpg").write_bytes(jpeg_bytes(3))  # 3 is roadwork: conflict
+    manifest, index, quarantine, duplicates = ingest(repo, tmp_path, source="image_folder", path=str(root))
+    m = manifest["metrics"]
+    assert m["rows_read"] == N + 3
+    assert m["unique_images"] == N - 1 == len(index)  # image 3 left in quarantine with its copy
+    assert m["duplicates_merged"] == 1 and duplicates["origin"].str.endswith("copy_of_1.jpg").all()
+    assert m["quarantined"] == 3
+    reasons = dict(zip(quarantine["origin"].str.rsplit("/", n=1).str[-1], quarantine["reason"], strict=True))
+    assert reasons["corrupt.jpg"].startswith("undecodable")
+    assert reasons["copy_of_3.jpg"] == reasons["00003.jpg"] == "duplicate with conflicting labels"
+    assert m["quarantined_by_reason"] == {"undecodable": 1, "duplicate with conflicting labels": 2}
+    # Nothing lost: every row read is in the index, the duplicates list or quarantine.
+    assert len(index) + len(duplicates) + len(quarantine) == m["rows_read"]
+    assert index["sha256"].is_unique and m["hashes_in_two_splits"] == 0
+    assert set(index["split"]) == {"train", "val_select", "val_calib", "val_conformal", "val_test"}
+    assert {"id", "sha256", "label", "split", "path"} <= set(pd.read_parquet(tmp_path / "out" / "index.parquet").columns)
+
+
+def test_index_csv_source_and_bad_label(repo, tmp_path):
+    root = write_folder(tmp_path / "imgs")
+    rows = [{"path": str(p.relative_to(tmp_path)), "label": int(p.parent.name == "roadwork")}
+            for p in sorted(root.rglob("*.jpg"))]
+    csv = tmp_path / "index.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    manifest, index, _, _ = ingest(repo, tmp_path, source="index", path=str(csv))
+    assert manifest["metrics"]["unique_images"] == N
+    assert index.set_index("sha256")["label"].sum() == N // 2
+    rows[7]["label"] = 2
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    with pytest.raises(DataSourceError, match=r"index\.csv row 8: label 2 is not 0 or 1"):
+        ingest(repo, tmp_path, source="index", path=str(csv))
+    pd.DataFrame({"file": ["a.jpg"], "label": [1]}).to_csv(csv, index=False)
+    with pytest.raises(DataSourceError, match=r"missing column\(s\) \['path'\]"):
+        ingest(repo, tmp_path, source="index", path=str(csv))
+
+
+def write_natix_shards(folder, n=N, struct_images=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    half = n // 2
+    for shard, rows in enumerate((range(0, half), range(half, n))):
+        images = [jpeg_bytes(i) for i in rows]
+        column = [{"bytes": b, "path": f"{i}.jpg"} for b, i in zip(images, rows, strict=True)] if struct_images else images
+        table = pa.table({
+            "image": column,
+            "label": [i % 2 for i in rows],
+            "scene_description": ["cones and a road work sign" if i % 2 else "a quiet street" for i in rows],
+        })
+        pq.write_table(table, folder / f"train-{shard:05d}.parquet", row_group_size=32)
+    return folder
+
+
+@pytest.mark.parametrize("struct_images", [False, True])
+def test_natix_parquet_shards(repo, tmp_path, struct_images):
+    shards = write_natix_shards(tmp_path / "natix", struct_images=struct_images)
+    extra = pa.table({
+        "image": [jpeg_bytes(5000), jpeg_bytes(5001), corrupt_jpeg_bytes(7)],
+        "label": [0, 1, 1],
+        "scene_description": ["construction crew and traffic cones", "no construction, empty road", "cones"],
+    })
+    pq.write_table(extra, shards / "train-00002.parquet")
+    manifest, index, quarantine, _ = ingest(repo, tmp_path, source="natix_parquet", path=str(shards))
+    assert manifest["metrics"]["unique_images"] == N
+    assert manifest["metrics"]["quarantined"] == 3
+    contradicting = quarantine[quarantine["reason"].str.startswith("scene_description contradicts")]
+    assert sorted(contradicting["origin"].str.rsplit("#").str[-1]) == ["0", "1"]
+    assert quarantine["stored_path"].notna().all()  # quarantined bytes are kept, not lost
+    assert all((tmp_path / "out" / p).is_file() for p in index["path"])  # inline bytes -> content store
+
+
+def test_truncated_parquet_shard_is_named(repo, tmp_path):
+    shards = write_natix_shards(tmp_path / "natix")
+    victim = shards / "train-00001.parquet"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(DataSourceError, match=r"train-00001\.parquet: unreadable parquet shard"):
+        ingest(repo, tmp_path, source="natix_parquet", path=str(shards))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_empty_input_folder_and_unknown_class_are_errors(repo, tmp_path):
+    (tmp_path / "empty" / "roadwork").mkdir(parents=True)
+    with pytest.raises(DataSourceError, match="no images found"):
+        ingest(repo, tmp_path, source="image_folder", path=str(tmp_path / "empty"))
+    (tmp_path / "empty" / "cats").mkdir()
+    with pytest.raises(DataSourceError, match=r"class folder\(s\) \['cats'\] not in data.class_map"):
+        ingest(repo, tmp_path, source="image_folder", path=str(tmp_path / "empty"))
+
+
+def test_single_class_split_is_an_error_naming_the_split(repo, tmp_path):
+    root = tmp_path / "imgs"
+    for i in range(40):
+        (root / "roadwork").mkdir(parents=True, exist_ok=True)
+        (root / "roadwork" / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    (root / "none").mkdir()
+    (root / "none" / "x.jpg").write_bytes(jpeg_bytes(999))
+    with pytest.raises(SplitError, match=r"split '\w+' is single-class"):
+        ingest(repo, tmp_path, source="image_folder", path=str(root))
+
+
+def test_splits_are_stable_when_the_data_set_grows(repo, tmp_path):
+    root = write_folder(tmp_path / "imgs", n=N)
+    _, before, _, _ = ingest(repo, tmp_path, source="image_folder", path=str(root))
+    write_folder(root, n=N, start=N)
+    _, after, _, _ = ingest(repo, tmp_path, source="image_folder", path=str(root))
+    assert len(after) == 2 * N
+    merged = before.merge(after, on="id", suffixes=("_before", "_after"))
+    assert len(merged) == N and (merged["split_before"] == merged["split_after"]).all()
+    assert assign_split("ab" * 32, data_cfg(repo)["splits"], seed=0) == assign_split("ab" * 32, data_cfg(repo)["splits"], seed=0)
+
+
+def test_unlabeled_copy_of_a_labelled_image_cannot_leak(repo, tmp_path):
+    root = write_folder(tmp_path / "imgs")
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for i in (0, 1, 10_000, 10_001):
+        (unlabeled / f"u{i}.jpg").write_bytes(jpeg_bytes(i))
+    manifest, index, _, duplicates = ingest(repo, tmp_path, source="image_folder", path=str(root),
+                                            unlabeled_path=str(unlabeled))
+    assert manifest["metrics"]["splits"]["unlabeled"]["n"] == 2
+    assert index.loc[index["split"] == "unlabeled", "label"].isna().all()
+    assert len(duplicates) == 2  # u0 and u1 joined their labelled copies' splits
+
+
+def test_synthetic_source_is_deterministic(repo, tmp_path):
+    cfg = {"count": 150, "image_size": 64, "unlabeled_count": 10}
+    first, index, _, _ = ingest(repo, tmp_path, source="synthetic", synthetic=cfg)
+    assert first["metrics"]["splits"]["unlabeled"]["n"] == 10
+    assert index["width"].eq(64).all()
+    again = run_data_phase(data_cfg(repo, source="synthetic", synthetic=cfg), tmp_path / "again", "t")
+    assert pd.read_parquet(again.parent / "index.parquet")["sha256"].tolist() == pd.read_parquet(
+        tmp_path / "out" / "index.parquet")["sha256"].tolist()
