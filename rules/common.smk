@@ -35,5 +35,19 @@ def phase_benchmark(phase):
     return f"{RESULTS}/{{exp}}/benchmarks/{phase}.tsv"
 
 
+def explora_input(wildcards):
+    """Phase 1 consumes phase 4's adapted backbone only when ExPLoRA is on (the DAG shows the edge)."""
+    if EXPERIMENTS[wildcards.exp]["explora"]["enabled"]:
+        return f"{RESULTS}/{wildcards.exp}/phase4_explora/manifest.json"
+    return []
+
+
+FINAL_PHASES = ["data", "phase1_baseline"]
+
+
 def all_targets():
-    return expand(phase_manifest("data"), exp=list(EXPERIMENTS))
+    return [
+        f"{RESULTS}/{exp}/{phase}/manifest.json"
+        for exp in EXPERIMENTS
+        for phase in FINAL_PHASES
+    ]

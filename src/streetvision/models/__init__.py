@@ -1,0 +1,1 @@
+"""Models: a backbone factory over any timm name, and the classifier built on it."""

@@ -1,0 +1,147 @@
+"""Backbone factory: any timm model name from config, with weights from a local file or cache only.
+
+``model.init`` decides where weights come from:
+- ``random``: random init (the demo's tiny ViT); must be asked for explicitly;
+- ``file``: ``model.pretrained_file`` (safetensors, or a state dict read with ``weights_only=True``),
+  passed through timm's own loader so its checkpoint filters apply (e.g. DINOv2's 518 px position
+  embeddings resampled to ``model.img_size``);
+- ``hf_cache``: the user's local Hugging Face / timm cache, offline. Nothing is ever downloaded at
+  run time: a missing file fails at once with a message saying where to put the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+from torch import nn
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights were requested but are not on this machine."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything needed to rebuild the backbone architecture (saved with the weights)."""
+
+    name: str
+    img_size: int
+    kwargs: dict
+
+    @classmethod
+    def from_config(cls, model_cfg: dict) -> BackboneSpec:
+        return cls(model_cfg["backbone"], int(model_cfg["img_size"]), dict(model_cfg.get("backbone_kwargs") or {}))
+
+
+@contextlib.contextmanager
+def _offline_hub():
+    """Make huggingface_hub fail fast instead of trying the network."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _create(spec: BackboneSpec, **extra) -> nn.Module:
+    kwargs = {"num_classes": 0, "img_size": spec.img_size, **spec.kwargs, **extra}
+    try:
+        return timm.create_model(spec.name, **kwargs)
+    except TypeError as err:  # convnets take no img_size: they adapt to any input size
+        if "img_size" not in str(err):
+            raise
+        kwargs.pop("img_size")
+        return timm.create_model(spec.name, **kwargs)
+
+
+def build_backbone(model_cfg: dict) -> nn.Module:
+    """Create the configured backbone with its weights (see module docstring)."""
+    spec = BackboneSpec.from_config(model_cfg)
+    init = model_cfg["init"]
+    if init == "random":
+        return _create(spec, pretrained=False)
+    if init == "file":
+        weights = model_cfg.get("pretrained_file")
+        if not weights:
+            raise WeightsNotFoundError("config key 'model.pretrained_file' is required when model.init is 'file'")
+        if not Path(weights).is_file():
+            raise WeightsNotFoundError(
+                f"model.pretrained_file {weights} does not exist: put the {spec.name} weights there "
+                "(safetensors or a PyTorch state dict), or set model.init to 'hf_cache' to use your local "
+                "Hugging Face cache"
+            )
+        return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(Path(weights).resolve())})
+    if init == "hf_cache":
+        try:
+            with _offline_hub():
+                return _create(spec, pretrained=True)
+        except Exception as err:  # huggingface_hub raises several types when a file is not cached
+            raise WeightsNotFoundError(
+                f"weights for {spec.name} are not in the local Hugging Face cache "
+                f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and nothing is downloaded at run time: "
+                f"download them once elsewhere, or set model.init: file and model.pretrained_file ({err})"
+            ) from err
+    raise ValueError(f"config key 'model.init': unknown value {init!r}")
+
+
+def rebuild_backbone(spec: BackboneSpec) -> nn.Module:
+    """The architecture alone (random init), to load saved weights into."""
+    return _create(spec, pretrained=False)
+
+
+def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
+    """The transformer blocks (or stages) in input-to-output order, for freezing and layer decay."""
+    for attr in ("blocks", "stages", "layers"):
+        blocks = getattr(backbone, attr, None)
+        if isinstance(blocks, nn.Sequential | nn.ModuleList):
+            return list(blocks)
+    raise ValueError(f"{type(backbone).__name__}: cannot find its blocks ('blocks', 'stages' or 'layers')")
+
+
+def apply_freezing(backbone: nn.Module, policy: str, trainable_blocks: int) -> None:
+    """``full``: train everything; ``frozen``: train nothing; ``last_n``: the last N blocks + final norm."""
+    if policy == "full":
+        backbone.requires_grad_(True)
+        return
+    backbone.requires_grad_(False)
+    if policy == "frozen":
+        return
+    if policy != "last_n":
+        raise ValueError(f"config key 'model.freeze': unknown policy {policy!r}")
+    for block in backbone_blocks(backbone)[-trainable_blocks:]:
+        block.requires_grad_(True)
+    for name in ("norm", "fc_norm", "head_drop"):
+        module = getattr(backbone, name, None)
+        if isinstance(module, nn.Module):
+            module.requires_grad_(True)
+
+
+def data_config(backbone: nn.Module, img_size: int) -> dict:
+    """Input normalisation and interpolation from the backbone's pretrained config."""
+    cfg = timm.data.resolve_data_config({}, model=backbone)
+    return {
+        "img_size": img_size,
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+        "interpolation": cfg.get("interpolation", "bicubic"),
+    }
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    return {
+        "total": sum(p.numel() for p in module.parameters()),
+        "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+    }
+
+
+__all__ = ["BackboneSpec", "WeightsNotFoundError", "build_backbone", "rebuild_backbone", "apply_freezing",
+           "backbone_blocks", "data_config", "count_parameters"]

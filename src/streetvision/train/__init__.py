@@ -1,0 +1,1 @@
+"""Training: data module, Lightning modules, trainer wiring, device assignment."""
