@@ -5,11 +5,6 @@ rule baseline:
         explora=explora_input,
     output:
         manifest=phase_manifest("phase1_baseline"),
-    params:
-        cfg=lambda wc: {k: EXPERIMENTS[wc.exp][k] for k in ("model", "train")},
-        data_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
-        workflow_dir=WORKFLOW_DIR,
     log:
         phase_log("phase1_baseline"),
     benchmark:
@@ -19,5 +14,10 @@ rule baseline:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+    params:
+        cfg=lambda wc: {k: EXPERIMENTS[wc.exp][k] for k in ("model", "train")},
+        data_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
+        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
+        workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/baseline.py"
