@@ -42,7 +42,7 @@ def explora_input(wildcards):
     return []
 
 
-FINAL_PHASES = ["data", "phase1_baseline"]
+FINAL_PHASES = ["data", "phase1_baseline", "phase2_thresholds"]
 
 
 def all_targets():

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from streetvision.data.phase import load_index
-from streetvision.io.atomic import atomic_save_tensors, atomic_write_json, atomic_write_with
+from streetvision.io.atomic import (
+    atomic_save_tensors,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+)
+from streetvision.io.hashing import config_hash, sha256_file
 from streetvision.io.manifest import MANIFEST_NAME, PhaseRecorder
 from streetvision.metrics import compute_all_metrics
 from streetvision.models.backbone import (
@@ -25,13 +33,14 @@ from streetvision.models.classifier import RoadworkClassifier
 from streetvision.train.baseline import MONITOR, BaselineModule
 from streetvision.train.datamodule import SplitDataModule
 from streetvision.train.devices import acquire_gpus
-from streetvision.train.trainer import build_trainer, resolve_devices, resume_checkpoint
+from streetvision.train.trainer import CHECKPOINT_DIR, build_trainer, resolve_devices, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
 PREDICTED_SPLITS = ("val_select", "val_calib", "val_conformal", "val_test")
 FEATURE_SPLITS = ("val_calib", "val_conformal", "val_test")
 DONE_MARKER = "training_done.json"
+RUN_KEY = "run_key.txt"  # hash of config + input manifests that the checkpoints belong to
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
 
@@ -70,6 +79,17 @@ def build_classifier(model_cfg: dict, adapted_backbone: Path | None = None) -> R
                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     apply_freezing(backbone, model_cfg["freeze"], model_cfg["trainable_blocks"])
     return RoadworkClassifier(backbone, model_cfg["head_hidden"], model_cfg["head_dropout"])
+
+
+def discard_stale_training(out_dir: Path, run_key: str) -> None:
+    """Checkpoints resume only the same run: other config or inputs mean starting from scratch."""
+    key_file = out_dir / CHECKPOINT_DIR / RUN_KEY
+    if key_file.is_file() and key_file.read_text() == run_key:
+        return
+    for stale in (out_dir / CHECKPOINT_DIR, out_dir / "logs"):
+        shutil.rmtree(stale, ignore_errors=True)
+    (out_dir / DONE_MARKER).unlink(missing_ok=True)
+    atomic_write_text(key_file, run_key)
 
 
 def train(module: BaselineModule, datamodule: SplitDataModule, out_dir: Path, train_cfg: dict,
@@ -111,11 +131,15 @@ def run_baseline_phase(cfg: dict, data_dir: str | Path, out_dir: str | Path, exp
         acquire_gpus(devices)
     recorder = PhaseRecorder(out_dir, "phase1_baseline", experiment, {"model": model_cfg, "train": train_cfg},
                              seed=train_cfg["seed"], workflow_dir=workflow_dir, device=f"{accelerator}x{devices}")
-    recorder.consume(data_dir / MANIFEST_NAME)
+    upstream = [data_dir / MANIFEST_NAME]
     adapted = None
     if explora_dir is not None:
-        recorder.consume(Path(explora_dir) / MANIFEST_NAME)
+        upstream.append(Path(explora_dir) / MANIFEST_NAME)
         adapted = Path(explora_dir) / "backbone.safetensors"
+    for manifest in upstream:
+        recorder.consume(manifest)
+    if rank_zero_only.rank == 0:  # DDP children start later, inside fit()
+        discard_stale_training(out_dir, config_hash([model_cfg, train_cfg, *map(sha256_file, upstream)]))
 
     model = build_classifier(model_cfg, adapted)
     spec = data_config(model.backbone, model_cfg["img_size"])
