@@ -31,6 +31,29 @@ def run_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.Completed
     return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# A whole pipeline small enough for CI: 300 synthetic scenes, a 2-block ViT at 32 px.
+TINY_CONFIG = {
+    "experiments": {"demo": {}},
+    "data": {"synthetic": {"count": 300, "image_size": 48}},
+    "model": {
+        "backbone": "vit_tiny_patch16_224",
+        "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
+                            "class_token": False, "global_pool": "max"},
+        "img_size": 32,
+        "init": "random",
+    },
+    "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
+}
+
+
+def resolved_config(repo, overrides=None):
+    """The tiny config resolved like the Snakefile does (schema defaults, validation)."""
+    from streetvision.config import deep_merge, load_schema, resolve_experiments
+
+    config = deep_merge(TINY_CONFIG, overrides or {})
+    return resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]

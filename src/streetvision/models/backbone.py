@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
+import torch
 from torch import nn
 
 
@@ -37,19 +37,28 @@ class BackboneSpec:
         return cls(model_cfg["backbone"], int(model_cfg["img_size"]), dict(model_cfg.get("backbone_kwargs") or {}))
 
 
-@contextlib.contextmanager
-def _offline_hub():
-    """Make huggingface_hub fail fast instead of trying the network."""
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def cached_weights(name: str) -> Path | None:
+    """The backbone's weights in the local Hugging Face (or legacy torch hub) cache; never downloads."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hf_home = os.environ.get("HF_HOME", os.path.join("~", ".cache", "huggingface"))
+    cache_dir = os.path.expanduser(os.environ.get("HF_HUB_CACHE", os.path.join(hf_home, "hub")))
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id:
+        for filename in (getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin"):
+            if filename:
+                found = try_to_load_from_cache(hub_id, filename, cache_dir=cache_dir)
+                if isinstance(found, str):
+                    return Path(found)
+    url = getattr(cfg, "url", None)
+    if url:
+        legacy = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if legacy.is_file():
+            return legacy
+    return None
 
 
 def _create(spec: BackboneSpec, **extra) -> nn.Module:
@@ -81,15 +90,15 @@ def build_backbone(model_cfg: dict) -> nn.Module:
             )
         return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(Path(weights).resolve())})
     if init == "hf_cache":
-        try:
-            with _offline_hub():
-                return _create(spec, pretrained=True)
-        except Exception as err:  # huggingface_hub raises several types when a file is not cached
+        cached = cached_weights(spec.name)
+        if cached is None:
             raise WeightsNotFoundError(
                 f"weights for {spec.name} are not in the local Hugging Face cache "
                 f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and nothing is downloaded at run time: "
-                f"download them once elsewhere, or set model.init: file and model.pretrained_file ({err})"
-            ) from err
+                "fetch them once where there is network (e.g. timm.create_model(name, pretrained=True)), "
+                "or set model.init: file and model.pretrained_file"
+            )
+        return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(cached)})
     raise ValueError(f"config key 'model.init': unknown value {init!r}")
 
 

@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix, matthews_corrcoef
+
+from streetvision.calibration.thresholds import ThresholdInputError, select_threshold_max_mcc, sweep
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_sweep_matches_sklearn_at_every_distinct_score(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    y = rng.integers(0, 2, n)
+    scores = np.round(np.clip(0.25 * y + rng.random(n) * 0.75, 0, 1), 2)  # many ties
+    curve = sweep(y, scores)
+    assert np.all(np.diff(curve["threshold"]) < 0)
+    assert set(curve["threshold"]) == set(scores)
+    for i, t in enumerate(curve["threshold"]):
+        pred = (scores >= t).astype(int)
+        tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+        assert (curve["tp"][i], curve["fp"][i], curve["tn"][i], curve["fn"][i]) == (tp, fp, tn, fn)
+        assert curve["mcc"][i] == pytest.approx(matthews_corrcoef(y, pred), abs=1e-12)
+    threshold, mcc = select_threshold_max_mcc(y, scores)
+    brute = max(matthews_corrcoef(y, (scores >= t).astype(int)) for t in np.unique(scores))
+    assert mcc == pytest.approx(brute, abs=1e-12)
+
+
+def test_ties_go_to_the_highest_threshold():
+    # Thresholds 0.8 and 0.6 give the same predictions' MCC here; 0.8 must win.
+    y = [1, 0, 1, 0]
+    scores = [0.9, 0.8, 0.6, 0.1]
+    curve = sweep(y, scores)
+    best = curve["mcc"].max()
+    tied = curve["threshold"][curve["mcc"] == best]
+    assert select_threshold_max_mcc(y, scores)[0] == tied.max()
+
+
+def test_perfect_separation_picks_the_lowest_positive_score():
+    threshold, mcc = select_threshold_max_mcc([0, 0, 1, 1], [0.1, 0.3, 0.7, 0.9])
+    assert (threshold, mcc) == (0.7, 1.0)
+
+
+@pytest.mark.parametrize(
+    "y, s, message",
+    [
+        ([], [], "no samples"),
+        ([0, 1], [0.2, float("nan")], "1 of 2 scores are NaN or infinite"),
+        ([0, 1], [0.2, float("inf")], "NaN or infinite"),
+        ([1, 1], [0.2, 0.3], "only class 1 present"),
+        ([0, 2], [0.2, 0.3], "labels must be 0 or 1"),
+    ],
+)
+def test_degenerate_input_is_a_clear_error(y, s, message):
+    with pytest.raises(ThresholdInputError, match=message):
+        select_threshold_max_mcc(y, s)
+
+
+def test_phase2_does_not_import_torch_or_lightning():
+    code = (
+        "import sys, streetvision.calibration.phase2 as p; "
+        "print(sorted(m for m in ('torch', 'lightning', 'peft', 'timm') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
