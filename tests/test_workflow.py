@@ -1,48 +1,104 @@
 """Workflow tests: the real Snakefile, run small in a temporary directory."""
 
+import json
+import os
+import signal
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import BIN, TINY_CONFIG, run_cli
 
-SMALL = {"experiments": {"demo": {}}, "data": {"synthetic": {"count": 300, "image_size": 64}}}
+from streetvision.config import deep_merge
+
+
+def write_config(workdir, overrides=None):
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(deep_merge(TINY_CONFIG, overrides or {})))
 
 
 @pytest.fixture
 def workdir(tmp_path):
-    (tmp_path / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    write_config(tmp_path)
     return tmp_path
 
 
+def snakemake_args(repo, workdir, *args):
+    return ["snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir), "--configfile",
+            str(workdir / "tiny.yaml"), *args]
+
+
 def snakemake(repo, workdir, *args, timeout=900):
-    return run_cli("snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir), "--configfile",
-                   str(workdir / "small.yaml"), *args, timeout=timeout)
+    return run_cli(*snakemake_args(repo, workdir, *args), timeout=timeout)
+
+
+def manifest(workdir, phase, exp="demo"):
+    return json.loads((workdir / "results" / exp / phase / "manifest.json").read_text())
 
 
 @pytest.mark.slow
-def test_data_phase_runs_and_verifies(repo, workdir):
-    done = snakemake(repo, workdir, "--cores", "2", "results/demo/data/manifest.json")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (workdir / "results/demo/data/index.parquet").is_file()
-    assert (workdir / "results/demo/logs/data.log").is_file()
-    assert (workdir / "results/demo/benchmarks/data.tsv").is_file()
+def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
+    done = snakemake(repo, workdir, "--cores", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for phase in ("data", "phase1_baseline", "phase2_thresholds"):
+        assert manifest(workdir, phase)["phase"] == phase
+        assert (workdir / "results/demo/logs" / f"{phase}.log").is_file()
+        assert (workdir / "results/demo/benchmarks" / f"{phase}.tsv").is_file()
+    assert 0 < manifest(workdir, "phase2_thresholds")["metrics"]["threshold"] < 1
     verified = run_cli("streetvision", "verify", str(workdir / "results"))
-    assert verified.returncode == 0 and "OK: 1 manifest(s)" in verified.stdout
+    assert verified.returncode == 0 and "OK: 3 manifest(s)" in verified.stdout
+    lineage = run_cli("streetvision", "inspect", str(workdir / "results/demo/phase2_thresholds"))
+    assert [line.split()[0] for line in lineage.stdout.splitlines() if "[demo]" in line] == [
+        "phase2_thresholds", "phase1_baseline", "data"]
     again = snakemake(repo, workdir, "--cores", "2", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_training_resumes_after_being_killed(repo, workdir):
+    write_config(workdir, {"train": {"max_epochs": 8}})
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(snakemake_args(repo, workdir, "--cores", "2"), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = workdir / "results/demo/phase1_baseline/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), "training never wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole Snakemake process tree
+    proc.wait()
+    assert not (workdir / "results/demo/phase1_baseline/manifest.json").exists()
+    assert snakemake(repo, workdir, "--unlock").returncode == 0
+    done = snakemake(repo, workdir, "--cores", "2", "--rerun-incomplete")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    metrics = manifest(workdir, "phase1_baseline")["metrics"]
+    assert metrics["resumed_from_step"] and metrics["resumed_from_step"] > 0
+    assert metrics["global_step"] > metrics["resumed_from_step"] and metrics["epochs"] == 8
+    assert "resuming from" in (workdir / "results/demo/logs/phase1_baseline.log").read_text()
+    assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_gloo_processes(repo, workdir):
+    write_config(workdir, {"train": {"cpu_devices": 2, "max_epochs": 1}})
+    done = snakemake(repo, workdir, "--cores", "2", "results/demo/phase1_baseline/manifest.json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    m = manifest(workdir, "phase1_baseline")
+    assert m["device"] == "cpux2" and m["metrics"]["global_step"] > 0
+    log = (workdir / "results/demo/logs/phase1_baseline.log").read_text()
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log + done.stderr
 
 
 def test_dry_run_of_the_full_target(repo, workdir):
     done = snakemake(repo, workdir, "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "data" in done.stdout + done.stderr
+    for rule in ("data", "baseline", "thresholds"):
+        assert rule in done.stdout + done.stderr
 
 
 def test_config_error_stops_before_any_job(repo, workdir):
-    broken = {**SMALL, "data": {"splits": {"train": 0.9}}}
-    (workdir / "small.yaml").write_text(yaml.safe_dump(broken))
+    write_config(workdir, {"data": {"splits": {"train": 0.9}}})
     done = snakemake(repo, workdir, "-n")
     assert done.returncode != 0 and "data.splits': ratios must sum to 1" in done.stdout + done.stderr
 
@@ -53,5 +109,6 @@ def test_dag_renders_to_svg(repo, workdir):
     for graph in ("--dag", "--rulegraph"):
         dag = snakemake(repo, workdir, graph)
         assert dag.returncode == 0 and dag.stdout.lstrip().startswith("digraph"), dag.stdout[:200]
+        assert "baseline" in dag.stdout and "thresholds" in dag.stdout
         svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True, timeout=60)
         assert svg.returncode == 0 and "<svg" in svg.stdout
