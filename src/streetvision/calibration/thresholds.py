@@ -38,7 +38,7 @@ def _validated(y_true, y_score, where: str) -> tuple[np.ndarray, np.ndarray]:
 def sweep(y_true, y_score, where: str = "sweep") -> dict[str, np.ndarray]:
     """Confusion counts and metrics at every distinct score, thresholds in descending order."""
     y, s = _validated(y_true, y_score, where)
-    order = np.argsort(-s, kind="mergesort")
+    order = np.argsort(s)[::-1]  # descending; order within ties is irrelevant to the counts
     s_sorted, y_sorted = s[order], y[order]
     last_of_tie = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s.size - 1]
     tp = np.cumsum(y_sorted)[last_of_tie]
