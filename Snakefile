@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/explora.smk"
 include: "rules/baseline.smk"
 include: "rules/thresholds.smk"
 

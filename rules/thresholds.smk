@@ -9,10 +9,6 @@ rule thresholds:
             category="Thresholds",
             caption="../docs/report/sweep.rst",
         ),
-    params:
-        phase1_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase2_thresholds",
-        workflow_dir=WORKFLOW_DIR,
     log:
         phase_log("phase2_thresholds"),
     benchmark:
@@ -22,5 +18,9 @@ rule thresholds:
         gpu=0,
         mem_mb=2000,
         runtime=15,
+    params:
+        phase1_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
+        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase2_thresholds",
+        workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/thresholds.py"

@@ -48,6 +48,8 @@ TINY_CONFIG = {
         "init": "random",
     },
     "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
+    "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 2,
+                "batch_size": 32, "num_workers": 0, "probe_max_train": 200, "lora_rank": 4},
 }
 
 

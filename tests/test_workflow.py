@@ -2,8 +2,8 @@
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 
@@ -56,38 +56,68 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
 
 
 @pytest.mark.slow
-def test_training_resumes_after_being_killed(repo, workdir):
-    write_config(workdir, {"train": {"max_epochs": 8}})
+@pytest.mark.parametrize("phase", ["phase1_baseline", "phase4_explora"])
+def test_training_resumes_after_being_killed(repo, workdir, phase):
+    epochs = 8 if phase == "phase1_baseline" else 30  # ExPLoRA epochs on tiny data take a fraction of a second
+    write_config(workdir, {"train": {"max_epochs": epochs},
+                           "explora": {"enabled": phase == "phase4_explora", "max_epochs": epochs, "batch_size": 16}})
+    target = f"results/demo/{phase}/manifest.json"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(snakemake_args(repo, workdir, "--cores", "2"), env=env, start_new_session=True,
+    proc = subprocess.Popen(snakemake_args(repo, workdir, "--cores", "2", target), env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = workdir / "results/demo/phase1_baseline/checkpoints/last.ckpt"
+    last = workdir / "results/demo" / phase / "checkpoints/last.ckpt"
     deadline = time.monotonic() + 600
     while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert last.exists(), "training never wrote a checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole Snakemake process tree
     proc.wait()
-    assert not (workdir / "results/demo/phase1_baseline/manifest.json").exists()
+    assert not (workdir / target).exists()
+    assert not (workdir / "results/demo" / phase / "training_done.json").exists(), "killed too late to test resume"
     assert snakemake(repo, workdir, "--unlock").returncode == 0
-    done = snakemake(repo, workdir, "--cores", "2", "--rerun-incomplete")
+    done = snakemake(repo, workdir, "--cores", "2", "--rerun-incomplete", target)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    metrics = manifest(workdir, "phase1_baseline")["metrics"]
+    metrics = manifest(workdir, phase)["metrics"]
     assert metrics["resumed_from_step"] and metrics["resumed_from_step"] > 0
-    assert metrics["global_step"] > metrics["resumed_from_step"] and metrics["epochs"] == 8
-    assert "resuming from" in (workdir / "results/demo/logs/phase1_baseline.log").read_text()
+    assert metrics["global_step"] > metrics["resumed_from_step"] and metrics["epochs"] == epochs
+    assert "resuming from" in (workdir / "results/demo/logs" / f"{phase}.log").read_text()
     assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
 
 
 @pytest.mark.slow
 def test_ddp_on_cpu_with_two_gloo_processes(repo, workdir):
-    write_config(workdir, {"train": {"cpu_devices": 2, "max_epochs": 1}})
+    """Both training phases under DDP (2 CPU processes, gloo); ExPLoRA's frozen weights must not break it."""
+    write_config(workdir, {"train": {"cpu_devices": 2, "max_epochs": 1},
+                           "explora": {"enabled": True, "cpu_devices": 2, "max_epochs": 1}})
     done = snakemake(repo, workdir, "--cores", "2", "results/demo/phase1_baseline/manifest.json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    m = manifest(workdir, "phase1_baseline")
-    assert m["device"] == "cpux2" and m["metrics"]["global_step"] > 0
-    log = (workdir / "results/demo/logs/phase1_baseline.log").read_text()
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log + done.stderr
+    for phase in ("phase4_explora", "phase1_baseline"):
+        m = manifest(workdir, phase)
+        assert m["device"] == "cpux2" and m["metrics"]["global_step"] > 0
+        log = (workdir / "results/demo/logs" / f"{phase}.log").read_text()
+        assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log + done.stderr
+    assert manifest(workdir, "phase1_baseline")["consumed"][1]["path"].endswith("phase4_explora/manifest.json")
+
+
+def test_explora_appears_in_the_dag_only_when_enabled(repo, workdir):
+    write_config(workdir, {"experiments": {"plain": {}, "adapted": {"explora": {"enabled": True}}}})
+    dag = snakemake(repo, workdir, "--dag")
+    assert dag.returncode == 0, dag.stderr[-2000:]
+    labels = {}  # node id -> label, e.g. 4 -> "data\\nexp: adapted"
+    edges = set()
+    for line in dag.stdout.splitlines():
+        line = line.strip()
+        if "[label" in line:
+            labels[line.split("[")[0]] = line.split('label = "')[1].split('"')[0]
+        elif "->" in line:
+            edges.add(tuple(part.strip() for part in line.split("->")))
+    explora = [node for node, label in labels.items() if label.startswith("explora")]
+    assert len(explora) == 1  # the 'plain' experiment has no phase 4
+    data_adapted = next(node for node, label in labels.items() if label.startswith("data") and "adapted" in label)
+    baseline_after_explora = [dst for src, dst in edges if src == explora[0]]
+    assert (data_adapted, explora[0]) in edges
+    assert [labels[n] for n in baseline_after_explora] == ["baseline"]
+    assert (data_adapted, baseline_after_explora[0]) in edges  # the adapted experiment's baseline
 
 
 def test_dry_run_of_the_full_target(repo, workdir):

@@ -9,6 +9,7 @@ is dropped silently: every input row ends in the index, the duplicates list or t
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -146,15 +147,18 @@ class Ingestor:
 
 
 def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_dir: Path) -> list[dict]:
-    """One index row per unique image, with its split. Paths inside ``data_dir`` are stored relative."""
+    """One index row per unique image, with its split.
+
+    Paths inside the results tree (``data_dir/../..``) are stored relative to ``data_dir`` so that the
+    results folder can be moved as a whole; user data elsewhere keeps its absolute path.
+    """
     rows = []
     data_dir = data_dir.resolve()
+    results_root = data_dir.parent.parent
     for sha, entry in result.entries.items():
         path = entry.path.resolve()
-        try:
-            stored = path.relative_to(data_dir).as_posix()
-        except ValueError:
-            stored = str(path)
+        inside = path.is_relative_to(results_root)
+        stored = Path(os.path.relpath(path, data_dir)).as_posix() if inside else str(path)
         rows.append({
             "id": sha[:16],
             "sha256": sha,

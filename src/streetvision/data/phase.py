@@ -12,6 +12,7 @@ from streetvision.data.ingest import DescriptionCheck, Ingestor, IngestResult, i
 from streetvision.data.splits import check_splits_usable, split_statistics
 from streetvision.data.synthetic import generate_dataset
 from streetvision.io.atomic import atomic_write_with
+from streetvision.io.hashing import config_hash
 from streetvision.io.manifest import PhaseRecorder
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ SYNTHETIC_CLASSES = {"roadwork": 1, "none": 0}
 
 
 def _synthetic_samples(data_cfg: dict, data_dir: Path):
+    """Scenes are generated once per generator config under ``<results>/_synthetic/<hash>/`` and shared
+    by every experiment that asks for the same ones (files are atomic and skipped when present)."""
     syn = data_cfg["synthetic"]
-    root = generate_dataset(data_dir / "synthetic", count=syn["count"], size=syn["image_size"],
+    cache = data_dir.parent.parent / "_synthetic" / config_hash(syn)[:16]
+    root = generate_dataset(cache, count=syn["count"], size=syn["image_size"],
                             positive_fraction=syn["positive_fraction"], unlabeled_count=syn["unlabeled_count"],
                             seed=syn["seed"])
     labelled = sources.read_image_folder(root / "labelled", SYNTHETIC_CLASSES)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from streetvision.data.phase import load_index
 from streetvision.io.atomic import (
     atomic_save_tensors,
     atomic_write_json,
-    atomic_write_text,
     atomic_write_with,
 )
 from streetvision.io.hashing import config_hash, sha256_file
@@ -28,19 +25,25 @@ from streetvision.models.backbone import (
     build_backbone,
     count_parameters,
     data_config,
+    rebuild_backbone,
 )
 from streetvision.models.classifier import RoadworkClassifier
 from streetvision.train.baseline import MONITOR, BaselineModule
 from streetvision.train.datamodule import SplitDataModule
 from streetvision.train.devices import acquire_gpus
-from streetvision.train.trainer import CHECKPOINT_DIR, build_trainer, resolve_devices, resume_checkpoint
+from streetvision.train.trainer import (
+    CHECKPOINT_DIR,
+    LAST,
+    build_trainer,
+    discard_stale_training,
+    fit_resumable,
+    resolve_devices,
+)
 
 log = logging.getLogger(__name__)
 
 PREDICTED_SPLITS = ("val_select", "val_calib", "val_conformal", "val_test")
 FEATURE_SPLITS = ("val_calib", "val_conformal", "val_test")
-DONE_MARKER = "training_done.json"
-RUN_KEY = "run_key.txt"  # hash of config + input manifests that the checkpoints belong to
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
 
@@ -64,60 +67,29 @@ def model_config_record(model_cfg: dict, spec: dict) -> dict:
             "head_hidden": model_cfg["head_hidden"], "head_dropout": model_cfg["head_dropout"], "data": spec}
 
 
-def _read_step(checkpoint: Path) -> int:
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("global_step", 0))
-
-
 def build_classifier(model_cfg: dict, adapted_backbone: Path | None = None) -> RoadworkClassifier:
-    backbone = build_backbone(model_cfg)
-    if adapted_backbone is not None:  # phase 4's merged backbone replaces the pretrained weights
+    if adapted_backbone is None:
+        backbone = build_backbone(model_cfg)
+    else:  # phase 4's merged backbone takes the place of the pretrained weights
         from safetensors.torch import load_file
 
-        missing, unexpected = backbone.load_state_dict(load_file(adapted_backbone), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{adapted_backbone}: does not fit {model_cfg['backbone']} "
-                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        backbone = rebuild_backbone(BackboneSpec.from_config(model_cfg))
+        try:
+            backbone.load_state_dict(load_file(adapted_backbone), strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{adapted_backbone}: does not fit {model_cfg['backbone']}: {err}") from err
     apply_freezing(backbone, model_cfg["freeze"], model_cfg["trainable_blocks"])
     return RoadworkClassifier(backbone, model_cfg["head_hidden"], model_cfg["head_dropout"])
-
-
-def discard_stale_training(out_dir: Path, run_key: str) -> None:
-    """Checkpoints resume only the same run: other config or inputs mean starting from scratch."""
-    key_file = out_dir / CHECKPOINT_DIR / RUN_KEY
-    if key_file.is_file() and key_file.read_text() == run_key:
-        return
-    for stale in (out_dir / CHECKPOINT_DIR, out_dir / "logs"):
-        shutil.rmtree(stale, ignore_errors=True)
-    (out_dir / DONE_MARKER).unlink(missing_ok=True)
-    atomic_write_text(key_file, run_key)
 
 
 def train(module: BaselineModule, datamodule: SplitDataModule, out_dir: Path, train_cfg: dict,
           accelerator: str, devices: int) -> dict | None:
     """Fit (resuming from ``last.ckpt`` if present); returns the run record on rank 0, None elsewhere."""
-    marker = out_dir / DONE_MARKER
-    if marker.is_file():
-        log.info("training already complete (%s): skipping to predictions", marker)
-        return json.loads(marker.read_text())
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
         precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
         tensorboard=train_cfg["tensorboard"])
-    resume = resume_checkpoint(out_dir)
-    resumed_from = _read_step(resume) if resume else None
-    if resume:
-        log.info("resuming from %s at global step %d", resume, resumed_from)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    if trainer.global_rank != 0:
-        return None
-    record = {
-        "best_checkpoint": Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None,
-        "best_val_select_mcc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed_from_step": resumed_from,
-        "accelerator": accelerator, "devices": devices,
-    }
-    atomic_write_json(marker, record)
-    return record
+    return fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
 
 
 def run_baseline_phase(cfg: dict, data_dir: str | Path, out_dir: str | Path, experiment: str, gpus: int = 0,
@@ -138,8 +110,7 @@ def run_baseline_phase(cfg: dict, data_dir: str | Path, out_dir: str | Path, exp
         adapted = Path(explora_dir) / "backbone.safetensors"
     for manifest in upstream:
         recorder.consume(manifest)
-    if rank_zero_only.rank == 0:  # DDP children start later, inside fit()
-        discard_stale_training(out_dir, config_hash([model_cfg, train_cfg, *map(sha256_file, upstream)]))
+    discard_stale_training(out_dir, config_hash([model_cfg, train_cfg, *map(sha256_file, upstream)]))
 
     model = build_classifier(model_cfg, adapted)
     spec = data_config(model.backbone, model_cfg["img_size"])
@@ -151,7 +122,7 @@ def run_baseline_phase(cfg: dict, data_dir: str | Path, out_dir: str | Path, exp
     record = train(module, datamodule, out_dir, train_cfg, accelerator, devices)
     if record is None:
         return None
-    best = out_dir / "checkpoints" / (record["best_checkpoint"] or "last.ckpt")
+    best = out_dir / CHECKPOINT_DIR / (record["best_checkpoint"] or LAST)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     return _export(recorder, model, model_cfg, spec, datamodule, record, accelerator)
@@ -185,7 +156,7 @@ def _export(recorder: PhaseRecorder, model: RoadworkClassifier, model_cfg: dict,
         recorder.add_artifact(name)
     recorder.metrics.update({
         "val_test": {k: metrics["val_test"][k] for k in ("mcc", "accuracy", "natix_reward", "auroc", "ece")},
-        "val_select_mcc_best": record["best_val_select_mcc"],
+        "val_select_mcc_best": record["best_score"],
         "global_step": record["global_step"], "epochs": record["epochs"],
         "resumed_from_step": record["resumed_from_step"],
         "parameters": count_parameters(model),

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from streetvision.io.atomic import atomic_write_bytes
+from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
+DONE_MARKER = "training_done.json"
+RUN_KEY = "run_key.txt"  # hash of the config + input manifests the checkpoints belong to
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -46,6 +51,50 @@ def resume_checkpoint(phase_dir: Path) -> Path | None:
     return last if last.is_file() else None
 
 
+def discard_stale_training(out_dir: Path, run_key: str) -> None:
+    """Checkpoints resume only the same run: another config or other inputs start from scratch.
+
+    Runs on rank 0 only (DDP children start later, inside ``fit``).
+    """
+    if rank_zero_only.rank != 0:
+        return
+    key_file = out_dir / RUN_KEY
+    if key_file.is_file() and key_file.read_text() == run_key:
+        return
+    for stale in (out_dir / CHECKPOINT_DIR, out_dir / "logs"):
+        shutil.rmtree(stale, ignore_errors=True)
+    (out_dir / DONE_MARKER).unlink(missing_ok=True)
+    atomic_write_text(key_file, run_key)
+
+
+def fit_resumable(trainer: L.Trainer, checkpoint: ModelCheckpoint, module: L.LightningModule, out_dir: Path,
+                  **fit_kwargs) -> dict | None:
+    """Fit, resuming from ``last.ckpt`` if one exists; skip fitting if a finished run is recorded.
+
+    Returns the run record (best checkpoint, steps, where it resumed from) on rank 0, None elsewhere.
+    """
+    marker = out_dir / DONE_MARKER
+    if marker.is_file():
+        log.info("training already complete (%s): skipping to export", marker)
+        return json.loads(marker.read_text())
+    resume = resume_checkpoint(out_dir)
+    resumed_from = None
+    if resume:
+        resumed_from = int(torch.load(resume, map_location="cpu", weights_only=False).get("global_step", 0))
+        log.info("resuming from %s at global step %d", resume, resumed_from)
+    trainer.fit(module, ckpt_path=resume, **fit_kwargs)
+    if trainer.global_rank != 0:
+        return None
+    record = {
+        "best_checkpoint": Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None,
+        "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed_from_step": resumed_from,
+        "accelerator": trainer.accelerator.__class__.__name__, "devices": trainer.num_devices,
+    }
+    atomic_write_json(marker, record)
+    return record
+
+
 def show_progress_bar() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
@@ -53,8 +102,12 @@ def show_progress_bar() -> bool:
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
                   monitor: str | None = None, patience: int = 0, tensorboard: bool = False,
                   max_steps: int = -1, find_unused_parameters: bool = False, extra_callbacks=()) -> tuple[L.Trainer, ModelCheckpoint]:
-    checkpoint = ModelCheckpoint(dirpath=phase_dir / CHECKPOINT_DIR, filename="best", monitor=monitor,
-                                 mode="max", save_last=True, save_top_k=1 if monitor else 0)
+    if monitor:  # best by the monitored metric, plus last.ckpt to resume from
+        checkpoint = ModelCheckpoint(dirpath=phase_dir / CHECKPOINT_DIR, filename="best", monitor=monitor,
+                                     mode="max", save_last=True, save_top_k=1)
+    else:  # nothing to rank by: keep only the newest, named last.ckpt, every epoch
+        checkpoint = ModelCheckpoint(dirpath=phase_dir / CHECKPOINT_DIR, filename=Path(LAST).stem, save_top_k=1,
+                                     save_last=False, every_n_epochs=1, enable_version_counter=False)
     callbacks = [checkpoint, *extra_callbacks]
     if monitor and patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))

@@ -1,0 +1,201 @@
+"""Phase 4 ExPLoRA (Khanna et al., ICML 2025): parameter-efficient extended self-supervised pre-training.
+
+The pretrained ViT keeps training with its own self-supervised objective on target-domain images:
+LoRA adapters (PEFT) on the attention projections of every block but the last ``unfreeze_blocks``,
+which are trained in full. The objective here is DINO self-distillation: a student and an EMA teacher
+with the same adapted architecture, a projection head with prototypes, 2 global + N local crops,
+teacher centering and sharpening (temperatures), and a cosine EMA-momentum schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from streetvision.models.backbone import backbone_blocks
+from streetvision.train.baseline import warmup_cosine
+
+ALLOWED_SPLITS = ("train", "unlabeled")
+
+
+class LeakageError(ValueError):
+    """ExPLoRA was asked to read an evaluation split."""
+
+
+# ---------------------------------------------------------------- adapters
+
+def add_lora(backbone: nn.Module, cfg: dict):
+    """Wrap ``backbone`` with PEFT LoRA on all blocks but the last N, then unfreeze those N blocks."""
+    from peft import LoraConfig, get_peft_model
+
+    blocks = backbone_blocks(backbone)
+    n_unfrozen = cfg["unfreeze_blocks"]
+    adapted = list(range(len(blocks) - n_unfrozen))
+    if not adapted:
+        raise ValueError(f"config key 'explora.unfreeze_blocks': {n_unfrozen} leaves no block for LoRA "
+                         f"(the backbone has {len(blocks)})")
+    targets = "|".join(map(str, adapted))
+    modules = "|".join(cfg["target_modules"])
+    lora = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+                      target_modules=rf"blocks\.({targets})\.attn\.({modules})", bias="none")
+    model = get_peft_model(backbone, lora)
+    for block in backbone_blocks(model.base_model.model)[len(adapted):]:
+        block.requires_grad_(True)
+    if cfg["train_norms"]:
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.requires_grad_(True)
+    return model
+
+
+# ---------------------------------------------------------------- DINO objective
+
+class DINOHead(nn.Module):
+    """MLP projection, L2-normalised bottleneck, weight-normalised prototypes (as in DINO)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, bottleneck: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        self.prototypes = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
+        self.prototypes.parametrizations.weight.original0.data.fill_(1.0)
+        self.prototypes.parametrizations.weight.original0.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prototypes(F.normalize(self.mlp(x), dim=-1))
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy between sharpened, centred teacher outputs and student outputs of other views."""
+
+    def __init__(self, out_dim: int, student_temp: float, teacher_temp: float, center_momentum: float):
+        super().__init__()
+        self.student_temp, self.teacher_temp, self.center_momentum = student_temp, teacher_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor]) -> torch.Tensor:
+        teacher_probs = [F.softmax((t - self.center) / self.teacher_temp, dim=-1).detach() for t in teacher_out]
+        student_logp = [F.log_softmax(s / self.student_temp, dim=-1) for s in student_out]
+        total, pairs = 0.0, 0
+        for ti, t in enumerate(teacher_probs):
+            for si, s in enumerate(student_logp):
+                if si == ti:  # same view: skipped, as in DINO
+                    continue
+                total = total + torch.sum(-t * s, dim=-1).mean()
+                pairs += 1
+        self.update_center(torch.cat(teacher_out))
+        return total / pairs
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: torch.Tensor) -> None:
+        batch_center = teacher_out.sum(dim=0, keepdim=True)
+        count = torch.tensor([teacher_out.shape[0]], device=teacher_out.device, dtype=batch_center.dtype)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_center)
+            dist.all_reduce(count)
+        self.center.mul_(self.center_momentum).add_(batch_center / count * (1 - self.center_momentum))
+
+
+def ema_momentum(step: int, total: int, base: float) -> float:
+    """Cosine schedule from ``base`` to 1 over training."""
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step, total) / max(1, total)) + 1) / 2
+
+
+# ---------------------------------------------------------------- data
+
+class MultiCrop:
+    """2 global crops at the input size and N local crops (small regions), DINO-style photometric jitter."""
+
+    def __init__(self, img_size: int, local_size: int, n_local: int, global_scale, local_scale, mean, std):
+        tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        jitter = [v2.RandomHorizontalFlip(), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+                  v2.RandomGrayscale(p=0.2)]
+        self.global_view = v2.Compose([v2.RandomResizedCrop(img_size, scale=tuple(global_scale), antialias=True),
+                                       *jitter, v2.RandomApply([v2.GaussianBlur(5)], p=0.5), *tail])
+        self.local_view = v2.Compose([v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True),
+                                      *jitter, *tail])
+        self.n_local = n_local
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        return [self.global_view(image), self.global_view(image)] + [self.local_view(image) for _ in range(self.n_local)]
+
+
+class UnlabeledImages(Dataset):
+    def __init__(self, paths: list[str], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
+    """The rows ExPLoRA may read; any evaluation split is refused by name."""
+    refused = [s for s in splits if s not in ALLOWED_SPLITS]
+    if refused:
+        raise LeakageError(f"ExPLoRA may read only {ALLOWED_SPLITS}; refused split(s) {refused}")
+    frame = index[index["split"].isin(splits)].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"ExPLoRA: no images in split(s) {splits}")
+    return frame
+
+
+def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int, num_workers: int) -> DataLoader:
+    frame = explora_frame(index, splits)
+    return DataLoader(UnlabeledImages(frame["path"].tolist(), transform), batch_size=batch_size, shuffle=True,
+                      num_workers=num_workers, persistent_workers=num_workers > 0, drop_last=len(frame) > batch_size)
+
+
+# ---------------------------------------------------------------- Lightning module
+
+class ExploraModule(L.LightningModule):
+    def __init__(self, student_backbone: nn.Module, cfg: dict):
+        super().__init__()
+        embed_dim = student_backbone.base_model.model.num_features
+        self.cfg = cfg
+        self.student = student_backbone
+        self.student_head = DINOHead(embed_dim, cfg["out_dim"], cfg["head_hidden"], cfg["head_bottleneck"])
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.teacher_head = copy.deepcopy(self.student_head).requires_grad_(False)
+        self.loss = DINOLoss(cfg["out_dim"], cfg["student_temp"], cfg["teacher_temp"], cfg["center_momentum"])
+
+    def training_step(self, crops, batch_idx):
+        with torch.no_grad():
+            teacher_out = [self.teacher_head(self.teacher(c)) for c in crops[:2]]
+        student_out = [self.student_head(self.student(c)) for c in crops]
+        loss = self.loss([s.float() for s in student_out], [t.float() for t in teacher_out])
+        self.log("explora/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=crops[0].shape[0])
+        return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        m = ema_momentum(self.global_step, int(self.trainer.estimated_stepping_batches), self.cfg["ema_momentum"])
+        for student, teacher in ((self.student, self.teacher), (self.student_head, self.teacher_head)):
+            for s, t in zip(student.parameters(), teacher.parameters(), strict=True):
+                if s.requires_grad:
+                    t.mul_(m).add_(s.detach(), alpha=1 - m)
+        self.log("explora/ema_momentum", m, on_step=True)
+
+    def configure_optimizers(self):
+        params = [p for p in list(self.student.parameters()) + list(self.student_head.parameters()) if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg["weight_decay"]},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg["lr"])
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.cfg["warmup_fraction"] * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

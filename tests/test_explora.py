@@ -1,0 +1,134 @@
+"""Phase 4 ExPLoRA on a tiny ViT: leakage, export load-back (incl. a broken save), adapters."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import resolved_config
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from streetvision.data.phase import run_data_phase
+from streetvision.models.backbone import BackboneSpec, build_backbone
+from streetvision.train import phase4
+from streetvision.train.explora import LeakageError, add_lora, explora_frame
+from streetvision.train.phase4 import ExportValidationError, validate_export
+
+EVAL_SPLITS = {"val_select", "val_calib", "val_conformal", "val_test"}
+# Small but lively: a fast-moving teacher so the adapter visibly changes the embeddings.
+EXPLORA = {"enabled": True, "out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2,
+           "max_epochs": 2, "batch_size": 32, "num_workers": 0, "probe_max_train": 200, "lora_rank": 4,
+           "lr": 0.01, "ema_momentum": 0.5}
+
+
+@pytest.fixture(scope="module")
+def config(repo):
+    return resolved_config(repo, {"explora": EXPLORA, "data": {"synthetic": {"unlabeled_count": 40}}})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, config):
+    out = tmp_path_factory.mktemp("explora") / "data"
+    run_data_phase(config["data"], out, "demo")
+    return out
+
+
+@pytest.fixture(scope="module")
+def phase_run(tmp_path_factory, config, data_dir):
+    """Run the phase once, recording every image it opens and whether the linear probe opened it."""
+    out = tmp_path_factory.mktemp("explora") / "p4"
+    opened, in_probe = [], [False]
+    original_open, original_probe = Image.open, phase4.linear_probe
+
+    def recording_open(path, *args, **kwargs):
+        opened.append((str(path), in_probe[0]))
+        return original_open(path, *args, **kwargs)
+
+    def flagged_probe(*args, **kwargs):
+        in_probe[0] = True
+        try:
+            return original_probe(*args, **kwargs)
+        finally:
+            in_probe[0] = False
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Image, "open", recording_open)
+        mp.setattr(phase4, "linear_probe", flagged_probe)
+        manifest = phase4.run_explora_phase(config, data_dir, out, "demo")
+    return out, json.loads(manifest.read_text()), opened
+
+
+def split_of_paths(data_dir):
+    index = pd.read_parquet(data_dir / "index.parquet")
+    return {str(data_dir / p): s for p, s in zip(index["path"], index["split"], strict=True)}
+
+
+def test_explora_never_opens_an_evaluation_image(phase_run, data_dir):
+    _, manifest, opened = phase_run
+    splits = split_of_paths(data_dir)
+    adaptation = {splits[p] for p, probing in opened if not probing}
+    assert adaptation <= {"train", "unlabeled"} and "unlabeled" in adaptation
+    # Only the linear probe (an evaluation after export; fitted on train) reads val_test.
+    assert {splits[p] for p, probing in opened if probing} <= {"train", "val_test"}
+    assert manifest["metrics"]["images_used"]["unlabeled"] == 40
+
+
+@pytest.mark.parametrize("split", sorted(EVAL_SPLITS))
+def test_explora_data_refuses_evaluation_splits(split, data_dir):
+    index = pd.read_parquet(data_dir / "index.parquet")
+    with pytest.raises(LeakageError, match=f"refused split\\(s\\) \\['{split}'\\]"):
+        explora_frame(index, ["train", split])
+
+
+def test_export_reloads_exactly_and_the_adapter_changed_outputs(phase_run, config):
+    out, manifest, _ = phase_run
+    m = manifest["metrics"]
+    assert m["load_back_max_abs_diff"] <= config["explora"]["export_tolerance"]
+    assert m["adaptation_max_abs_change"] > 100 * config["explora"]["export_tolerance"]
+    assert set(m["linear_probe_val_test_mcc"]) == {"before", "after"}
+    assert 0 < m["parameters"]["trainable"] < m["parameters"]["backbone_total"]
+
+
+def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):
+    """Saving the unfrozen block from the base model instead of the trained one must fail validation."""
+    out, _, _ = phase_run
+    spec = BackboneSpec.from_config(config["model"])
+    good = load_file(out / "backbone.safetensors")
+    reference = build_backbone(config["model"])
+    reference.load_state_dict(good)
+    batch = phase4.fixed_batch(explora_frame(pd.read_parquet(data_dir / "index.parquet").assign(
+        path=lambda f: [str(data_dir / p) for p in f["path"]]), ["train"]),
+        {"img_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"})
+    assert validate_export(reference, out / "backbone.safetensors", spec, batch, 1e-4) <= 1e-4
+    base = build_backbone(config["model"]).state_dict()
+    last = len(reference.blocks) - 1
+    broken = {k: (base[k] if k.startswith(f"blocks.{last}.") else v).contiguous() for k, v in good.items()}
+    save_file(broken, tmp_path / "broken.safetensors")
+    with pytest.raises(ExportValidationError, match="differs from the adapted model"):
+        validate_export(reference, tmp_path / "broken.safetensors", spec, batch, 1e-4)
+    missing = {k: v for k, v in good.items() if not k.startswith(f"blocks.{last}.")}
+    save_file(missing, tmp_path / "missing.safetensors")
+    with pytest.raises(ExportValidationError, match="does not load"):
+        validate_export(reference, tmp_path / "missing.safetensors", spec, batch, 1e-4)
+
+
+def test_lora_goes_on_all_blocks_but_the_unfrozen_ones(config):
+    backbone = build_backbone(config["model"])
+    model = add_lora(backbone, {**config["explora"], "unfreeze_blocks": 1})
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("blocks.0.attn.qkv.lora_A" in n for n in trainable)
+    assert not any("blocks.1.attn.qkv.lora_" in n for n in trainable)  # block 1 is the unfrozen last one
+    assert any(".blocks.1.mlp.fc1.weight" in n for n in trainable)
+    assert not any(".blocks.0.mlp.fc1.weight" in n for n in trainable)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+    with pytest.raises(ValueError, match="leaves no block for LoRA"):
+        add_lora(build_backbone(config["model"]), {**config["explora"], "unfreeze_blocks": 2})
+
+
+def test_mae_objective_is_a_clear_config_error(repo):
+    from streetvision.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"config key 'experiments\.demo\.explora\.objective'"):
+        resolved_config(repo, {"experiments": {"demo": {"explora": {"objective": "mae"}}}})
