@@ -74,3 +74,22 @@ def test_sigkill_mid_write_never_tears(tmp_path):
         assert target.read_bytes() == b"final"
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)]
     assert kills_mid_write > 0, "no kill landed mid-write: the test did not exercise the torn-write case"
+
+
+def test_concurrent_writers_of_one_target_do_not_break_each_other(tmp_path):
+    """Two processes writing the same file (e.g. two experiments sharing the demo scenes) both succeed."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from streetvision.io.atomic import atomic_write_bytes
+        for i in range(300):
+            atomic_write_bytes(sys.argv[1], b"same content" * 1000, durable=False)
+        """
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "shared.jpg")], stderr=subprocess.PIPE)
+               for _ in range(3)]
+    for proc in writers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    assert (tmp_path / "shared.jpg").read_bytes() == b"same content" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.jpg"]

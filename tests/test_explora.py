@@ -87,7 +87,8 @@ def test_export_reloads_exactly_and_the_adapter_changed_outputs(phase_run, confi
     assert m["load_back_max_abs_diff"] <= config["explora"]["export_tolerance"]
     assert m["adaptation_max_abs_change"] > 100 * config["explora"]["export_tolerance"]
     assert set(m["linear_probe_val_test_mcc"]) == {"before", "after"}
-    assert 0 < m["parameters"]["trainable"] < m["parameters"]["backbone_total"]
+    assert 0 < m["parameters"]["backbone_trainable"] < m["parameters"]["backbone_total"]
+    assert 0 < m["trainable_fraction_of_backbone"] < 1
 
 
 def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):

@@ -3,11 +3,13 @@
 Every write goes to a temp file in the target's directory, is flushed and fsynced, then
 ``os.replace``-d over the target, and the directory is fsynced so the rename itself is durable.
 A process killed at any moment therefore leaves either the old file or the new one, never a torn
-file. Temp files left by a killed writer are removed by the next write to the same target.
+file. Temp files left by a killed writer are removed by the next write to the same target; temp
+names carry the writer's PID so that a concurrent writer's file in flight is never touched.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -19,17 +21,29 @@ TEMP_SUFFIX = ".svtmp"
 
 
 def _temp_prefix(target: Path) -> str:
-    return f".{target.name}."
+    return f".{target.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def remove_stale_temps(target: Path) -> int:
-    """Delete temp files a killed writer left for ``target``; returns how many were removed."""
+    """Delete temp files that dead writers left for ``target``; returns how many were removed."""
     removed = 0
     if not target.parent.is_dir():
         return 0
-    for leftover in target.parent.glob(f"{_temp_prefix(target)}*{TEMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
-        removed += 1
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*{TEMP_SUFFIX}"):
+        pid = leftover.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 

@@ -142,11 +142,12 @@ def _export(recorder, module: ExploraModule, base: nn.Module, model_cfg: dict, e
     backbone_spec = BackboneSpec.from_config(model_cfg)
     load_back = validate_export(teacher, recorder.path(BACKBONE_FILE), backbone_spec, batch, ex_cfg["export_tolerance"])
     adaptation = (adapted_embeddings - embed(base, batch)).abs().max().item()
-    params = {"trainable": count_parameters(module.student)["trainable"] + count_parameters(module.student_head)["trainable"],
-              "backbone_total": count_parameters(base)["total"]}
+    params = {"backbone_trainable": count_parameters(module.student)["trainable"],  # LoRA + unfrozen blocks
+              "backbone_total": count_parameters(base)["total"],
+              "dino_head": count_parameters(module.student_head)["trainable"]}  # discarded after phase 4
     summary = {
-        "load_back_max_abs_diff": load_back, "adaptation_max_abs_change": adaptation,
-        "parameters": params, "trainable_fraction_of_backbone": params["trainable"] / params["backbone_total"],
+        "load_back_max_abs_diff": load_back, "adaptation_max_abs_change": adaptation, "parameters": params,
+        "trainable_fraction_of_backbone": params["backbone_trainable"] / params["backbone_total"],
         "images_used": {split: int((frame["split"] == split).sum()) for split in ex_cfg["splits"]},
         "global_step": record["global_step"], "epochs": record["epochs"], "resumed_from_step": record["resumed_from_step"],
     }
@@ -166,5 +167,5 @@ def _export(recorder, module: ExploraModule, base: nn.Module, model_cfg: dict, e
         recorder.add_artifact(name)
     recorder.metrics.update(summary)
     log.info("ExPLoRA done: %d trainable of %d backbone parameters; load-back max|Δ| %.2e; adaptation max|Δ| %.3g",
-             params["trainable"], params["backbone_total"], load_back, adaptation)
+             params["backbone_trainable"], params["backbone_total"], load_back, adaptation)
     return recorder.finish()
