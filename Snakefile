@@ -13,6 +13,8 @@ include: "rules/data.smk"
 include: "rules/explora.smk"
 include: "rules/baseline.smk"
 include: "rules/thresholds.smk"
+include: "rules/gate.smk"
+include: "rules/calibration.smk"
 
 
 rule all:

@@ -42,7 +42,13 @@ def explora_input(wildcards):
     return []
 
 
-FINAL_PHASES = ["data", "phase1_baseline", "phase2_thresholds"]
+FINAL_PHASES = [
+    "data",
+    "phase1_baseline",
+    "phase2_thresholds",
+    "phase3_gate",
+    "phase5_scrc",
+]
 
 
 def all_targets():

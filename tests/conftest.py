@@ -39,7 +39,8 @@ def repo() -> Path:
 # A whole pipeline small enough for CI: 300 synthetic scenes, a 2-block ViT at 32 px.
 TINY_CONFIG = {
     "experiments": {"demo": {}},
-    "data": {"synthetic": {"count": 300, "image_size": 48}},
+    "data": {"synthetic": {"count": 300, "image_size": 48},
+             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
     "model": {
         "backbone": "vit_tiny_patch16_224",
         "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
@@ -50,6 +51,8 @@ TINY_CONFIG = {
     "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 2,
                 "batch_size": 32, "num_workers": 0, "probe_max_train": 200, "lora_rank": 4},
+    "gate": {"max_epochs": 50},
+    "scrc": {"alpha": 0.2, "delta": 0.2, "grid_size": 20},  # certifiable with ~75 val_conformal images
 }
 
 

@@ -41,16 +41,18 @@ def manifest(workdir, phase, exp="demo"):
 def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     done = snakemake(repo, workdir, "--cores", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for phase in ("data", "phase1_baseline", "phase2_thresholds"):
+    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc"):
         assert manifest(workdir, phase)["phase"] == phase
         assert (workdir / "results/demo/logs" / f"{phase}.log").is_file()
         assert (workdir / "results/demo/benchmarks" / f"{phase}.tsv").is_file()
     assert 0 < manifest(workdir, "phase2_thresholds")["metrics"]["threshold"] < 1
     verified = run_cli("streetvision", "verify", str(workdir / "results"))
-    assert verified.returncode == 0 and "OK: 3 manifest(s)" in verified.stdout
-    lineage = run_cli("streetvision", "inspect", str(workdir / "results/demo/phase2_thresholds"))
+    assert verified.returncode == 0 and "OK: 5 manifest(s)" in verified.stdout
+    lineage = run_cli("streetvision", "inspect", str(workdir / "results/demo/phase5_scrc"))
     assert [line.split()[0] for line in lineage.stdout.splitlines() if "[demo]" in line] == [
-        "phase2_thresholds", "phase1_baseline", "data"]
+        "phase5_scrc", "phase1_baseline", "data", "phase2_thresholds", "phase3_gate"]
+    scrc = manifest(workdir, "phase5_scrc")["metrics"]
+    assert 0 <= scrc["val_test_coverage"] <= 1 and "val_test_selective_risk" in scrc
     again = snakemake(repo, workdir, "--cores", "2", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -123,7 +125,7 @@ def test_explora_appears_in_the_dag_only_when_enabled(repo, workdir):
 def test_dry_run_of_the_full_target(repo, workdir):
     done = snakemake(repo, workdir, "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr[-3000:]
-    for rule in ("data", "baseline", "thresholds"):
+    for rule in ("data", "baseline", "thresholds", "gate", "scrc"):
         assert rule in done.stdout + done.stderr
 
 

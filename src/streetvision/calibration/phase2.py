@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from streetvision.calibration.thresholds import select_threshold_max_mcc, sweep
+from streetvision.calibration.thresholds import ThresholdInputError, select_threshold_max_mcc, sweep
 from streetvision.io.atomic import atomic_write_json, atomic_write_with
 from streetvision.io.manifest import MANIFEST_NAME, PhaseRecorder
 from streetvision.metrics import compute_all_metrics
@@ -25,7 +26,12 @@ def read_predictions(phase1_dir: Path, split: str) -> pd.DataFrame:
     path = phase1_dir / "predictions" / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: phase 1 predictions for split '{split}' are missing")
-    return pd.read_parquet(path)
+    table = pd.read_parquet(path)
+    bad = ~(np.isfinite(table["logit"]) & np.isfinite(table["probability"]))
+    if bad.any():
+        raise ThresholdInputError(f"{path}: {int(bad.sum())} of {len(table)} logits/probabilities of split "
+                                  f"'{split}' are NaN or infinite (first id: {table.loc[bad, 'id'].iloc[0]})")
+    return table
 
 
 def plot_sweep(curve: pd.DataFrame, chosen: float, path: Path) -> None:

@@ -89,7 +89,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays and paths so that ``json`` can write them; NaN becomes None."""
+    """Convert numpy scalars/arrays and paths so that ``json`` can write them; NaN -> None, ±inf -> "inf"."""
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -100,6 +100,8 @@ def to_jsonable(value: Any) -> Any:
         return to_jsonable(value.tolist())
     if isinstance(value, float) and value != value:
         return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"  # strict JSON has no infinity; float("inf") reads it back
     return value
 
 

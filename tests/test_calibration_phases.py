@@ -1,0 +1,115 @@
+"""Phases 2, 3 and 5 on fabricated phase-1 outputs (fast, controllable, no training)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from streetvision.calibration.phase2 import run_threshold_phase
+from streetvision.calibration.phase3 import run_gate_phase
+from streetvision.calibration.phase5 import run_scrc_phase
+from streetvision.calibration.scrc import CalibrationSizeError
+from streetvision.calibration.thresholds import ThresholdInputError
+from streetvision.io.atomic import atomic_save_tensors
+from streetvision.io.manifest import PhaseRecorder, verify_tree
+
+GATE = {"loss": "bce", "gatekeeper_alpha": 0.5, "hidden": 32, "lr": 0.003, "weight_decay": 1e-4,
+        "batch_size": 128, "max_epochs": 150, "patience": 20, "holdout_fraction": 0.2, "seed": 0}
+SCRC = {"alpha": 0.1, "delta": 0.1, "score": "gate", "grid_size": 100}
+
+
+def fake_phase1(root, n=600, seed=0, nan_split=None):
+    """Predictions whose errors are flagged by feature 0, so a gate can learn to find them."""
+    rng = np.random.default_rng(seed)
+    phase1 = root / "phase1_baseline"
+    rec = PhaseRecorder(phase1, "phase1_baseline", "t", {})
+    for split in ("val_select", "val_calib", "val_conformal", "val_test"):
+        labels = rng.integers(0, 2, n)
+        hard = rng.random(n) < 0.15  # on hard images stage 1 is a coin flip
+        logits = np.where(hard, rng.normal(0, 0.3, n), np.where(labels == 1, 1, -1) * rng.uniform(1, 4, n))
+        if split == nan_split:
+            logits[5] = np.nan
+        features = rng.normal(size=(n, 8)).astype(np.float32)
+        features[:, 0] += 3 * hard
+        ids = [f"{split}-{i}" for i in range(n)]
+        table = pd.DataFrame({"id": ids, "label": labels.astype("int8"), "logit": logits,
+                              "probability": 1 / (1 + np.exp(-logits))})
+        (phase1 / "predictions").mkdir(parents=True, exist_ok=True)
+        table.to_parquet(phase1 / "predictions" / f"{split}.parquet", index=False)
+        rec.add_artifact(f"predictions/{split}.parquet")
+        if split != "val_select":
+            atomic_save_tensors(phase1 / "features" / f"{split}.safetensors", {"features": torch.from_numpy(features)},
+                                {"ids": json.dumps(ids)})
+            rec.add_artifact(f"features/{split}.safetensors")
+    rec.finish()
+    return phase1
+
+
+def run_all(root, scrc=SCRC, gate=GATE, **fake):
+    phase1 = fake_phase1(root, **fake)
+    run_threshold_phase(phase1, root / "phase2_thresholds", "t")
+    run_gate_phase(gate, phase1, root / "phase2_thresholds", root / "phase3_gate", "t")
+    manifest = run_scrc_phase(scrc, phase1, root / "phase2_thresholds", root / "phase3_gate", root / "phase5_scrc", "t")
+    return json.loads(manifest.read_text())
+
+
+@pytest.mark.parametrize("loss", ["bce", "gatekeeper"])
+def test_gate_finds_the_errors_and_scrc_meets_its_target(tmp_path, loss):
+    manifest = run_all(tmp_path, gate={**GATE, "loss": loss})
+    gate = json.loads((tmp_path / "phase3_gate" / "manifest.json").read_text())["metrics"]
+    assert gate["error_detection_auroc_gate"] > 0.8
+    m = manifest["metrics"]
+    assert 0.3 < m["val_test_coverage"] < 1.0
+    assert m["val_test_selective_risk"] <= 0.1 + 0.05  # alpha, plus slack for one finite test split
+    assert m["val_conformal_risk_upper_bound"] <= 0.1
+    assert m["warnings"] == []
+    scrc = json.loads((tmp_path / "phase5_scrc" / "scrc.json").read_text())
+    assert scrc["calibration_val_calib"]["ece_after"] <= scrc["calibration_val_calib"]["ece_before"] + 1e-9
+    assert scrc["temperature"] > 0
+    assert verify_tree(tmp_path)[1] == []
+    for picture in ("phase3_gate/risk_coverage.png", "phase5_scrc/reliability.png", "phase5_scrc/risk_coverage.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_confidence_score_option(tmp_path):
+    manifest = run_all(tmp_path, scrc={**SCRC, "score": "confidence"})
+    assert manifest["config"]["score"] == "confidence" and 0 < manifest["metrics"]["val_test_coverage"] <= 1
+
+
+def test_no_feasible_threshold_abstains_with_a_warning(tmp_path):
+    manifest = run_all(tmp_path, scrc={**SCRC, "alpha": 0.001, "delta": 0.5, "grid_size": 2}, n=2000)
+    assert manifest["metrics"]["selection_threshold"] == "inf"
+    assert manifest["metrics"]["val_test_coverage"] == 0.0
+    assert "abstains on every image" in manifest["metrics"]["warnings"][0]
+
+
+def test_too_small_conformal_split_says_how_many_are_needed(tmp_path):
+    with pytest.raises(CalibrationSizeError, match=r"val_conformal \(gate scores\): SCRC needs at least 227"):
+        run_all(tmp_path, scrc={**SCRC, "alpha": 0.03}, n=150)
+    assert not (tmp_path / "phase5_scrc" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("split", ["val_calib", "val_test"])
+def test_nan_logits_into_phase2_name_the_split(tmp_path, split):
+    phase1 = fake_phase1(tmp_path, nan_split=split)
+    with pytest.raises(ThresholdInputError, match=f"1 of 600 logits/probabilities of split '{split}' are NaN"):
+        run_threshold_phase(phase1, tmp_path / "phase2_thresholds", "t")
+    assert not (tmp_path / "phase2_thresholds" / "manifest.json").exists()
+
+
+def test_phase3_and_5_do_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, streetvision.calibration.phase3, streetvision.calibration.phase5; "
+            "print([m for m in ('lightning', 'peft', 'timm') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_inf_threshold_round_trips_through_json(tmp_path):
+    manifest = run_all(tmp_path, scrc={**SCRC, "alpha": 0.001, "delta": 0.5, "grid_size": 2}, n=2000)
+    assert math.isinf(float(manifest["metrics"]["selection_threshold"]))
