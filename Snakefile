@@ -15,6 +15,7 @@ include: "rules/baseline.smk"
 include: "rules/thresholds.smk"
 include: "rules/gate.smk"
 include: "rules/calibration.smk"
+include: "rules/export.smk"
 
 
 rule all:

@@ -48,6 +48,7 @@ FINAL_PHASES = [
     "phase2_thresholds",
     "phase3_gate",
     "phase5_scrc",
+    "phase6_bundle",
 ]
 
 

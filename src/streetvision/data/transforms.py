@@ -88,8 +88,9 @@ class RandomGaussianBlur:
         return F.gaussian_blur(tensor, [size, size], [sigma, sigma])
 
 
-def level_transform(level: int, img_size: int, mean, std, params: ValidatorAugmentParams | None = None):
-    """The validator's augmentation at one level, ending in a normalised float tensor."""
+def level_transform(level: int, img_size: int, mean, std, params: ValidatorAugmentParams | None = None,
+                    normalize: bool = True):
+    """The validator's augmentation at one level, ending in a (normalised) float tensor."""
     p = params or ValidatorAugmentParams()
     scale = img_size / REFERENCE_SIZE
     if level == 0:
@@ -107,7 +108,8 @@ def level_transform(level: int, img_size: int, mean, std, params: ValidatorAugme
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if level >= 3:
         steps += [GaussianNoise(p.noise_variance), RandomGaussianBlur(p.blur_kernel, scale)]
-    steps.append(v2.Normalize(mean=list(mean), std=list(std)))
+    if normalize:
+        steps.append(v2.Normalize(mean=list(mean), std=list(std)))
     return v2.Compose(steps)
 
 
