@@ -16,6 +16,7 @@ include: "rules/thresholds.smk"
 include: "rules/gate.smk"
 include: "rules/calibration.smk"
 include: "rules/export.smk"
+include: "rules/report.smk"
 
 
 rule all:

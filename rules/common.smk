@@ -53,8 +53,9 @@ FINAL_PHASES = [
 
 
 def all_targets():
-    return [
+    phases = [
         f"{RESULTS}/{exp}/{phase}/manifest.json"
         for exp in EXPERIMENTS
         for phase in FINAL_PHASES
     ]
+    return phases + [f"{RESULTS}/report/manifest.json"]

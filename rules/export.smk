@@ -8,15 +8,6 @@ rule bundle:
         scrc=phase_manifest("phase5_scrc"),
     output:
         manifest=phase_manifest("phase6_bundle"),
-    params:
-        cfg=lambda wc: exp_config(wc, "bundle"),
-        data_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
-        phase1_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
-        phase2_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase2_thresholds",
-        phase3_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase3_gate",
-        phase5_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase5_scrc",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase6_bundle",
-        workflow_dir=WORKFLOW_DIR,
     log:
         phase_log("phase6_bundle"),
     benchmark:
@@ -26,5 +17,14 @@ rule bundle:
         gpu=0,
         mem_mb=4000,
         runtime=30,
+    params:
+        cfg=lambda wc: exp_config(wc, "bundle"),
+        data_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
+        phase1_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
+        phase2_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase2_thresholds",
+        phase3_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase3_gate",
+        phase5_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase5_scrc",
+        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase6_bundle",
+        workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/export.py"

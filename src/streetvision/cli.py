@@ -1,4 +1,4 @@
-"""The ``streetvision`` command: verify, inspect (more subcommands arrive with their phases).
+"""The ``streetvision`` command: verify, inspect, predict.
 
 Kept light: no torch/Lightning import unless a subcommand needs one.
 """
@@ -67,6 +67,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """One JSON line per image on stdout; unreadable images are reported on stderr and skipped."""
+    import json
+
+    from PIL import Image, UnidentifiedImageError
+
+    from streetvision.bundle.load import BundleError, load_bundle
+
+    try:
+        detector = load_bundle(args.bundle, device=args.device)
+    except (BundleError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                details = detector.predict_details([image])[0]
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            failures += 1
+            print(json.dumps({"path": path, "error": f"cannot read image: {err}"}), file=sys.stderr)
+            continue
+        print(json.dumps({"path": path, **details}), flush=True)
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="print the lineage of a phase manifest")
     inspect.add_argument("manifest")
     inspect.set_defaults(func=cmd_inspect)
+    predict = sub.add_parser("predict", help="run a bundle on images: one JSON line per image")
+    predict.add_argument("--bundle", required=True, help="a bundle directory (phase6_bundle/bundle)")
+    predict.add_argument("--device", default="cpu")
+    predict.add_argument("images", nargs="+")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,7 @@ def write_bundle(bundle_dir: Path, policy: dict, phase1_dir: Path, phase3_dir: P
                 "bytes": (bundle_dir / name).stat().st_size} for name, role in sorted(roles.items())]
     atomic_write_json(bundle_dir / BUNDLE_FILE, {
         "format": FORMAT, "format_version": 1, "policy": policy["type"],
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": entries,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": entries,
         "source_manifests": [{"path": os.path.relpath(p, bundle_dir), "sha256": sha256_file(p)} for p in sources],
     })
 
@@ -100,7 +100,7 @@ def model_card(card_cfg: dict, phase1_dir: Path) -> dict:
     config = json.loads((phase1_dir / "model_config.json").read_text())
     return {
         "model_name": card_cfg["model_name"], "version": card_cfg["version"], "submitted_by": card_cfg["submitted_by"],
-        "submission_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "submission_time": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": f"{config['backbone']} @ {config['img_size']}px + linear head (streetvision)",
         "notes": card_cfg["notes"],
     }

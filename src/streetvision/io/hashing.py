@@ -30,9 +30,9 @@ def config_hash(section: Any) -> str:
 
 
 def file_record(path: Path, root: Path) -> dict:
-    """Artifact entry: path relative to ``root``, SHA-256 and size in bytes."""
+    """Artifact entry: path relative to ``root`` (may climb with '..'), SHA-256 and size in bytes."""
     return {
-        "path": path.relative_to(root).as_posix(),
+        "path": Path(os.path.relpath(path, root)).as_posix(),
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
     }

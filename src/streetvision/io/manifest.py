@@ -100,7 +100,7 @@ class PhaseRecorder:
     def add_artifact(self, relative: str | os.PathLike) -> None:
         rel = Path(relative)
         if rel.is_absolute():
-            rel = rel.relative_to(self.phase_dir)
+            rel = Path(os.path.relpath(rel, self.phase_dir))
         if not (self.phase_dir / rel).is_file():
             raise FileNotFoundError(f"artifact {self.phase_dir / rel} was registered but does not exist")
         self._artifacts.append(rel.as_posix())
@@ -112,7 +112,8 @@ class PhaseRecorder:
         self._consumed.append(manifest_path)
 
     def finish(self) -> Path:
-        artifacts = [file_record(self.phase_dir / rel, self.phase_dir) for rel in sorted(set(self._artifacts))]
+        artifacts = [file_record(Path(os.path.normpath(self.phase_dir / rel)), self.phase_dir)
+                     for rel in sorted(set(self._artifacts))]
         consumed = [
             {"path": os.path.relpath(p.resolve(), self.phase_dir.resolve()), "sha256": sha256_file(p)}
             for p in self._consumed

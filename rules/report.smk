@@ -1,0 +1,37 @@
+rule report:
+    """Summary table of every experiment + figures for `snakemake --report`."""
+    input:
+        bundles=expand(
+            f"{RESULTS}/{{exp}}/phase6_bundle/manifest.json", exp=list(EXPERIMENTS)
+        ),
+    output:
+        manifest=f"{RESULTS}/report/manifest.json",
+        summary_json=f"{RESULTS}/summary.json",
+        summary_md=f"{RESULTS}/summary.md",
+        confusion=report(
+            expand(f"{RESULTS}/report/{{exp}}/confusion.png", exp=list(EXPERIMENTS)),
+            category="Summary",
+            subcategory="Confusion matrices",
+            caption="../docs/report/confusion.rst",
+        ),
+        curves=report(
+            expand(f"{RESULTS}/report/{{exp}}/curves.png", exp=list(EXPERIMENTS)),
+            category="Summary",
+            subcategory="Training curves",
+            caption="../docs/report/curves.rst",
+        ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=1000,
+        runtime=10,
+    params:
+        results=RESULTS,
+        experiments=list(EXPERIMENTS),
+        workflow_dir=WORKFLOW_DIR,
+    script:
+        "../scripts/report.py"
