@@ -41,18 +41,26 @@ def manifest(workdir, phase, exp="demo"):
 def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     done = snakemake(repo, workdir, "--cores", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc"):
+    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle"):
         assert manifest(workdir, phase)["phase"] == phase
         assert (workdir / "results/demo/logs" / f"{phase}.log").is_file()
         assert (workdir / "results/demo/benchmarks" / f"{phase}.tsv").is_file()
     assert 0 < manifest(workdir, "phase2_thresholds")["metrics"]["threshold"] < 1
     verified = run_cli("streetvision", "verify", str(workdir / "results"))
-    assert verified.returncode == 0 and "OK: 5 manifest(s)" in verified.stdout
+    assert verified.returncode == 0 and "OK: 7 manifest(s)" in verified.stdout
     lineage = run_cli("streetvision", "inspect", str(workdir / "results/demo/phase5_scrc"))
     assert [line.split()[0] for line in lineage.stdout.splitlines() if "[demo]" in line] == [
         "phase5_scrc", "phase1_baseline", "data", "phase2_thresholds", "phase3_gate"]
     scrc = manifest(workdir, "phase5_scrc")["metrics"]
     assert 0 <= scrc["val_test_coverage"] <= 1 and "val_test_selective_risk" in scrc
+    summary = json.loads((workdir / "results/summary.json").read_text())["experiments"]
+    assert [row["experiment"] for row in summary] == ["demo"] and "level_3_mcc" in summary[0]
+    assert (workdir / "results/summary.md").read_text().startswith("# streetvision summary")
+    report = snakemake(repo, workdir, "--report", str(workdir / "report.html"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (workdir / "report.html").read_text()
+    for figure in ("sweep.png", "risk_coverage.png", "reliability.png", "confusion.png", "curves.png"):
+        assert figure in html
     again = snakemake(repo, workdir, "--cores", "2", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -125,7 +133,7 @@ def test_explora_appears_in_the_dag_only_when_enabled(repo, workdir):
 def test_dry_run_of_the_full_target(repo, workdir):
     done = snakemake(repo, workdir, "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr[-3000:]
-    for rule in ("data", "baseline", "thresholds", "gate", "scrc"):
+    for rule in ("data", "baseline", "thresholds", "gate", "scrc", "bundle", "report"):
         assert rule in done.stdout + done.stderr
 
 

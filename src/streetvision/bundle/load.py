@@ -99,9 +99,9 @@ class Detector:
         self.model_card = card or {}
 
     @torch.inference_mode()
-    def _forward(self, tensors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _forward(self, tensors: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         logits, features = self.model.forward_with_features(tensors.to(self.device))
-        return logits.double().cpu().numpy(), features.float().cpu().numpy()
+        return logits.double().cpu().numpy(), features
 
     def tensors(self, images) -> torch.Tensor:
         return torch.stack([self.transform(image.convert("RGB")) for image in images])
@@ -124,7 +124,7 @@ class Detector:
         if self.policy["selection_score"] == "gate":
             from streetvision.calibration.gate import GateInputs, gate_scores
 
-            scores = gate_scores(self.gate, GateInputs(features, logits).matrix())
+            scores = gate_scores(self.gate, GateInputs(features.float().cpu().numpy(), logits).matrix())
         else:
             q = out["calibrated_probability"]
             scores = np.where(out["decision"], q, 1 - q)
