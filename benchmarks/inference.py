@@ -63,6 +63,15 @@ def timed(fns: dict, reps: int) -> dict[str, tuple[float, float]]:
     return {name: (float(np.percentile(v, 50)) * 1e3, float(np.percentile(v, 95)) * 1e3) for name, v in samples.items()}
 
 
+def candidates(bare, detector, x: torch.Tensor, images: list) -> dict:
+    def bare_forward():
+        with torch.inference_mode():
+            return bare(x)
+
+    return {"bare": bare_forward, "bundle": lambda: detector.details_from_tensors(x),
+            "pil": lambda: detector.predict_details(images)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
@@ -79,12 +88,7 @@ def main() -> None:
                 x = torch.randn(batch, 3, spec.img_size, spec.img_size)
                 images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (spec.img_size + 32,) * 2 + (3,), dtype=np.uint8))
                           for i in range(batch)]
-                def bare_forward():
-                    with torch.inference_mode():
-                        return bare(x)
-
-                t = timed({"bare": bare_forward, "bundle": lambda: detector.details_from_tensors(x),
-                           "pil": lambda: detector.predict_details(images)}, reps)
+                t = timed(candidates(bare, detector, x, images), reps)
                 (bare_p50, bare_p95), (bundle_p50, bundle_p95), (pil_p50, pil_p95) = t["bare"], t["bundle"], t["pil"]
                 rows.append({"model": name, "batch": batch, "bare_p50_ms": bare_p50, "bundle_p50_ms": bundle_p50,
                              "ratio_p50": bundle_p50 / bare_p50})

@@ -9,6 +9,8 @@ rule baseline:
         phase_log("phase1_baseline"),
     benchmark:
         phase_benchmark("phase1_baseline")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 2
     resources:
         gpu=1,

@@ -20,6 +20,8 @@ rule scrc:
         phase_log("phase5_scrc"),
     benchmark:
         phase_benchmark("phase5_scrc")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 1
     resources:
         gpu=0,

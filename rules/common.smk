@@ -1,7 +1,16 @@
 # Path helpers, config validation and experiment expansion. No logic beyond wiring.
+import sys
 from pathlib import Path
 
+# The library is importable without installing it (e.g. in a --use-conda env): the workflow's own
+# src/ goes first on the path of this process and of every job it starts.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+
 from streetvision.config import load_schema, resolve_experiments
+from streetvision.runtime import prepend_pythonpath
+
+prepend_pythonpath(SRC)
 
 EXPERIMENTS = resolve_experiments(
     config, load_schema(workflow.source_path("../config/schema.yaml"))

@@ -6,6 +6,8 @@ rule data:
         phase_log("data"),
     benchmark:
         phase_benchmark("data")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 1
     resources:
         gpu=0,

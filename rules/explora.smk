@@ -8,6 +8,8 @@ rule explora:
         phase_log("phase4_explora"),
     benchmark:
         phase_benchmark("phase4_explora")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 2
     resources:
         gpu=1,

@@ -12,6 +12,8 @@ rule bundle:
         phase_log("phase6_bundle"),
     benchmark:
         phase_benchmark("phase6_bundle")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 1
     resources:
         gpu=0,

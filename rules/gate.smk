@@ -14,6 +14,8 @@ rule gate:
         phase_log("phase3_gate"),
     benchmark:
         phase_benchmark("phase3_gate")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 1
     resources:
         gpu=0,

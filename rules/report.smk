@@ -24,13 +24,15 @@ rule report:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
+    conda:
+        "../envs/streetvision.yaml"
     threads: 1
     resources:
         gpu=0,
         mem_mb=1000,
         runtime=10,
     params:
-        results=RESULTS,
+        results=lambda wc, output: str(Path(output.manifest).parent.parent),
         experiments=list(EXPERIMENTS),
         workflow_dir=WORKFLOW_DIR,
     script:

@@ -13,6 +13,8 @@ rule thresholds:
         phase_log("phase2_thresholds"),
     benchmark:
         phase_benchmark("phase2_thresholds")
+    conda:
+        "../envs/streetvision.yaml"
     threads: 1
     resources:
         gpu=0,

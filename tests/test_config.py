@@ -15,7 +15,7 @@ def demo(repo):
 
 
 def test_shipped_configs_are_valid(repo, schema, demo):
-    assert list(resolve_experiments(demo, schema)) == ["demo"]
+    assert list(resolve_experiments(demo, schema)) == ["demo", "demo_explora"]
     natix = yaml.safe_load((repo / "config" / "natix.yaml").read_text())
     resolved = resolve_experiments(natix, schema)["dinov2"]
     assert resolved["data"]["source"] == "natix_parquet"

@@ -64,6 +64,21 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     again = snakemake(repo, workdir, "--cores", "2", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # Bad input later loses nothing already done: a config typo stops before any job ...
+    write_config(workdir, {"scrc": {"alpah": 0.1}})
+    typo = snakemake(repo, workdir, "--cores", "2")
+    assert typo.returncode != 0 and "unknown config key 'scrc.alpah'" in typo.stdout + typo.stderr
+    assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
+    # ... and a phase that fails (val_conformal too small for alpha) leaves its inputs intact.
+    write_config(workdir, {"scrc": {"alpha": 0.01}})
+    failed = snakemake(repo, workdir, "--cores", "2")
+    assert failed.returncode != 0
+    assert "SCRC needs at least" in (workdir / "results/demo/logs/phase5_scrc.log").read_text()
+    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate"):
+        assert (workdir / "results/demo" / phase / "manifest.json").exists()
+    assert not (workdir / "results/demo/phase5_scrc/manifest.json").exists()
+    assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["phase1_baseline", "phase4_explora"])
