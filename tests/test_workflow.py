@@ -75,9 +75,10 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     assert failed.returncode != 0
     assert "SCRC needs at least" in (workdir / "results/demo/logs/phase5_scrc.log").read_text()
     for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate"):
-        assert (workdir / "results/demo" / phase / "manifest.json").exists()
+        assert run_cli("streetvision", "verify", str(workdir / "results/demo" / phase)).returncode == 0
     assert not (workdir / "results/demo/phase5_scrc/manifest.json").exists()
-    assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
+    stale = run_cli("streetvision", "verify", str(workdir / "results"))  # phase 6 consumed the old phase 5
+    assert stale.returncode == 1 and "phase5_scrc/manifest.json: consumed manifest missing" in stale.stdout
 
 
 @pytest.mark.slow
