@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 import torch
 
@@ -16,7 +15,6 @@ from streetvision.io.atomic import (
     atomic_write_json,
     atomic_write_with,
 )
-from streetvision.io.hashing import config_hash, sha256_file
 from streetvision.io.manifest import MANIFEST_NAME, PhaseRecorder
 from streetvision.metrics import compute_all_metrics
 from streetvision.models.backbone import (
@@ -30,14 +28,13 @@ from streetvision.models.backbone import (
 from streetvision.models.classifier import RoadworkClassifier
 from streetvision.train.baseline import MONITOR, BaselineModule
 from streetvision.train.datamodule import SplitDataModule
-from streetvision.train.devices import acquire_gpus
 from streetvision.train.trainer import (
     CHECKPOINT_DIR,
     LAST,
     build_trainer,
-    discard_stale_training,
+    export_curves,
     fit_resumable,
-    resolve_devices,
+    start_training_phase,
 )
 
 log = logging.getLogger(__name__)
@@ -97,20 +94,14 @@ def run_baseline_phase(cfg: dict, data_dir: str | Path, out_dir: str | Path, exp
     """Train and export phase 1. Returns the manifest path (None on non-zero DDP ranks)."""
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    L.seed_everything(train_cfg["seed"], workers=True, verbose=False)
-    accelerator, devices = resolve_devices(gpus, train_cfg["cpu_devices"])
-    if accelerator == "gpu":
-        acquire_gpus(devices)
-    recorder = PhaseRecorder(out_dir, "phase1_baseline", experiment, {"model": model_cfg, "train": train_cfg},
-                             seed=train_cfg["seed"], workflow_dir=workflow_dir, device=f"{accelerator}x{devices}")
     upstream = [data_dir / MANIFEST_NAME]
     adapted = None
     if explora_dir is not None:
         upstream.append(Path(explora_dir) / MANIFEST_NAME)
         adapted = Path(explora_dir) / "backbone.safetensors"
-    for manifest in upstream:
-        recorder.consume(manifest)
-    discard_stale_training(out_dir, config_hash([model_cfg, train_cfg, *map(sha256_file, upstream)]))
+    recorder, accelerator, devices = start_training_phase(
+        out_dir, "phase1_baseline", experiment, {"model": model_cfg, "train": train_cfg}, seed=train_cfg["seed"],
+        gpus=gpus, cpu_devices=train_cfg["cpu_devices"], upstream=upstream, workflow_dir=workflow_dir)
 
     model = build_classifier(model_cfg, adapted)
     spec = data_config(model.backbone, model_cfg["img_size"])
@@ -147,10 +138,7 @@ def _export(recorder: PhaseRecorder, model: RoadworkClassifier, model_cfg: dict,
                                 {"ids": json.dumps(frame["id"].tolist()), "order": "same as predictions/<split>.parquet"})
             recorder.add_artifact(f"features/{split}.safetensors")
         metrics[split] = compute_all_metrics(table["label"], table["probability"], threshold=0.5)
-    curves = recorder.phase_dir / "logs" / "metrics.csv"
-    if curves.is_file():
-        atomic_write_with(recorder.path("curves.csv"), lambda tmp: tmp.write_bytes(curves.read_bytes()))
-        recorder.add_artifact("curves.csv")
+    export_curves(recorder)
     atomic_write_json(recorder.path("metrics.json"), metrics)
     for name in (MODEL_FILE, MODEL_CONFIG, "metrics.json"):
         recorder.add_artifact(name)

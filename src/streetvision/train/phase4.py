@@ -6,7 +6,6 @@ import copy
 import logging
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -15,9 +14,8 @@ from torch import nn
 
 from streetvision.data.phase import load_index
 from streetvision.data.transforms import eval_transform
-from streetvision.io.atomic import atomic_save_tensors, atomic_write_json, atomic_write_with
-from streetvision.io.hashing import config_hash, sha256_file
-from streetvision.io.manifest import MANIFEST_NAME, PhaseRecorder
+from streetvision.io.atomic import atomic_save_tensors, atomic_write_json
+from streetvision.io.manifest import MANIFEST_NAME
 from streetvision.metrics import compute_mcc
 from streetvision.models.backbone import (
     BackboneSpec,
@@ -26,15 +24,14 @@ from streetvision.models.backbone import (
     data_config,
     rebuild_backbone,
 )
-from streetvision.train.devices import acquire_gpus
 from streetvision.train.explora import ExploraModule, MultiCrop, add_lora, explora_frame, explora_loader
 from streetvision.train.trainer import (
     CHECKPOINT_DIR,
     LAST,
     build_trainer,
-    discard_stale_training,
+    export_curves,
     fit_resumable,
-    resolve_devices,
+    start_training_phase,
 )
 
 log = logging.getLogger(__name__)
@@ -102,14 +99,9 @@ def run_explora_phase(cfg: dict, data_dir: str | Path, out_dir: str | Path, expe
                       workflow_dir: str | None = None) -> Path | None:
     model_cfg, ex_cfg = cfg["model"], cfg["explora"]
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    L.seed_everything(ex_cfg["seed"], workers=True, verbose=False)
-    accelerator, devices = resolve_devices(gpus, ex_cfg["cpu_devices"])
-    if accelerator == "gpu":
-        acquire_gpus(devices)
-    recorder = PhaseRecorder(out_dir, "phase4_explora", experiment, {"model": model_cfg, "explora": ex_cfg},
-                             seed=ex_cfg["seed"], workflow_dir=workflow_dir, device=f"{accelerator}x{devices}")
-    recorder.consume(data_dir / MANIFEST_NAME)
-    discard_stale_training(out_dir, config_hash([model_cfg, ex_cfg, sha256_file(data_dir / MANIFEST_NAME)]))
+    recorder, accelerator, devices = start_training_phase(
+        out_dir, "phase4_explora", experiment, {"model": model_cfg, "explora": ex_cfg}, seed=ex_cfg["seed"],
+        gpus=gpus, cpu_devices=ex_cfg["cpu_devices"], upstream=[data_dir / MANIFEST_NAME], workflow_dir=workflow_dir)
 
     index = load_index(data_dir)
     base = build_backbone(model_cfg)
@@ -159,10 +151,7 @@ def _export(recorder, module: ExploraModule, base: nn.Module, model_cfg: dict, e
     atomic_write_json(recorder.path("backbone_config.json"), {"backbone": backbone_spec.name, "img_size": backbone_spec.img_size,
                                                               "backbone_kwargs": backbone_spec.kwargs, "data": spec})
     atomic_write_json(recorder.path("explora.json"), summary)
-    curves = recorder.phase_dir / "logs" / "metrics.csv"
-    if curves.is_file():
-        atomic_write_with(recorder.path("curves.csv"), lambda tmp: tmp.write_bytes(curves.read_bytes()))
-        recorder.add_artifact("curves.csv")
+    export_curves(recorder)
     for name in (BACKBONE_FILE, "backbone_config.json", "explora.json"):
         recorder.add_artifact(name)
     recorder.metrics.update(summary)

@@ -18,7 +18,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_with
+from streetvision.io.hashing import config_hash, sha256_file
+from streetvision.io.manifest import PhaseRecorder
+from streetvision.train.devices import acquire_gpus
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,32 @@ def fit_resumable(trainer: L.Trainer, checkpoint: ModelCheckpoint, module: L.Lig
     }
     atomic_write_json(marker, record)
     return record
+
+
+def start_training_phase(out_dir: Path, phase: str, experiment: str, config_section: dict, *, seed: int,
+                         gpus: int, cpu_devices: int, upstream: list[Path], workflow_dir: str | None):
+    """Common start of a training phase: seed, devices (locking GPUs), recorder, inputs, stale checkpoints.
+
+    Returns (recorder, accelerator, devices).
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+    accelerator, devices = resolve_devices(gpus, cpu_devices)
+    if accelerator == "gpu":
+        acquire_gpus(devices)
+    recorder = PhaseRecorder(out_dir, phase, experiment, config_section, seed=seed, workflow_dir=workflow_dir,
+                             device=f"{accelerator}x{devices}")
+    for manifest in upstream:
+        recorder.consume(manifest)
+    discard_stale_training(out_dir, config_hash([config_section, *map(sha256_file, upstream)]))
+    return recorder, accelerator, devices
+
+
+def export_curves(recorder: PhaseRecorder) -> None:
+    """Copy Lightning's CSV log to ``curves.csv`` as an artifact of the phase."""
+    curves = recorder.phase_dir / "logs" / "metrics.csv"
+    if curves.is_file():
+        atomic_write_with(recorder.path("curves.csv"), lambda tmp: tmp.write_bytes(curves.read_bytes()))
+        recorder.add_artifact("curves.csv")
 
 
 def show_progress_bar() -> bool:
