@@ -159,9 +159,11 @@ def test_config_error_stops_before_any_job(repo, workdir):
     assert done.returncode != 0 and "data.splits': ratios must sum to 1" in done.stdout + done.stderr
 
 
-def test_dag_renders_to_svg(repo, workdir):
+@pytest.mark.parametrize("experiments", [{"demo": {}}, {"demo": {}, "adapted": {"explora": {"enabled": True}}}])
+def test_dag_renders_to_svg(repo, workdir, experiments):
     if shutil.which("dot") is None:
         pytest.fail("graphviz 'dot' is not installed: apt-get install graphviz (.ci/run does this)")
+    write_config(workdir, {"experiments": experiments})
     for graph in ("--dag", "--rulegraph"):
         dag = snakemake(repo, workdir, graph)
         assert dag.returncode == 0 and dag.stdout.lstrip().startswith("digraph"), dag.stdout[:200]
