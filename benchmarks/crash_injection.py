@@ -124,12 +124,17 @@ def trial(config: Path, root: Path, seed: int, horizon: float) -> dict:
 
 
 def phase_in_progress(workdir: Path) -> str:
-    """The phases that had started (log exists) but not finished (no manifest) when the kill landed."""
-    results = workdir / "results"
-    started = {p.stem for p in results.glob("*/logs/*.log")} | ({"report"} if (results / "logs/report.log").exists() else set())
-    finished = {p.parent.name for p in results.glob("*/*/manifest.json")} | (
-        {"report"} if (results / "report/manifest.json").exists() else set())
-    return ",".join(sorted(started - finished)) or "between jobs"
+    """The jobs running when the kill landed: Snakemake's incomplete markers (base64 of the output path)."""
+    import base64
+
+    running = []
+    for marker in (workdir / ".snakemake" / "incomplete").glob("*"):
+        try:
+            output = base64.urlsafe_b64decode(marker.name.encode()).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+        running.append(Path(output).parent.name)  # results/<exp>/<phase>/manifest.json -> <phase>
+    return ",".join(sorted(running)) or "between jobs"
 
 
 def run_trials(trials: int, seed: int, config_dict: dict, keep: bool = False) -> list[dict]:
