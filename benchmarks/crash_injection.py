@@ -134,7 +134,7 @@ def phase_in_progress(workdir: Path) -> str:
         except (ValueError, UnicodeDecodeError):
             continue
         running.append(Path(output).parent.name)  # results/<exp>/<phase>/manifest.json -> <phase>
-    return ",".join(sorted(running)) or "between jobs"
+    return ",".join(sorted(set(running))) or "between jobs"
 
 
 def run_trials(trials: int, seed: int, config_dict: dict, keep: bool = False) -> list[dict]:
