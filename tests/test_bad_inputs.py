@@ -21,7 +21,7 @@ Where the case's natural home is another module, its test lives there:
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import jpeg_bytes
+from helpers import jpeg_bytes
 
 from streetvision.config import ConfigError
 from streetvision.data.sources import DataSourceError, read_natix_parquet
@@ -48,7 +48,7 @@ def test_single_class_data_names_every_split():
 
 
 def test_config_typo_in_a_nested_key_is_named(repo):
-    from conftest import resolved_config
+    from helpers import resolved_config
 
     with pytest.raises(ConfigError, match=r"unknown config key 'train\.max_epoch'"):
         resolved_config(repo, {"train": {"max_epoch": 3}})

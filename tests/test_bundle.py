@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import jpeg_bytes, run_cli
+from helpers import jpeg_bytes, run_cli
 from PIL import Image
 
 from streetvision.bundle import BundleError, load_bundle
@@ -43,7 +43,7 @@ def test_remap_sends_the_threshold_just_above_one_half():
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, repo):
     """Phases data -> 1 -> 2 -> 3 -> 5 -> 6 on tiny data, both policies."""
-    from conftest import resolved_config
+    from helpers import resolved_config
 
     from streetvision.bundle.export import run_bundle_phase
 

@@ -3,7 +3,7 @@
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from crash_injection import TINY, run_trials  # noqa: E402

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import resolved_config
+from helpers import resolved_config
 from PIL import Image
 from safetensors.torch import load_file, save_file
 

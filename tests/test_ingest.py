@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import corrupt_jpeg_bytes, jpeg_bytes
+from helpers import corrupt_jpeg_bytes, jpeg_bytes
 
 from streetvision.config import deep_merge, load_schema, resolve_experiments
 from streetvision.data.phase import load_index, run_data_phase

@@ -1,6 +1,6 @@
 """Lint gates that CI enforces through the test command."""
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_snakemake_lint_is_clean(repo):

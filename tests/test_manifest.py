@@ -1,6 +1,6 @@
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 from streetvision.io.manifest import PhaseRecorder, lineage, read_manifest, verify_tree
 

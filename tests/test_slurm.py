@@ -12,7 +12,7 @@ import time
 
 import pytest
 import yaml
-from conftest import TINY_CONFIG, run_cli
+from helpers import TINY_CONFIG, run_cli
 
 from streetvision.config import deep_merge
 

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import resolved_config
+from helpers import resolved_config
 from safetensors.torch import load_file
 
 from streetvision.data.phase import run_data_phase

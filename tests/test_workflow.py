@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from conftest import BIN, TINY_CONFIG, run_cli
+from helpers import BIN, TINY_CONFIG, run_cli
 
 from streetvision.config import deep_merge
 
