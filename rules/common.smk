@@ -7,14 +7,45 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from streetvision.config import load_schema, resolve_experiments
+from snakemake.logging import logger
+
+from streetvision.config import (
+    load_config_file,
+    load_schema,
+    merge_layers,
+    resolve_experiments,
+    typed_cli_values,
+)
+from streetvision.plan import describe_experiment
 from streetvision.runtime import prepend_pythonpath
 
 prepend_pythonpath(SRC)
 
+
+def config_layers():
+    """The config files in the order given (the demo file only when none is), then --config values.
+
+    Merged by streetvision.config (key by key, plus the backbone rule), not by Snakemake's plain
+    dict update, so that a layer that switches the backbone never inherits another one's architecture.
+    """
+    files = workflow.overwrite_configfiles or [DEMO_CONFIGFILE]
+    return [load_config_file(f) for f in files] + [
+        typed_cli_values(dict(workflow.config_settings.config or {}))
+    ]
+
+
+RUN_CONFIG = merge_layers(config_layers())
 EXPERIMENTS = resolve_experiments(
-    config, load_schema(workflow.source_path("../config/schema.yaml"))
+    RUN_CONFIG, load_schema(workflow.source_path("../config/schema.yaml"))
 )
+for (
+    _name,
+    _cfg,
+) in EXPERIMENTS.items():  # checks inputs (weights, data) before any job runs
+    _plan = describe_experiment(_name, _cfg, demo=_cfg["demo"])
+    if workflow.is_main_process:
+        for _line in _plan:
+            (logger.warning if _line.startswith("WARNING") else logger.info)(_line)
 RESULTS = "results"
 WORKFLOW_DIR = str(Path(workflow.basedir))
 

@@ -34,6 +34,7 @@ def run_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.Completed
 
 # A whole pipeline small enough for CI: 300 synthetic scenes, a 2-block ViT at 32 px.
 TINY_CONFIG = {
+    "demo": True,
     "experiments": {"demo": {}},
     "data": {"synthetic": {"count": 300, "image_size": 48},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
@@ -58,3 +59,23 @@ def resolved_config(repo, overrides=None):
 
     config = deep_merge(TINY_CONFIG, overrides or {})
     return resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]
+
+
+def write_natix_shards(folder: Path, count: int, size: int = 96, shards: int = 2, seed: int = 0) -> Path:
+    """A NATIX-format parquet set (image bytes, label, scene_description) drawn by the demo generator.
+
+    Descriptions follow the validators' presence rule: roadwork rows describe the scene, others have none.
+    """
+    import pandas as pd
+
+    from streetvision.data.synthetic import scene_jpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.random.default_rng(seed).permutation(np.arange(count) % 2)
+    rows = [{"image": {"bytes": scene_jpeg(seed * 100_003 + i, int(label), size), "path": f"{i}.jpg"},
+             "label": int(label),
+             "scene_description": "Traffic cones and a barrier close the right lane." if label else None}
+            for i, label in enumerate(labels)]
+    for shard in range(shards):
+        pd.DataFrame(rows[shard::shards]).to_parquet(folder / f"train-{shard:05d}.parquet", index=False)
+    return folder

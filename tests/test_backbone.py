@@ -100,3 +100,26 @@ def test_freezing_policies():
     assert all(not p.requires_grad for p in model.blocks[0].parameters())
     apply_freezing(model, "full", 0)
     assert count_parameters(model)["trainable"] == total
+
+
+@pytest.mark.slow
+def test_dinov2_weights_saved_as_the_readme_says_load_at_224(tmp_path):
+    """README: save timm's DINOv2 (native 518 px) state dict as safetensors; init: file loads it at 224 px."""
+    import timm
+
+    native = timm.create_model("vit_small_patch14_dinov2.lvd142m", pretrained=False)
+    path = tmp_path / "dinov2.safetensors"
+    save_file({k: v.contiguous() for k, v in native.state_dict().items()}, path)
+    model = build_backbone({"backbone": "vit_small_patch14_dinov2.lvd142m", "backbone_kwargs": {}, "img_size": 224,
+                            "init": "file", "pretrained_file": str(path)})
+    loaded = model.state_dict()
+    assert loaded["pos_embed"].shape == (1, 1 + 16 * 16, 384)  # resampled from 37 x 37 patches
+    assert torch.equal(loaded["blocks.11.mlp.fc2.weight"], native.state_dict()["blocks.11.mlp.fc2.weight"])
+    assert torch.equal(loaded["blocks.0.ls1.gamma"], native.state_dict()["blocks.0.ls1.gamma"])  # not reset
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 384)
+
+
+def test_random_dinov2_gets_unit_layer_scales_so_its_blocks_act():
+    model = build_backbone({"backbone": "vit_small_patch14_dinov2.lvd142m", "backbone_kwargs": {}, "img_size": 224,
+                            "init": "random", "pretrained_file": None})
+    assert all(torch.all(block.ls1.gamma == 1) for block in model.blocks)

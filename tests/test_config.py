@@ -1,7 +1,14 @@
 import pytest
 import yaml
 
-from streetvision.config import ConfigError, load_schema, resolve_experiments
+from streetvision.config import (
+    ConfigError,
+    load_config_file,
+    load_schema,
+    merge_layers,
+    resolve_experiments,
+    typed_cli_values,
+)
 
 
 @pytest.fixture
@@ -63,3 +70,42 @@ def test_experiments_override_defaults_side_by_side(schema, demo):
     demo["run_experiments"] = ["c"]
     with pytest.raises(ConfigError, match="run_experiments"):
         resolve_experiments(demo, schema)
+
+
+def test_a_layer_that_switches_the_backbone_drops_the_old_architecture(schema, demo):
+    """The demo's tiny-ViT kwargs and 64 px must not leak into an experiment that asks for DINOv2."""
+    demo["experiments"]["dinov2"] = {"model": {"backbone": "vit_small_patch14_dinov2.lvd142m"}}
+    demo["experiments"]["wide"] = {"model": {"backbone_kwargs": {"embed_dim": 96}}}  # same backbone: merged
+    resolved = resolve_experiments(demo, schema)
+    assert resolved["dinov2"]["model"]["backbone_kwargs"] == {} and resolved["dinov2"]["model"]["img_size"] == 224
+    assert resolved["dinov2"]["model"]["init"] == "random"  # not architecture: inherited
+    assert resolved["wide"]["model"]["backbone_kwargs"]["embed_dim"] == 96
+    assert resolved["wide"]["model"]["backbone_kwargs"]["depth"] == 3 and resolved["wide"]["model"]["img_size"] == 64
+
+
+def test_config_layers_stack_in_order_with_the_backbone_rule():
+    base = {"model": {"backbone": "tiny", "backbone_kwargs": {"depth": 3}, "img_size": 64}, "train": {"lr": 1.0}}
+    same = {"train": {"lr": 2.0}, "model": {"backbone": "tiny"}}
+    other = {"model": {"backbone": "big", "img_size": 518}}
+    assert merge_layers([base, same]) == {"model": {"backbone": "tiny", "backbone_kwargs": {"depth": 3}, "img_size": 64},
+                                          "train": {"lr": 2.0}}
+    assert merge_layers([base, other]) == {"model": {"backbone": "big", "img_size": 518}, "train": {"lr": 1.0}}
+
+
+def test_a_config_file_must_be_a_mapping(tmp_path):
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: must be a mapping of config keys, got list"):
+        load_config_file(listing)
+    with pytest.raises(ConfigError, match=r"missing\.yaml does not exist"):
+        load_config_file(tmp_path / "missing.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config_file(tmp_path / "empty.yaml") == {}
+
+
+def test_command_line_values_get_their_types_back():
+    # Snakemake hands nested --config values over as strings (YAML BaseLoader).
+    assert typed_cli_values({"scrc": {"alpha": "0.25", "grid_size": "50"}, "demo": "true", "x": "null",
+                             "run_experiments": ["a"], "name": "dinov2", "lr": "1e-4"}) == {
+        "scrc": {"alpha": 0.25, "grid_size": 50}, "demo": True, "x": None, "run_experiments": ["a"],
+        "name": "dinov2", "lr": 1e-4}

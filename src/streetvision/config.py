@@ -1,7 +1,12 @@
-"""Configuration: defaults from the schema, per-experiment overrides, validation with precise errors.
+"""Configuration: defaults from the schema, layered overrides, validation with precise errors.
 
-The config file holds the defaults at top level and ``experiments: {name: overrides}``. Each
-experiment's resolved config is ``deep_merge(defaults, overrides)``, filled with schema defaults and
+A run's config is a stack of layers: the config files in the order given (the demo's
+``config/config.yaml`` only when no file is given), then ``--config`` values. Each layer holds defaults
+at top level and ``experiments: {name: overrides}``; an experiment is one more layer over the defaults.
+Layers merge key by key (``deep_merge``) with one exception, the *backbone rule*: a layer that changes
+``model.backbone`` starts from that backbone's own architecture, so the architecture-bound keys
+(``ARCHITECTURE_KEYS``) it does not set itself fall back to the schema defaults instead of being
+inherited from a layer that described another backbone. The result is filled with schema defaults and
 validated against ``config/schema.yaml``; an error names the offending key path.
 """
 
@@ -33,6 +38,67 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+ARCHITECTURE_KEYS = ("backbone_kwargs", "img_size", "pretrained_file")
+
+
+def overlay(base: dict, layer: dict | None) -> dict:
+    """``deep_merge(base, layer)`` plus the backbone rule of the module docstring."""
+    layer = layer or {}
+    merged = deep_merge(base, layer)
+    layer_model = layer.get("model") if isinstance(layer.get("model"), dict) else {}
+    base_model = base.get("model") if isinstance(base.get("model"), dict) else {}
+    if "backbone" in layer_model and layer_model["backbone"] != base_model.get("backbone"):
+        for key in ARCHITECTURE_KEYS:
+            if key not in layer_model:
+                merged["model"].pop(key, None)
+    return merged
+
+
+def merge_layers(layers: list[dict]) -> dict:
+    merged: dict = {}
+    for layer in layers:
+        merged = overlay(merged, layer)
+    return merged
+
+
+def load_config_file(path: str | Path) -> dict:
+    """One YAML/JSON config file; a file that is not a mapping is an error naming it."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path}: not valid YAML ({err})") from err
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of config keys, got {type(loaded).__name__}")
+    return loaded
+
+
+def typed_cli_values(value):
+    """Types for ``--config`` values: Snakemake parses nested ones with YAML's BaseLoader, which keeps every
+    scalar a string (``scrc={alpha: 0.2}`` gives ``'0.2'``); numbers, booleans and null get their types back."""
+    if isinstance(value, dict):
+        return {key: typed_cli_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed_cli_values(item) for item in value]
+    if not isinstance(value, str):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "~", "none"):
+        return None
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    return value
 
 
 def fill_defaults(config: dict, schema: dict) -> dict:
@@ -95,7 +161,7 @@ def resolve_experiments(config: dict, schema: dict) -> dict[str, dict]:
         prefix = f"experiments.{name}"
         if not isinstance(overrides, dict | type(None)):
             raise ConfigError(f"config key '{prefix}': must be a mapping of overrides, got {overrides!r}")
-        merged = fill_defaults(deep_merge(defaults, overrides or {}), schema)
+        merged = fill_defaults(overlay(defaults, overrides), schema)
         merged.pop("experiments", None)
         merged.pop("run_experiments", None)
         validate_section(merged, schema, prefix)

@@ -72,34 +72,61 @@ def _create(spec: BackboneSpec, **extra) -> nn.Module:
         return timm.create_model(spec.name, **kwargs)
 
 
-def build_backbone(model_cfg: dict) -> nn.Module:
-    """Create the configured backbone with its weights (see module docstring)."""
-    spec = BackboneSpec.from_config(model_cfg)
-    init = model_cfg["init"]
+def pretrained_weights(model_cfg: dict) -> Path | None:
+    """The local weights file ``model.init`` points at (None for random init); raises if it is missing.
+
+    Called at config time (before any job runs) and again when the backbone is built.
+    """
+    init, name = model_cfg["init"], model_cfg["backbone"]
     if init == "random":
-        return _create(spec, pretrained=False)
+        return None
     if init == "file":
         weights = model_cfg.get("pretrained_file")
         if not weights:
             raise WeightsNotFoundError("config key 'model.pretrained_file' is required when model.init is 'file'")
         if not Path(weights).is_file():
             raise WeightsNotFoundError(
-                f"model.pretrained_file {weights} does not exist: put the {spec.name} weights there "
+                f"model.pretrained_file {weights} does not exist: put the {name} weights there "
                 "(safetensors or a PyTorch state dict), or set model.init to 'hf_cache' to use your local "
                 "Hugging Face cache"
             )
-        return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(Path(weights).resolve())})
+        return Path(weights).resolve()
     if init == "hf_cache":
-        cached = cached_weights(spec.name)
+        cached = cached_weights(name)
         if cached is None:
             raise WeightsNotFoundError(
-                f"weights for {spec.name} are not in the local Hugging Face cache "
+                f"weights for {name} are not in the local Hugging Face cache "
                 f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and nothing is downloaded at run time: "
                 "fetch them once where there is network (e.g. timm.create_model(name, pretrained=True)), "
                 "or set model.init: file and model.pretrained_file"
             )
-        return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(cached)})
+        return cached
     raise ValueError(f"config key 'model.init': unknown value {init!r}")
+
+
+def unit_layer_scales(backbone: nn.Module) -> None:
+    """Set LayerScale factors to 1.
+
+    DINOv2 initialises LayerScale at 1e-5, so a *randomly* initialised DINOv2 is almost the identity after
+    its patch embedding: no block (nor a LoRA adapter on it) visibly changes its output. Pretrained weights
+    carry learned scales; a random stand-in for tests should let every block act.
+    """
+    for module in backbone.modules():
+        gamma = getattr(module, "gamma", None)
+        if type(module).__name__ == "LayerScale" and isinstance(gamma, nn.Parameter):
+            with torch.no_grad():
+                gamma.fill_(1.0)
+
+
+def build_backbone(model_cfg: dict) -> nn.Module:
+    """Create the configured backbone with its weights (see module docstring)."""
+    spec = BackboneSpec.from_config(model_cfg)
+    weights = pretrained_weights(model_cfg)
+    if weights is None:
+        backbone = _create(spec, pretrained=False)
+        unit_layer_scales(backbone)
+        return backbone
+    return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
 
 
 def rebuild_backbone(spec: BackboneSpec) -> nn.Module:
@@ -152,5 +179,5 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
     }
 
 
-__all__ = ["BackboneSpec", "WeightsNotFoundError", "build_backbone", "rebuild_backbone", "apply_freezing",
+__all__ = ["BackboneSpec", "WeightsNotFoundError", "build_backbone", "pretrained_weights", "unit_layer_scales", "rebuild_backbone", "apply_freezing",
            "backbone_blocks", "data_config", "count_parameters"]

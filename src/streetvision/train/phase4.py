@@ -134,6 +134,12 @@ def _export(recorder, module: ExploraModule, base: nn.Module, model_cfg: dict, e
     backbone_spec = BackboneSpec.from_config(model_cfg)
     load_back = validate_export(teacher, recorder.path(BACKBONE_FILE), backbone_spec, batch, ex_cfg["export_tolerance"])
     adaptation = (adapted_embeddings - embed(base, batch)).abs().max().item()
+    if not adaptation > 10 * ex_cfg["export_tolerance"]:
+        # An export that silently dropped the adapter would pass the load-back check too.
+        raise ExportValidationError(
+            f"ExPLoRA changed the backbone's embeddings by only max |Δ| = {adaptation:.3g} (≤ 10 × "
+            f"explora.export_tolerance {ex_cfg['export_tolerance']:g}): the load-back check cannot tell a good "
+            "export from one without the adapter. Train longer, raise explora.lr, or lower the tolerance.")
     params = {"backbone_trainable": count_parameters(module.student)["trainable"],  # LoRA + unfrozen blocks
               "backbone_total": count_parameters(base)["total"],
               "dino_head": count_parameters(module.student_head)["trainable"]}  # discarded after phase 4
