@@ -22,8 +22,8 @@ include: "rules/explora.smk"
 include: "rules/baseline.smk"
 include: "rules/thresholds.smk"
 include: "rules/gate.smk"
-include: "rules/calibration.smk"
-include: "rules/export.smk"
+include: "rules/scrc.smk"
+include: "rules/bundle.smk"
 include: "rules/report.smk"
 
 

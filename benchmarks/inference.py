@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import save
 
 from streetvision.bundle.export import write_bundle
 from streetvision.bundle.load import load_bundle
-from streetvision.io.atomic import atomic_save_tensors, atomic_write_json
-from streetvision.models.backbone import BackboneSpec, data_config, rebuild_backbone
-from streetvision.models.classifier import RoadworkClassifier
+from streetvision.models.backbone import BackboneSpec, data_config
+from streetvision.models.spec import ClassifierSpec
 
 MODELS = {
     "demo ViT @64": BackboneSpec("vit_tiny_patch16_224", 64, {"patch_size": 8, "embed_dim": 64, "depth": 3,
@@ -37,16 +37,15 @@ MODELS = {
 
 def make_bundle(spec: BackboneSpec, root: Path) -> Path:
     torch.manual_seed(0)
-    backbone = rebuild_backbone(spec)
-    model = RoadworkClassifier(backbone)
-    phase1 = root / "phase1"
-    atomic_save_tensors(phase1 / "model.safetensors", model.state_dict())
-    atomic_write_json(phase1 / "model_config.json", {
-        "backbone": spec.name, "img_size": spec.img_size, "backbone_kwargs": spec.kwargs, "head_hidden": 0,
-        "head_dropout": 0.0, "data": data_config(backbone, spec.img_size)})
+    backbone = spec.build()
+    classifier = ClassifierSpec(spec, data=data_config(backbone, spec.img_size))
+    model = classifier.build(backbone)
+    weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    files = {"model.safetensors": ("weights", weights),
+             "model_config.json": ("model_config", json.dumps(classifier.to_record()).encode())}
     policy = {"type": "threshold", "threshold": 0.5, "temperature": 1.0}
     card = {"model_name": "bench", "version": "0", "submitted_by": "bench", "submission_time": "", "architecture": spec.name, "notes": ""}
-    write_bundle(root / "bundle", policy, phase1, root, card, [])
+    write_bundle(root / "bundle", policy, card, files, [])
     return root / "bundle"
 
 

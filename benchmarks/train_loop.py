@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from streetvision.models.backbone import build_backbone
 from streetvision.models.classifier import RoadworkClassifier
-from streetvision.train.baseline import BaselineModule, layer_decay_groups
+from streetvision.train.classifier_module import BaselineModule, layer_decay_groups
 
 MODELS = {}
 MODELS["demo"] = {

@@ -1,14 +1,14 @@
 rule baseline:
     """Phase 1: train the stage-1 classifier; export weights, predictions and features."""
     input:
-        data=phase_manifest("data"),
-        explora=explora_input,
+        data=step_manifest("data"),
+        explora=manifest_if("explora", explora_on),
     output:
-        manifest=phase_manifest("phase1_baseline"),
+        manifest=step_manifest("baseline"),
     log:
-        phase_log("phase1_baseline"),
+        step_log("baseline"),
     benchmark:
-        phase_benchmark("phase1_baseline")
+        step_benchmark("baseline")
     conda:
         "../envs/streetvision.yaml"
     threads: 2
@@ -17,9 +17,7 @@ rule baseline:
         mem_mb=8000,
         runtime=240,
     params:
-        cfg=lambda wc: {k: EXPERIMENTS[wc.exp][k] for k in ("model", "train")},
-        data_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
+        cfg=lambda wc: exp_config(wc, "model", "train"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/baseline.py"

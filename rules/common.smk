@@ -9,6 +9,7 @@ sys.path.insert(0, SRC)
 
 from snakemake.logging import logger
 
+from streetvision import layout
 from streetvision.config import (
     load_config_file,
     load_schema,
@@ -38,15 +39,19 @@ RUN_CONFIG = merge_layers(config_layers())
 EXPERIMENTS = resolve_experiments(
     RUN_CONFIG, load_schema(workflow.source_path("../config/schema.yaml"))
 )
-for (
-    _name,
-    _cfg,
-) in EXPERIMENTS.items():  # checks inputs (weights, data) before any job runs
-    _plan = describe_experiment(_name, _cfg, demo=_cfg["demo"])
-    if workflow.is_main_process:
-        for _line in _plan:
-            (logger.warning if _line.startswith("WARNING") else logger.info)(_line)
-RESULTS = "results"
+
+
+def announce_plan():
+    """One line per experiment before any job (and the input checks that stop a run early)."""
+    for name, cfg in EXPERIMENTS.items():
+        lines = describe_experiment(name, cfg, demo=cfg["demo"])
+        if workflow.is_main_process:
+            for line in lines:
+                (logger.warning if line.startswith("WARNING") else logger.info)(line)
+
+
+announce_plan()
+RESULTS = layout.RESULTS
 WORKFLOW_DIR = str(Path(workflow.basedir))
 
 
@@ -54,35 +59,53 @@ wildcard_constraints:
     exp="|".join(EXPERIMENTS),
 
 
-def exp_config(wildcards, section):
-    """The resolved config section of one experiment (also the params that trigger reruns)."""
-    return EXPERIMENTS[wildcards.exp][section]
+def exp_config(wildcards, *sections):
+    """The resolved config sections one experiment's step reads ({section: values}); as a rule's params
+    they are also what reruns the step when they change."""
+    return {section: EXPERIMENTS[wildcards.exp][section] for section in sections}
 
 
-def phase_dir(phase):
-    return f"{RESULTS}/{{exp}}/{phase}"
+def step_folder(step):
+    return f"{RESULTS}/{{exp}}/{layout.STEP_DIRS[step]}"
 
 
-def phase_manifest(phase):
-    return f"{RESULTS}/{{exp}}/{phase}/manifest.json"
+def step_manifest(step):
+    return f"{step_folder(step)}/{layout.MANIFEST}"
 
 
-def phase_log(phase):
-    return f"{RESULTS}/{{exp}}/logs/{phase}.log"
+def step_log(step):
+    return f"{RESULTS}/{{exp}}/{layout.LOGS}/{layout.STEP_DIRS[step]}.log"
 
 
-def phase_benchmark(phase):
-    return f"{RESULTS}/{{exp}}/benchmarks/{phase}.tsv"
+def step_benchmark(step):
+    return f"{RESULTS}/{{exp}}/{layout.BENCHMARKS}/{layout.STEP_DIRS[step]}.tsv"
 
 
-def explora_input(wildcards):
-    """Phase 1 consumes phase 4's adapted backbone only when ExPLoRA is on (the DAG shows the edge)."""
-    if EXPERIMENTS[wildcards.exp]["explora"]["enabled"]:
-        return f"{RESULTS}/{wildcards.exp}/phase4_explora/manifest.json"
-    return []
+def manifest_if(step, needed):
+    """An input function: the step's manifest for experiments where ``needed(config)`` holds, else nothing
+    (so the DAG shows the edge only where it exists)."""
+
+    def input_function(wildcards):
+        if needed(EXPERIMENTS[wildcards.exp]):
+            return step_manifest(step).format(exp=wildcards.exp)
+        return []
+
+    return input_function
+
+
+def explora_on(cfg):
+    return cfg["explora"]["enabled"]
+
+
+def scrc_uses_gate(cfg):
+    return cfg["scrc"]["score"] == "gate"
+
+
+def bundle_uses_gate(cfg):
+    return cfg["bundle"]["policy"] == "scrc" and scrc_uses_gate(cfg)
 
 
 def all_targets():
-    """The bundles and the report: every other phase is upstream of them."""
-    bundles = [f"{RESULTS}/{exp}/phase6_bundle/manifest.json" for exp in EXPERIMENTS]
-    return bundles + [f"{RESULTS}/report/manifest.json"]
+    """The bundles and the report: every other step is upstream of them."""
+    bundles = [step_manifest("bundle").format(exp=exp) for exp in EXPERIMENTS]
+    return bundles + [f"{RESULTS}/report/{layout.MANIFEST}"]

@@ -1,11 +1,11 @@
 rule data:
     """Ingest the configured source: hash, dedupe, quarantine, split -> index.parquet."""
     output:
-        manifest=phase_manifest("data"),
+        manifest=step_manifest("data"),
     log:
-        phase_log("data"),
+        step_log("data"),
     benchmark:
-        phase_benchmark("data")
+        step_benchmark("data")
     conda:
         "../envs/streetvision.yaml"
     threads: 1
@@ -14,8 +14,7 @@ rule data:
         mem_mb=2000,
         runtime=60,
     params:
-        data=lambda wc: exp_config(wc, "data"),
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
+        cfg=lambda wc: exp_config(wc, "data"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/data.py"

@@ -1,13 +1,13 @@
 rule explora:
     """Phase 4: ExPLoRA on train + unlabeled images; exports a merged, load-back-validated backbone."""
     input:
-        data=phase_manifest("data"),
+        data=step_manifest("data"),
     output:
-        manifest=phase_manifest("phase4_explora"),
+        manifest=step_manifest("explora"),
     log:
-        phase_log("phase4_explora"),
+        step_log("explora"),
     benchmark:
-        phase_benchmark("phase4_explora")
+        step_benchmark("explora")
     conda:
         "../envs/streetvision.yaml"
     threads: 2
@@ -16,9 +16,7 @@ rule explora:
         mem_mb=8000,
         runtime=480,
     params:
-        cfg=lambda wc: {k: EXPERIMENTS[wc.exp][k] for k in ("model", "explora")},
-        data_dir=lambda wc: f"{RESULTS}/{wc.exp}/data",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase4_explora",
+        cfg=lambda wc: exp_config(wc, "model", "explora"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/explora.py"

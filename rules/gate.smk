@@ -1,19 +1,19 @@
 rule gate:
     """Phase 3: the trust-or-defer gate on stage-1 signals, fitted on val_calib (CPU, plain torch)."""
     input:
-        baseline=phase_manifest("phase1_baseline"),
-        thresholds=phase_manifest("phase2_thresholds"),
+        baseline=step_manifest("baseline"),
+        thresholds=step_manifest("thresholds"),
     output:
-        manifest=phase_manifest("phase3_gate"),
+        manifest=step_manifest("gate"),
         plot=report(
-            f"{RESULTS}/{{exp}}/phase3_gate/risk_coverage.png",
+            f"{step_folder('gate')}/risk_coverage.png",
             category="Gate",
             caption="../docs/report/gate.rst",
         ),
     log:
-        phase_log("phase3_gate"),
+        step_log("gate"),
     benchmark:
-        phase_benchmark("phase3_gate")
+        step_benchmark("gate")
     conda:
         "../envs/streetvision.yaml"
     threads: 1
@@ -23,9 +23,6 @@ rule gate:
         runtime=15,
     params:
         cfg=lambda wc: exp_config(wc, "gate"),
-        phase1_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
-        phase2_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase2_thresholds",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase3_gate",
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/gate.py"

@@ -1,9 +1,7 @@
 rule report:
     """Summary table of every experiment + figures for `snakemake --report`."""
     input:
-        bundles=expand(
-            f"{RESULTS}/{{exp}}/phase6_bundle/manifest.json", exp=list(EXPERIMENTS)
-        ),
+        bundles=expand(step_manifest("bundle"), exp=list(EXPERIMENTS)),
     output:
         manifest=f"{RESULTS}/report/manifest.json",
         summary_json=f"{RESULTS}/summary.json",
@@ -21,9 +19,9 @@ rule report:
             caption="../docs/report/curves.rst",
         ),
     log:
-        f"{RESULTS}/logs/report.log",
+        f"{RESULTS}/{layout.LOGS}/report.log",
     benchmark:
-        f"{RESULTS}/benchmarks/report.tsv"
+        f"{RESULTS}/{layout.BENCHMARKS}/report.tsv"
     conda:
         "../envs/streetvision.yaml"
     threads: 1
@@ -32,7 +30,6 @@ rule report:
         mem_mb=1000,
         runtime=10,
     params:
-        results=lambda wc, output: str(Path(output.manifest).parent.parent),
         experiments=list(EXPERIMENTS),
         workflow_dir=WORKFLOW_DIR,
     script:

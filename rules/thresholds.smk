@@ -1,18 +1,18 @@
 rule thresholds:
     """Phase 2: exact MCC-optimal threshold on val_calib (CPU, no torch)."""
     input:
-        baseline=phase_manifest("phase1_baseline"),
+        baseline=step_manifest("baseline"),
     output:
-        manifest=phase_manifest("phase2_thresholds"),
+        manifest=step_manifest("thresholds"),
         plot=report(
-            f"{RESULTS}/{{exp}}/phase2_thresholds/sweep.png",
+            f"{step_folder('thresholds')}/sweep.png",
             category="Thresholds",
             caption="../docs/report/sweep.rst",
         ),
     log:
-        phase_log("phase2_thresholds"),
+        step_log("thresholds"),
     benchmark:
-        phase_benchmark("phase2_thresholds")
+        step_benchmark("thresholds")
     conda:
         "../envs/streetvision.yaml"
     threads: 1
@@ -21,8 +21,6 @@ rule thresholds:
         mem_mb=2000,
         runtime=15,
     params:
-        phase1_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase1_baseline",
-        out_dir=lambda wc: f"{RESULTS}/{wc.exp}/phase2_thresholds",
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/thresholds.py"

@@ -1,18 +1,15 @@
-"""Snakemake adapter for phase 1 (baseline training)."""
-
-from pathlib import Path
+"""Snakemake adapter for rule baseline: the snakemake object -> streetvision.phases.baseline.run_baseline."""
 
 from streetvision.logs import log_to_file
-from streetvision.train.phase1 import run_baseline_phase
+from streetvision.phases import output_dir, step_dirs
+from streetvision.phases.baseline import run_baseline
 
-explora = snakemake.input.get("explora")  # noqa: F821 - injected by Snakemake
-with log_to_file(snakemake.log[0]):  # noqa: F821
-    run_baseline_phase(
-        snakemake.params.cfg,  # noqa: F821
-        snakemake.params.data_dir,  # noqa: F821
-        snakemake.params.out_dir,  # noqa: F821
-        experiment=snakemake.wildcards.exp,  # noqa: F821
-        gpus=int(snakemake.resources.gpu),  # noqa: F821
-        workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
-        explora_dir=Path(explora).parent if explora else None,
+with log_to_file(snakemake.log[0]):
+    run_baseline(
+        **step_dirs(snakemake.input),
+        out_dir=output_dir(snakemake.output),
+        experiment=snakemake.wildcards.exp,
+        workflow_dir=snakemake.params.workflow_dir,
+        cfg=snakemake.params.cfg,
+        gpus=int(snakemake.resources.gpu),
     )

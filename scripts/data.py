@@ -1,12 +1,14 @@
-"""Snakemake adapter for the data phase."""
+"""Snakemake adapter for rule data: the snakemake object -> streetvision.phases.data.run_data."""
 
-from streetvision.data.phase import run_data_phase
 from streetvision.logs import log_to_file
+from streetvision.phases import output_dir, step_dirs
+from streetvision.phases.data import run_data
 
-with log_to_file(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
-    run_data_phase(
-        snakemake.params.data,  # noqa: F821
-        snakemake.params.out_dir,  # noqa: F821
-        experiment=snakemake.wildcards.exp,  # noqa: F821
-        workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
+with log_to_file(snakemake.log[0]):
+    run_data(
+        **step_dirs(snakemake.input),
+        out_dir=output_dir(snakemake.output),
+        experiment=snakemake.wildcards.exp,
+        workflow_dir=snakemake.params.workflow_dir,
+        cfg=snakemake.params.cfg,
     )

@@ -1,14 +1,15 @@
-"""Snakemake adapter for phase 4 (ExPLoRA)."""
+"""Snakemake adapter for rule explora: the snakemake object -> streetvision.phases.explora.run_explora."""
 
 from streetvision.logs import log_to_file
-from streetvision.train.phase4 import run_explora_phase
+from streetvision.phases import output_dir, step_dirs
+from streetvision.phases.explora import run_explora
 
-with log_to_file(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
-    run_explora_phase(
-        snakemake.params.cfg,  # noqa: F821
-        snakemake.params.data_dir,  # noqa: F821
-        snakemake.params.out_dir,  # noqa: F821
-        experiment=snakemake.wildcards.exp,  # noqa: F821
-        gpus=int(snakemake.resources.gpu),  # noqa: F821
-        workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
+with log_to_file(snakemake.log[0]):
+    run_explora(
+        **step_dirs(snakemake.input),
+        out_dir=output_dir(snakemake.output),
+        experiment=snakemake.wildcards.exp,
+        workflow_dir=snakemake.params.workflow_dir,
+        cfg=snakemake.params.cfg,
+        gpus=int(snakemake.resources.gpu),
     )

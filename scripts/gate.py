@@ -1,14 +1,14 @@
-"""Snakemake adapter for phase 3 (gate)."""
+"""Snakemake adapter for rule gate: the snakemake object -> streetvision.phases.gate.run_gate."""
 
-from streetvision.calibration.phase3 import run_gate_phase
 from streetvision.logs import log_to_file
+from streetvision.phases import output_dir, step_dirs
+from streetvision.phases.gate import run_gate
 
-with log_to_file(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
-    run_gate_phase(
-        snakemake.params.cfg,  # noqa: F821
-        snakemake.params.phase1_dir,  # noqa: F821
-        snakemake.params.phase2_dir,  # noqa: F821
-        snakemake.params.out_dir,  # noqa: F821
-        experiment=snakemake.wildcards.exp,  # noqa: F821
-        workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
+with log_to_file(snakemake.log[0]):
+    run_gate(
+        **step_dirs(snakemake.input),
+        out_dir=output_dir(snakemake.output),
+        experiment=snakemake.wildcards.exp,
+        workflow_dir=snakemake.params.workflow_dir,
+        cfg=snakemake.params.cfg,
     )

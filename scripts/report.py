@@ -1,11 +1,13 @@
-"""Snakemake adapter for the report."""
+"""Snakemake adapter for rule report: the snakemake object -> streetvision.phases.report.run_report."""
+
+from pathlib import Path
 
 from streetvision.logs import log_to_file
-from streetvision.report import run_report
+from streetvision.phases.report import run_report
 
-with log_to_file(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
+with log_to_file(snakemake.log[0]):
     run_report(
-        snakemake.params.results,  # noqa: F821
-        snakemake.params.experiments,  # noqa: F821
-        workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
+        results_dir=Path(snakemake.output.manifest).parent.parent,
+        experiments=snakemake.params.experiments,
+        workflow_dir=snakemake.params.workflow_dir,
     )

@@ -1,12 +1,13 @@
-"""Snakemake adapter for phase 2 (threshold sweep)."""
+"""Snakemake adapter for rule thresholds: the snakemake object -> streetvision.phases.thresholds.run_thresholds."""
 
-from streetvision.calibration.phase2 import run_threshold_phase
 from streetvision.logs import log_to_file
+from streetvision.phases import output_dir, step_dirs
+from streetvision.phases.thresholds import run_thresholds
 
-with log_to_file(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
-    run_threshold_phase(
-        snakemake.params.phase1_dir,  # noqa: F821
-        snakemake.params.out_dir,  # noqa: F821
-        experiment=snakemake.wildcards.exp,  # noqa: F821
-        workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
+with log_to_file(snakemake.log[0]):
+    run_thresholds(
+        **step_dirs(snakemake.input),
+        out_dir=output_dir(snakemake.output),
+        experiment=snakemake.wildcards.exp,
+        workflow_dir=snakemake.params.workflow_dir,
     )

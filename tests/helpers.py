@@ -79,3 +79,42 @@ def write_natix_shards(folder: Path, count: int, size: int = 96, shards: int = 2
     for shard in range(shards):
         pd.DataFrame(rows[shard::shards]).to_parquet(folder / f"train-{shard:05d}.parquet", index=False)
     return folder
+
+
+def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str = "bundle") -> dict[str, Path]:
+    """The tiny pipeline through the real runners (no Snakemake): data -> baseline -> thresholds -> gate ->
+    scrc -> bundle, each in its layout folder under ``results/<experiment>/``. Returns {step: folder}."""
+    from streetvision import layout
+    from streetvision.phases.baseline import run_baseline
+    from streetvision.phases.bundle import run_bundle
+    from streetvision.phases.data import run_data
+    from streetvision.phases.gate import run_gate
+    from streetvision.phases.scrc import run_scrc
+    from streetvision.phases.thresholds import run_thresholds
+
+    d = {step: layout.step_dir(results, experiment, step) for step in layout.STEP_DIRS}
+    sections = {"data": ("data",), "baseline": ("model", "train"), "gate": ("gate",), "scrc": ("scrc",),
+                "bundle": ("bundle",)}
+
+    def cfg_for(step):
+        return {section: cfg[section] for section in sections[step]}
+
+    steps = [
+        ("data", lambda: run_data(cfg=cfg_for("data"), out_dir=d["data"], experiment=experiment)),
+        ("baseline", lambda: run_baseline(cfg=cfg_for("baseline"), data_dir=d["data"], out_dir=d["baseline"],
+                                          experiment=experiment)),
+        ("thresholds", lambda: run_thresholds(baseline_dir=d["baseline"], out_dir=d["thresholds"],
+                                              experiment=experiment)),
+        ("gate", lambda: run_gate(cfg=cfg_for("gate"), baseline_dir=d["baseline"], thresholds_dir=d["thresholds"],
+                                  out_dir=d["gate"], experiment=experiment)),
+        ("scrc", lambda: run_scrc(cfg=cfg_for("scrc"), baseline_dir=d["baseline"], thresholds_dir=d["thresholds"],
+                                  gate_dir=d["gate"], out_dir=d["scrc"], experiment=experiment)),
+        ("bundle", lambda: run_bundle(cfg=cfg_for("bundle"), data_dir=d["data"], baseline_dir=d["baseline"],
+                                      thresholds_dir=d["thresholds"], gate_dir=d["gate"], scrc_dir=d["scrc"],
+                                      out_dir=d["bundle"], experiment=experiment)),
+    ]
+    for step, run in steps:
+        run()
+        if step == until:
+            break
+    return d

@@ -12,12 +12,7 @@ from PIL import Image
 
 from streetvision.bundle import BundleError, load_bundle
 from streetvision.bundle.policy import EPSILON, outputs, remap
-from streetvision.calibration.phase2 import run_threshold_phase
-from streetvision.calibration.phase3 import run_gate_phase
-from streetvision.calibration.phase5 import run_scrc_phase
-from streetvision.data.phase import run_data_phase
 from streetvision.io.hashing import sha256_file
-from streetvision.train.phase1 import run_baseline_phase
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.3, 0.5, 0.77, 0.99])
@@ -41,38 +36,22 @@ def test_remap_sends_the_threshold_just_above_one_half():
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, repo):
-    """Phases data -> 1 -> 2 -> 3 -> 5 -> 6 on tiny data, both policies."""
-    from helpers import resolved_config
+def pipeline(tiny_run):
+    """The session's tiny run: one bundle per policy, built from the same upstream steps."""
+    return {"threshold": tiny_run["bundle"], "scrc": tiny_run["bundle_scrc"]}
 
-    from streetvision.bundle.export import run_bundle_phase
 
-    root = tmp_path_factory.mktemp("bundle") / "exp"
-    cfg = resolved_config(repo)
-    run_data_phase(cfg["data"], root / "data", "t")
-    run_baseline_phase(cfg, root / "data", root / "phase1_baseline", "t")
-    run_threshold_phase(root / "phase1_baseline", root / "phase2_thresholds", "t")
-    run_gate_phase(cfg["gate"], root / "phase1_baseline", root / "phase2_thresholds", root / "phase3_gate", "t")
-    run_scrc_phase(cfg["scrc"], root / "phase1_baseline", root / "phase2_thresholds", root / "phase3_gate",
-                   root / "phase5_scrc", "t")
-    manifests = {}
-    for policy in ("threshold", "scrc"):
-        out = root.parent / f"phase6_{policy}"
-        bundle_cfg = {**cfg["bundle"], "policy": policy, "robustness_levels": [0, 3]}
-        manifests[policy] = json.loads(run_bundle_phase(bundle_cfg, root / "data", root / "phase1_baseline",
-                                                        root / "phase2_thresholds", root / "phase3_gate",
-                                                        root / "phase5_scrc", out, "t").read_text())
-    return root, manifests
+def manifests(pipeline) -> dict:
+    return {policy: json.loads((folder / "manifest.json").read_text()) for policy, folder in pipeline.items()}
 
 
 def bundle_dir(pipeline, policy="threshold"):
-    root, _ = pipeline
-    return root.parent / f"phase6_{policy}" / "bundle"
+    return pipeline[policy] / "bundle"
 
 
+@pytest.mark.slow
 def test_parity_with_phase_1_and_one_policy_each(pipeline):
-    _, manifests = pipeline
-    for policy, manifest in manifests.items():
+    for policy, manifest in manifests(pipeline).items():
         parity = manifest["metrics"]["parity"]
         assert parity["max_abs_probability_diff"] <= 1e-5 and parity["decision_mismatches"] == 0
         assert json.loads((bundle_dir(pipeline, policy) / "policy.json").read_text())["type"] == policy
@@ -83,6 +62,7 @@ def test_parity_with_phase_1_and_one_policy_each(pipeline):
     assert {"model_name", "version", "submitted_by", "submission_time", "architecture", "notes"} <= set(card)
 
 
+@pytest.mark.slow
 def test_detector_api(pipeline):
     detector = load_bundle(bundle_dir(pipeline, "scrc"))
     image = Image.open(__import__("io").BytesIO(jpeg_bytes(1, 80)))
@@ -104,6 +84,7 @@ def rewrite_index(bundle, change):
     (bundle / "bundle.json").write_text(json.dumps(index))
 
 
+@pytest.mark.slow
 def test_flipped_byte_is_refused_naming_the_file(pipeline, tmp_path):
     bundle = tampered(pipeline, tmp_path)
     weights = bytearray((bundle / "model.safetensors").read_bytes())
@@ -113,6 +94,7 @@ def test_flipped_byte_is_refused_naming_the_file(pipeline, tmp_path):
         load_bundle(bundle)
 
 
+@pytest.mark.slow
 def test_missing_file_is_refused(pipeline, tmp_path):
     bundle = tampered(pipeline, tmp_path)
     (bundle / "policy.json").unlink()
@@ -120,6 +102,7 @@ def test_missing_file_is_refused(pipeline, tmp_path):
         load_bundle(bundle)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad_path, message", [("../outside.json", r"'\.\.' escapes"),
                                                ("/etc/passwd", "absolute paths")])
 def test_path_escapes_are_refused(pipeline, tmp_path, bad_path, message):
@@ -130,6 +113,7 @@ def test_path_escapes_are_refused(pipeline, tmp_path, bad_path, message):
         load_bundle(bundle)
 
 
+@pytest.mark.slow
 def test_symlink_leaving_the_bundle_is_refused(pipeline, tmp_path):
     bundle = tampered(pipeline, tmp_path)
     outside = tmp_path / "policy_elsewhere.json"
@@ -139,6 +123,7 @@ def test_symlink_leaving_the_bundle_is_refused(pipeline, tmp_path):
         load_bundle(bundle)
 
 
+@pytest.mark.slow
 def test_pickle_bearing_weights_are_never_unpickled(pipeline, tmp_path):
     bundle = tampered(pipeline, tmp_path)
     marker = tmp_path / "pwned"
@@ -165,6 +150,7 @@ def test_pickle_bearing_weights_are_never_unpickled(pipeline, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_cli_predict_reports_unreadable_images_and_goes_on(pipeline, tmp_path):
     good = tmp_path / "street.jpg"
     good.write_bytes(jpeg_bytes(3, 64))

@@ -8,13 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from streetvision.calibration.phase2 import run_threshold_phase
-from streetvision.calibration.phase3 import run_gate_phase
-from streetvision.calibration.phase5 import run_scrc_phase
 from streetvision.calibration.scrc import CalibrationSizeError
-from streetvision.calibration.thresholds import ThresholdInputError
-from streetvision.io.atomic import atomic_save_tensors
+from streetvision.errors import StreetvisionError
 from streetvision.io.manifest import PhaseRecorder, verify_tree
+from streetvision.phases.gate import run_gate
+from streetvision.phases.scrc import run_scrc
+from streetvision.phases.thresholds import run_thresholds
 
 GATE = {"loss": "bce", "gatekeeper_alpha": 0.5, "hidden": 32, "lr": 0.003, "weight_decay": 1e-4,
         "batch_size": 128, "max_epochs": 150, "patience": 20, "holdout_fraction": 0.2, "seed": 0}
@@ -37,22 +36,21 @@ def fake_phase1(root, n=600, seed=0, nan_split=None):
         ids = [f"{split}-{i}" for i in range(n)]
         table = pd.DataFrame({"id": ids, "label": labels.astype("int8"), "logit": logits,
                               "probability": 1 / (1 + np.exp(-logits))})
-        (phase1 / "predictions").mkdir(parents=True, exist_ok=True)
-        table.to_parquet(phase1 / "predictions" / f"{split}.parquet", index=False)
-        rec.add_artifact(f"predictions/{split}.parquet")
+        rec.write_parquet(f"predictions/{split}.parquet", table)
         if split != "val_select":
-            atomic_save_tensors(phase1 / "features" / f"{split}.safetensors", {"features": torch.from_numpy(features)},
-                                {"ids": json.dumps(ids)})
-            rec.add_artifact(f"features/{split}.safetensors")
+            rec.write_tensors(f"features/{split}.safetensors", {"features": torch.from_numpy(features)},
+                              {"ids": json.dumps(ids)})
     rec.finish()
     return phase1
 
 
 def run_all(root, scrc=SCRC, gate=GATE, **fake):
     phase1 = fake_phase1(root, **fake)
-    run_threshold_phase(phase1, root / "phase2_thresholds", "t")
-    run_gate_phase(gate, phase1, root / "phase2_thresholds", root / "phase3_gate", "t")
-    manifest = run_scrc_phase(scrc, phase1, root / "phase2_thresholds", root / "phase3_gate", root / "phase5_scrc", "t")
+    steps = {"baseline_dir": phase1, "thresholds_dir": root / "phase2_thresholds"}
+    run_thresholds(baseline_dir=phase1, out_dir=steps["thresholds_dir"], experiment="t")
+    run_gate(cfg={"gate": gate}, **steps, out_dir=root / "phase3_gate", experiment="t")
+    manifest = run_scrc(cfg={"scrc": scrc}, **steps, gate_dir=root / "phase3_gate", out_dir=root / "phase5_scrc",
+                        experiment="t")
     return json.loads(manifest.read_text())
 
 
@@ -76,7 +74,7 @@ def test_gate_finds_the_errors_and_scrc_meets_its_target(tmp_path, loss):
 
 def test_confidence_score_option(tmp_path):
     manifest = run_all(tmp_path, scrc={**SCRC, "score": "confidence"})
-    assert manifest["config"]["score"] == "confidence" and 0 < manifest["metrics"]["val_test_coverage"] <= 1
+    assert manifest["config"]["scrc"]["score"] == "confidence" and 0 < manifest["metrics"]["val_test_coverage"] <= 1
 
 
 def test_no_feasible_threshold_abstains_with_a_warning(tmp_path):
@@ -95,8 +93,8 @@ def test_too_small_conformal_split_says_how_many_are_needed(tmp_path):
 @pytest.mark.parametrize("split", ["val_calib", "val_test"])
 def test_nan_logits_into_phase2_name_the_split(tmp_path, split):
     phase1 = fake_phase1(tmp_path, nan_split=split)
-    with pytest.raises(ThresholdInputError, match=f"1 of 600 logits/probabilities of split '{split}' are NaN"):
-        run_threshold_phase(phase1, tmp_path / "phase2_thresholds", "t")
+    with pytest.raises(StreetvisionError, match=f"1 of 600 logits/probabilities of split '{split}' are NaN"):
+        run_thresholds(baseline_dir=phase1, out_dir=tmp_path / "phase2_thresholds", experiment="t")
     assert not (tmp_path / "phase2_thresholds" / "manifest.json").exists()
 
 
@@ -104,7 +102,7 @@ def test_phase3_and_5_do_not_import_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, streetvision.calibration.phase3, streetvision.calibration.phase5; "
+    code = ("import sys, streetvision.phases.gate, streetvision.phases.scrc; "
             "print([m for m in ('lightning', 'peft', 'timm') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -9,11 +9,17 @@ from helpers import resolved_config
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from streetvision.data.phase import run_data_phase
 from streetvision.models.backbone import BackboneSpec, build_backbone
-from streetvision.train import phase4
-from streetvision.train.explora import LeakageError, add_lora, explora_frame
-from streetvision.train.phase4 import ExportValidationError, validate_export
+from streetvision.phases import explora as explora_step
+from streetvision.phases.data import run_data
+from streetvision.train.explora import (
+    ExportValidationError,
+    LeakageError,
+    add_lora,
+    explora_frame,
+    fixed_batch,
+    validate_export,
+)
 
 EVAL_SPLITS = {"val_select", "val_calib", "val_conformal", "val_test"}
 # Small but lively: a fast-moving teacher so the adapter visibly changes the embeddings.
@@ -30,7 +36,7 @@ def config(repo):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, config):
     out = tmp_path_factory.mktemp("explora") / "data"
-    run_data_phase(config["data"], out, "demo")
+    run_data(cfg={"data": config["data"]}, out_dir=out, experiment="demo")
     return out
 
 
@@ -39,7 +45,7 @@ def phase_run(tmp_path_factory, config, data_dir):
     """Run the phase once, recording every image it opens and whether the linear probe opened it."""
     out = tmp_path_factory.mktemp("explora") / "p4"
     opened, in_probe = [], [False]
-    original_open, original_probe = Image.open, phase4.linear_probe
+    original_open, original_probe = Image.open, explora_step.linear_probe
 
     def recording_open(path, *args, **kwargs):
         opened.append((str(path), in_probe[0]))
@@ -54,8 +60,9 @@ def phase_run(tmp_path_factory, config, data_dir):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Image, "open", recording_open)
-        mp.setattr(phase4, "linear_probe", flagged_probe)
-        manifest = phase4.run_explora_phase(config, data_dir, out, "demo")
+        mp.setattr(explora_step, "linear_probe", flagged_probe)
+        manifest = explora_step.run_explora(cfg={"model": config["model"], "explora": config["explora"]},
+                                            data_dir=data_dir, out_dir=out, experiment="demo")
     return out, json.loads(manifest.read_text()), opened
 
 
@@ -64,6 +71,7 @@ def split_of_paths(data_dir):
     return {str(data_dir / p): s for p, s in zip(index["path"], index["split"], strict=True)}
 
 
+@pytest.mark.slow
 def test_explora_never_opens_an_evaluation_image(phase_run, data_dir):
     _, manifest, opened = phase_run
     splits = split_of_paths(data_dir)
@@ -81,6 +89,7 @@ def test_explora_data_refuses_evaluation_splits(split, data_dir):
         explora_frame(index, ["train", split])
 
 
+@pytest.mark.slow
 def test_export_reloads_exactly_and_the_adapter_changed_outputs(phase_run, config):
     out, manifest, _ = phase_run
     m = manifest["metrics"]
@@ -91,6 +100,7 @@ def test_export_reloads_exactly_and_the_adapter_changed_outputs(phase_run, confi
     assert 0 < m["trainable_fraction_of_backbone"] < 1
 
 
+@pytest.mark.slow
 def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):
     """Saving the unfrozen block from the base model instead of the trained one must fail validation."""
     out, _, _ = phase_run
@@ -98,7 +108,7 @@ def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):
     good = load_file(out / "backbone.safetensors")
     reference = build_backbone(config["model"])
     reference.load_state_dict(good)
-    batch = phase4.fixed_batch(explora_frame(pd.read_parquet(data_dir / "index.parquet").assign(
+    batch = fixed_batch(explora_frame(pd.read_parquet(data_dir / "index.parquet").assign(
         path=lambda f: [str(data_dir / p) for p in f["path"]]), ["train"]),
         {"img_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"})
     assert validate_export(reference, out / "backbone.safetensors", spec, batch, 1e-4) <= 1e-4

@@ -8,9 +8,10 @@ import yaml
 from helpers import corrupt_jpeg_bytes, jpeg_bytes
 
 from streetvision.config import deep_merge, load_schema, resolve_experiments
-from streetvision.data.phase import load_index, run_data_phase
 from streetvision.data.sources import DataSourceError
 from streetvision.data.splits import SplitError, assign_split
+from streetvision.layout import load_index
+from streetvision.phases.data import run_data
 
 N = 200  # enough that every split holds both classes
 
@@ -32,7 +33,7 @@ def write_folder(root, n=N, start=0):
 
 def ingest(repo, tmp_path, **overrides):
     out = tmp_path / "out"
-    manifest = json.loads(run_data_phase(data_cfg(repo, **overrides), out, "t").read_text())
+    manifest = json.loads(run_data(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out, experiment="t").read_text())
     return manifest, load_index(out), pd.read_csv(out / "quarantine.csv"), pd.read_csv(out / "duplicates.csv")
 
 
@@ -167,6 +168,7 @@ def test_synthetic_source_is_deterministic(repo, tmp_path):
     first, index, _, _ = ingest(repo, tmp_path, source="synthetic", synthetic=cfg)
     assert first["metrics"]["splits"]["unlabeled"]["n"] == 10
     assert index["width"].eq(64).all()
-    again = run_data_phase(data_cfg(repo, source="synthetic", synthetic=cfg), tmp_path / "again", "t")
+    again = run_data(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg)}, out_dir=tmp_path / "again",
+                     experiment="t")
     assert pd.read_parquet(again.parent / "index.parquet")["sha256"].tolist() == pd.read_parquet(
         tmp_path / "out" / "index.parquet")["sha256"].tolist()

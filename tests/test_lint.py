@@ -1,8 +1,10 @@
 """Lint gates that CI enforces through the test command."""
 
+import pytest
 from helpers import run_cli
 
 
+@pytest.mark.slow
 def test_snakemake_lint_is_clean(repo):
     done = run_cli("snakemake", "-s", str(repo / "Snakefile"), "--lint", cwd=repo, timeout=120)
     assert done.returncode == 0 and "Congratulations" in done.stdout + done.stderr, done.stdout[-3000:]

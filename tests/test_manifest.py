@@ -1,19 +1,15 @@
 import json
 
+import pytest
 from helpers import run_cli
 
 from streetvision.io.manifest import PhaseRecorder, lineage, read_manifest, verify_tree
 
 
 def make_phase(root, name="data", consumed=()):
-    rec = PhaseRecorder(root / name, name, "exp", {"k": 1}, seed=7)
-    (root / name / "a.txt").write_text("alpha")
-    (root / name / "sub").mkdir(exist_ok=True)
-    (root / name / "sub" / "b.bin").write_bytes(b"\x00\x01\x02")
-    rec.add_artifact("a.txt")
-    rec.add_artifact("sub/b.bin")
-    for path in consumed:
-        rec.consume(path)
+    rec = PhaseRecorder(root / name, name, "exp", {"k": 1}, consumes=consumed, seed=7)
+    rec.write_text("a.txt", "alpha")
+    rec.write_bytes("sub/b.bin", b"\x00\x01\x02")
     rec.metrics["score"] = 0.5
     return rec.finish()
 
@@ -52,10 +48,48 @@ def test_verify_catches_changed_consumed_manifest(tmp_path):
     assert [n["manifest"]["phase"] for n in lineage(tmp_path / "phase1" / "manifest.json")] == ["phase1", "data"]
 
 
-def test_rerun_removes_stale_manifest_first(tmp_path):
+def test_rerun_removes_the_previous_run_but_not_scratch(tmp_path):
     make_phase(tmp_path)
-    PhaseRecorder(tmp_path / "data", "data", "exp", {})
-    assert not (tmp_path / "data" / "manifest.json").exists()
+    (tmp_path / "data" / "checkpoints").mkdir()
+    (tmp_path / "data" / "checkpoints" / "last.ckpt").write_text("resume me")
+    PhaseRecorder(tmp_path / "data", "data", "exp", {}, scratch=["checkpoints"])
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["checkpoints"]
+    assert (tmp_path / "data" / "checkpoints" / "last.ckpt").read_text() == "resume me"
+
+
+def test_every_writer_lists_what_it_writes(tmp_path):
+    import pandas as pd
+    import torch
+
+    from streetvision.figures import new_figure
+
+    rec = PhaseRecorder(tmp_path / "p", "p", "exp", {})
+    rec.write_json("r.json", {"x": 1})
+    rec.write_parquet("t/a.parquet", pd.DataFrame({"a": [1, 2]}))
+    rec.write_csv("c.csv", pd.DataFrame({"a": [1]}))
+    rec.write_tensors("w.safetensors", {"w": torch.zeros(2)})
+    rec.write_figure("f.png", new_figure()[0])
+    rec.write_with("raw.bin", lambda tmp: tmp.write_bytes(b"raw"))
+    manifest = read_manifest(rec.finish())
+    assert {a["path"] for a in manifest["artifacts"]} == {"r.json", "t/a.parquet", "c.csv", "w.safetensors", "f.png",
+                                                          "raw.bin"}
+    assert verify_tree(tmp_path) == (1, [])
+
+
+def test_a_file_written_without_being_listed_stops_the_manifest(tmp_path):
+    rec = PhaseRecorder(tmp_path / "p", "p", "exp", {}, scratch=["checkpoints"])
+    rec.write_json("listed.json", {})
+    (tmp_path / "p" / "stray.txt").write_text("nobody listed me")
+    (tmp_path / "p" / "checkpoints").mkdir()
+    (tmp_path / "p" / "checkpoints" / "last.ckpt").write_text("scratch is fine")
+    with pytest.raises(RuntimeError, match=r"files written without being listed in the manifest: \['stray.txt'\]"):
+        rec.finish()
+    assert not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_a_missing_input_manifest_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"input manifest .*nope/manifest.json is missing"):
+        PhaseRecorder(tmp_path / "p", "p", "exp", {}, consumes=[tmp_path / "nope" / "manifest.json"])
 
 
 def test_cli_verify_and_inspect(tmp_path):

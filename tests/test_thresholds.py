@@ -59,7 +59,7 @@ def test_degenerate_input_is_a_clear_error(y, s, message):
 
 def test_phase2_does_not_import_torch_or_lightning():
     code = (
-        "import sys, streetvision.calibration.phase2 as p; "
+        "import sys, streetvision.phases.thresholds as p; "
         "print(sorted(m for m in ('torch', 'lightning', 'peft', 'timm') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -113,8 +113,9 @@ def test_training_resumes_after_being_killed(repo, workdir, phase):
 @pytest.mark.slow
 def test_ddp_on_cpu_with_two_gloo_processes(repo, workdir):
     """Both training phases under DDP (2 CPU processes, gloo); ExPLoRA's frozen weights must not break it."""
-    write_config(workdir, {"train": {"cpu_devices": 2, "max_epochs": 1},
-                           "explora": {"enabled": True, "cpu_devices": 2, "max_epochs": 1}})
+    write_config(workdir, {"train": {"cpu_devices": 2, "max_epochs": 1},  # ExPLoRA needs a few steps to move the teacher
+                           "explora": {"enabled": True, "cpu_devices": 2, "max_epochs": 2, "batch_size": 8,
+                                       "lr": 0.01, "ema_momentum": 0.5}})
     done = snakemake(repo, workdir, "--cores", "2", "results/demo/phase1_baseline/manifest.json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for phase in ("phase4_explora", "phase1_baseline"):
@@ -125,6 +126,7 @@ def test_ddp_on_cpu_with_two_gloo_processes(repo, workdir):
     assert manifest(workdir, "phase1_baseline")["consumed"][1]["path"].endswith("phase4_explora/manifest.json")
 
 
+@pytest.mark.slow
 def test_explora_appears_in_the_dag_only_when_enabled(repo, workdir):
     write_config(workdir, {"experiments": {"plain": {}, "adapted": {"explora": {"enabled": True}}}})
     dag = snakemake(repo, workdir, "--dag")
@@ -146,6 +148,7 @@ def test_explora_appears_in_the_dag_only_when_enabled(repo, workdir):
     assert (data_adapted, baseline_after_explora[0]) in edges  # the adapted experiment's baseline
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_full_target(repo, workdir):
     done = snakemake(repo, workdir, "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -153,12 +156,14 @@ def test_dry_run_of_the_full_target(repo, workdir):
         assert rule in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_config_error_stops_before_any_job(repo, workdir):
     write_config(workdir, {"data": {"splits": {"train": 0.9}}})
     done = snakemake(repo, workdir, "-n")
     assert done.returncode != 0 and "data.splits': ratios must sum to 1" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiments", [{"demo": {}}, {"demo": {}, "adapted": {"explora": {"enabled": True}}}])
 def test_dag_renders_to_svg(repo, workdir, experiments):
     if shutil.which("dot") is None:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import yaml
 
+from streetvision.errors import StreetvisionError
+
 SPLIT_NAMES = ("train", "val_select", "val_calib", "val_conformal", "val_test")
 
 
-class ConfigError(ValueError):
+class ConfigError(StreetvisionError, ValueError):
     """A config problem; the message names the key."""
 
 

@@ -1,25 +1,82 @@
-"""Logging for phase scripts: everything (including a traceback on failure) goes to the rule's log."""
+"""Logging for the steps: everything goes to the rule's log file; the console gets one line per step.
+
+Inside ``log_to_file`` the process's stdout and stderr (file descriptors 1 and 2, so C-level output and
+DDP child processes too) point at the rule's log file: library chatter such as Lightning's tips, progress
+and third-party deprecation warnings lands there only. The console (the job's original stderr) shows
+the step's result line (``log_result``), streetvision's own warnings, and errors.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
+
+from streetvision.runtime import process_rank
+
+RESULT_LOGGER = "streetvision.result"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_result(step: str, experiment: str, message: str) -> None:
+    """The one line a step shows on the console, e.g. ``baseline demo: val_test MCC 0.909``."""
+    logging.getLogger(RESULT_LOGGER).info("%s %s: %s", step, experiment, message)
+
+
+class _ConsoleFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == RESULT_LOGGER:
+            return True
+        if record.levelno >= logging.ERROR:
+            return True
+        return record.levelno >= logging.WARNING and record.name.startswith("streetvision")
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """One line, no traceback (Python prints that once, when the error leaves the script)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == RESULT_LOGGER:
+            return record.getMessage()
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 @contextlib.contextmanager
 def log_to_file(path: str | Path, level: int = logging.INFO):
-    """Send library logging to ``path`` and stderr; log the exception before re-raising it."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.FileHandler(path, mode="w"), logging.StreamHandler(sys.stderr)]
-    logging.basicConfig(level=level, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Route this process's logging, warnings and raw output to ``path`` (see module docstring)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # DDP ranks > 0 run the same script: they append instead of truncating rank 0's log.
+    log_file = open(path, "w" if process_rank() == 0 else "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    console = open(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", closefd=True)  # noqa: SIM115
+    for fd in (1, 2):
+        os.dup2(log_file.fileno(), fd)
+    to_file = logging.StreamHandler(log_file)
+    to_file.setFormatter(logging.Formatter(FILE_FORMAT))
+    to_console = logging.StreamHandler(console)
+    to_console.addFilter(_ConsoleFilter())
+    to_console.setFormatter(_ConsoleFormatter())
+    logging.basicConfig(level=level, handlers=[to_file, to_console], force=True)
+    logging.captureWarnings(True)
     try:
         yield
     except BaseException:
-        logging.getLogger("streetvision").exception("phase failed")
+        logging.getLogger("streetvision").exception("step failed (full traceback in %s)", path)
         raise
     finally:
-        for handler in handlers:
+        logging.captureWarnings(False)
+        for handler in (to_file, to_console):
             handler.flush()
+            logging.getLogger().removeHandler(handler)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, original in saved.items():
+            os.dup2(original, fd)
+            os.close(original)
+        console.close()
+        log_file.close()

@@ -29,12 +29,10 @@ def count_classifier_parameters(model_cfg: dict) -> int:
     """Parameters of the classifier the config builds, counted on the meta device (no memory, no weights)."""
     import torch
 
-    from streetvision.models.backbone import BackboneSpec, rebuild_backbone
-    from streetvision.models.classifier import RoadworkClassifier
+    from streetvision.models.spec import ClassifierSpec
 
     with torch.device("meta"):
-        backbone = rebuild_backbone(BackboneSpec.from_config(model_cfg))
-        model = RoadworkClassifier(backbone, model_cfg["head_hidden"], model_cfg["head_dropout"])
+        model = ClassifierSpec.from_config(model_cfg).build()
     return sum(p.numel() for p in model.parameters())
 
 

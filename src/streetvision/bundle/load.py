@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 
 from streetvision.bundle.policy import outputs
+from streetvision.errors import StreetvisionError
 from streetvision.io.hashing import sha256_file
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = "streetvision-bundle"
 
 
-class BundleError(ValueError):
+class BundleError(StreetvisionError, ValueError):
     """The bundle is incomplete, tampered with or unsafe; the message names the file."""
 
 
@@ -142,22 +143,19 @@ class Detector:
 
 def load_bundle(path: str | Path, device: str = "cpu") -> Detector:
     """Verify, then load a bundle written by phase 6."""
-    from streetvision.data.transforms import eval_transform
-    from streetvision.models.backbone import BackboneSpec, rebuild_backbone
-    from streetvision.models.classifier import RoadworkClassifier
+    from streetvision.models.spec import ClassifierSpec
 
     index = verify_bundle(path)
     paths = index["paths"]
-    config = _read_json(paths["model_config"])
+    spec = ClassifierSpec.from_record(_read_json(paths["model_config"]))
     policy = _read_json(paths["policy"])
     if policy.get("type") not in ("threshold", "scrc"):
         raise BundleError(f"{paths['policy'].name}: unknown policy type {policy.get('type')!r}")
-    model = RoadworkClassifier(rebuild_backbone(BackboneSpec(config["backbone"], config["img_size"], config["backbone_kwargs"])),
-                               config["head_hidden"], config["head_dropout"])
+    model = spec.build()
     try:
         model.load_state_dict(_load_safetensors(paths["weights"]), strict=True)
     except RuntimeError as err:
-        raise BundleError(f"{paths['weights'].name}: does not fit {config['backbone']}: {err}") from err
+        raise BundleError(f"{paths['weights'].name}: does not fit {spec.backbone.name}: {err}") from err
     gate = None
     if policy["type"] == "scrc" and policy["selection_score"] == "gate":
         from streetvision.calibration.gate import GateMLP
@@ -169,7 +167,5 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Detector:
         gate = GateMLP(gate_config["in_dim"], gate_config["hidden"], state["mean"], state["std"])
         gate.load_state_dict(state)
         gate.eval()
-    data = config["data"]
-    transform = eval_transform(data["img_size"], data["mean"], data["std"], data["interpolation"])
     card = _read_json(paths["model_card"]) if "model_card" in paths else None
-    return Detector(model, transform, policy, gate, device, card, img_size=data["img_size"])
+    return Detector(model, spec.eval_transform(), policy, gate, device, card, img_size=spec.data["img_size"])

@@ -21,6 +21,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streetvision.errors import StreetvisionError
+
+
+class GateUnfittableError(StreetvisionError, ValueError):
+    """val_calib holds no error of stage 1 (or no correct answer): there is nothing to learn."""
+
 
 @dataclass
 class GateInputs:

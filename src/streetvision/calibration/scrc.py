@@ -22,10 +22,12 @@ import math
 import numpy as np
 from scipy.stats import binom
 
+from streetvision.errors import StreetvisionError
+
 DEFAULT_GRID_SIZE = 100
 
 
-class CalibrationSizeError(ValueError):
+class CalibrationSizeError(StreetvisionError, ValueError):
     """Too few calibration samples to certify anything at (alpha, delta)."""
 
 

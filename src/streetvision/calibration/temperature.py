@@ -27,3 +27,12 @@ def fit_temperature(logits, labels, max_iter: int = 200) -> float:
 
 def apply_temperature(logits, temperature: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+
+
+def calibration_metrics(labels, logits, temperature: float) -> dict:
+    """ECE and Brier score before (T = 1) and after temperature scaling."""
+    from streetvision.metrics import brier_score, expected_calibration_error
+
+    before, after = apply_temperature(logits, 1.0), apply_temperature(logits, temperature)
+    return {"ece_before": expected_calibration_error(labels, before), "ece_after": expected_calibration_error(labels, after),
+            "brier_before": brier_score(labels, before), "brier_after": brier_score(labels, after)}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from streetvision.errors import StreetvisionError
 from streetvision.metrics import as_numpy, mcc_from_counts
 
 
-class ThresholdInputError(ValueError):
+class ThresholdInputError(StreetvisionError, ValueError):
     """Scores or labels unusable for a sweep; the message says why."""
 
 

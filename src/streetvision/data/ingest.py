@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from streetvision.data.sources import RawSample
+from streetvision.data.sources import RawSample, configured_samples
 from streetvision.data.splits import UNLABELED, assign_split
 from streetvision.io.atomic import atomic_write_bytes
 from streetvision.io.hashing import sha256_bytes
@@ -170,3 +170,16 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
             "height": entry.height,
         })
     return rows
+
+
+def ingest_configured(data_cfg: dict, store_dir: Path, synthetic_cache: Path) -> IngestResult:
+    """Ingest every configured source: labelled samples first, so that an unlabeled copy of a labelled
+    image joins the labelled one (and its split)."""
+    check = None
+    if data_cfg["source"] == "natix_parquet" and data_cfg["natix"]["check_scene_description"]:
+        check = DescriptionCheck(data_cfg["natix"]["positive_keywords"], data_cfg["natix"]["negative_phrases"])
+    ingestor = Ingestor(store_dir, check)
+    labelled, unlabeled = configured_samples(data_cfg, synthetic_cache)
+    ingestor.add_all(labelled)
+    ingestor.add_all(unlabeled)
+    return ingestor.finish()

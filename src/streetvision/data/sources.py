@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from streetvision.errors import StreetvisionError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 PARQUET_BATCH_ROWS = 256
 
 
-class DataSourceError(ValueError):
+class DataSourceError(StreetvisionError, ValueError):
     """Structural problem with an input; the message names the file/column/row."""
 
 
@@ -153,3 +155,40 @@ def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
             raise
         except Exception as err:  # pyarrow raises OSError/ArrowInvalid for truncated data pages
             raise DataSourceError(f"{shard}: unreadable parquet shard at row {row} ({err})") from err
+
+
+SYNTHETIC_CLASSES = {"roadwork": 1, "none": 0}
+
+
+def _synthetic_samples(data_cfg: dict, cache_root: Path):
+    """Scenes are generated once per generator config under ``<cache_root>/<hash>/`` and shared by every
+    experiment that asks for the same ones (files are atomic and skipped when present)."""
+    from streetvision.data.synthetic import generate_dataset
+    from streetvision.io.hashing import config_hash
+
+    syn = data_cfg["synthetic"]
+    root = generate_dataset(Path(cache_root) / config_hash(syn)[:16], count=syn["count"], size=syn["image_size"],
+                            positive_fraction=syn["positive_fraction"], unlabeled_count=syn["unlabeled_count"],
+                            seed=syn["seed"])
+    labelled = read_image_folder(root / "labelled", SYNTHETIC_CLASSES)
+    unlabeled = read_unlabeled_folder(root / "unlabeled") if syn["unlabeled_count"] else iter(())
+    return labelled, unlabeled
+
+
+def configured_samples(data_cfg: dict, synthetic_cache: Path) -> tuple[Iterator[RawSample], Iterator[RawSample]]:
+    """(labelled samples, unlabeled samples) iterators for the configured source."""
+    source = data_cfg["source"]
+    if source == "synthetic":
+        labelled, unlabeled = _synthetic_samples(data_cfg, synthetic_cache)
+    else:
+        if data_cfg["path"] is None:
+            raise DataSourceError(f"config key 'data.path' is required for data.source '{source}'")
+        readers = {
+            "image_folder": lambda p: read_image_folder(p, data_cfg["class_map"]),
+            "index": read_index_file,
+            "natix_parquet": read_natix_parquet,
+        }
+        labelled, unlabeled = readers[source](data_cfg["path"]), iter(())
+    if data_cfg["unlabeled_path"]:
+        unlabeled = read_unlabeled_folder(data_cfg["unlabeled_path"])
+    return labelled, unlabeled

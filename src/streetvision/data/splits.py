@@ -16,12 +16,17 @@ import hashlib
 import numpy as np
 
 from streetvision.config import SPLIT_NAMES
+from streetvision.errors import StreetvisionError
 
 UNLABELED = "unlabeled"
 
 
-class SplitError(ValueError):
+class SplitError(StreetvisionError, ValueError):
     """A split is empty or single-class; the message names it."""
+
+
+class LeakError(StreetvisionError):
+    """The same image (content hash) would sit in two splits."""
 
 
 def split_unit_interval(sha256_hex: str, seed: int) -> float:

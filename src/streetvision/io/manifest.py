@@ -9,17 +9,25 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from streetvision.io.atomic import atomic_write_json
+from streetvision.io.atomic import (
+    TEMP_SUFFIX,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_with,
+)
 from streetvision.io.hashing import config_hash, file_record, sha256_file
+from streetvision.runtime import process_rank
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -60,60 +68,131 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@dataclass
 class PhaseRecorder:
-    """Collects what a phase consumed and produced, then writes the manifest last.
+    """Writes a phase's artifacts, lists each one as it is written, and writes the manifest last.
+
+    Every ``write_*`` method writes atomically *and* lists the artifact, so a file cannot land in a
+    phase folder without being recorded; ``finish`` refuses to vouch for a folder holding any file it
+    did not list (apart from the declared ``scratch`` entries: checkpoints, logs, the data phase's image
+    store). A new recorder removes the previous run's manifest and artifacts first.
 
     Usage::
 
-        rec = PhaseRecorder(out_dir, "data", "demo", cfg, seed=0)
-        write(rec.path("index.parquet")); rec.add_artifact("index.parquet")
-        rec.metrics["n_samples"] = 123
+        rec = PhaseRecorder(out_dir, "phase2_thresholds", "demo", cfg, consumes=[baseline_dir / MANIFEST_NAME])
+        rec.write_json("thresholds.json", result)
+        rec.metrics["threshold"] = 0.42
         rec.finish()
     """
 
-    phase_dir: Path
-    phase: str
-    experiment: str
-    config_section: Any
-    seed: int | None = None
-    workflow_dir: str | os.PathLike | None = None
-    device: str = "cpu"
-    metrics: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    _artifacts: list[str] = field(default_factory=list)
-    _consumed: list[Path] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.phase_dir = Path(self.phase_dir)
+    def __init__(self, phase_dir: str | os.PathLike, phase: str, experiment: str, config_section: Any, *,
+                 consumes: Iterable[str | os.PathLike] = (), seed: int | None = None,
+                 workflow_dir: str | os.PathLike | None = None, device: str = "cpu", scratch: Iterable[str] = ()):
+        self.phase_dir = Path(phase_dir)
+        self.phase, self.experiment, self.config_section = phase, experiment, config_section
+        self.seed, self.workflow_dir, self.device = seed, workflow_dir, device
+        self.scratch = frozenset(scratch)
+        self.metrics: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        self._artifacts: set[str] = set()
+        self._consumed = [self._check_consumed(Path(m)) for m in consumes]
+        self._started_wall, self._started = _utc_now(), time.monotonic()
         self.phase_dir.mkdir(parents=True, exist_ok=True)
-        self._started_wall = _utc_now()
-        self._started = time.monotonic()
-        # A manifest left from an earlier run must not vouch for artifacts about to be rewritten.
+        if process_rank() == 0:  # DDP ranks > 0 re-run the entry point: they must not clear rank 0's files
+            self._clear_previous_run()
+
+    @staticmethod
+    def _check_consumed(manifest_path: Path) -> Path:
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"input manifest {manifest_path} is missing: run its phase first")
+        return manifest_path
+
+    def _clear_previous_run(self) -> None:
+        """A manifest left from an earlier run must not vouch for artifacts about to be rewritten, and no
+        file of that run may linger unlisted."""
         (self.phase_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        for entry in self.phase_dir.iterdir():
+            if entry.name in self.scratch:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+    # ------------------------------------------------------------ writing = listing
 
     def path(self, relative: str) -> Path:
+        """Where an artifact goes (parent folders created); prefer the ``write_*`` methods."""
         target = self.phase_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def add_artifact(self, relative: str | os.PathLike) -> None:
+    def add_artifact(self, relative: str | os.PathLike) -> Path:
+        """List a file already written (e.g. by a library function that needs a plain path)."""
         rel = Path(relative)
         if rel.is_absolute():
             rel = Path(os.path.relpath(rel, self.phase_dir))
-        if not (self.phase_dir / rel).is_file():
-            raise FileNotFoundError(f"artifact {self.phase_dir / rel} was registered but does not exist")
-        self._artifacts.append(rel.as_posix())
+        target = self.phase_dir / rel
+        if not target.is_file():
+            raise FileNotFoundError(f"artifact {target} was registered but does not exist")
+        self._artifacts.add(rel.as_posix())
+        return target
 
-    def consume(self, manifest_path: str | os.PathLike) -> None:
-        manifest_path = Path(manifest_path)
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"input manifest {manifest_path} is missing: run its phase first")
-        self._consumed.append(manifest_path)
+    def register_tree(self, relative_dir: str) -> list[Path]:
+        """List every file under a folder that a library function wrote (e.g. the bundle)."""
+        root = self.phase_dir / relative_dir
+        return [self.add_artifact(p.relative_to(self.phase_dir)) for p in sorted(root.rglob("*")) if p.is_file()]
+
+    def write_with(self, relative: str, write_fn) -> Path:
+        """``write_fn(tmp_path)`` writes the complete file (parquet, PNG, ...); atomic, then listed."""
+        atomic_write_with(self.path(relative), write_fn)
+        return self.add_artifact(relative)
+
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        atomic_write_bytes(self.path(relative), data)
+        return self.add_artifact(relative)
+
+    def write_text(self, relative: str, text: str) -> Path:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def write_json(self, relative: str, obj: Any) -> Path:
+        atomic_write_json(self.path(relative), obj)
+        return self.add_artifact(relative)
+
+    def write_parquet(self, relative: str, frame) -> Path:
+        return self.write_with(relative, lambda tmp: frame.to_parquet(tmp, index=False))
+
+    def write_csv(self, relative: str, frame, **to_csv_kwargs) -> Path:
+        return self.write_with(relative, lambda tmp: frame.to_csv(tmp, index=False, **to_csv_kwargs))
+
+    def write_tensors(self, relative: str, tensors, metadata: dict[str, str] | None = None) -> Path:
+        atomic_save_tensors(self.path(relative), tensors, metadata)
+        return self.add_artifact(relative)
+
+    def write_figure(self, relative: str, figure) -> Path:
+        """A matplotlib figure as PNG (the figure is closed afterwards)."""
+        from streetvision.figures import save_figure
+
+        save_figure(figure, self.path(relative))
+        return self.add_artifact(relative)
+
+    def copy_file(self, relative: str, source: str | os.PathLike) -> Path:
+        return self.write_bytes(relative, Path(source).read_bytes())
+
+    # ------------------------------------------------------------ the manifest
+
+    def _unlisted_files(self) -> list[str]:
+        unlisted = []
+        for path in self.phase_dir.rglob("*"):
+            rel = path.relative_to(self.phase_dir)
+            if (not path.is_file() or rel.parts[0] in self.scratch or rel.as_posix() == MANIFEST_NAME
+                    or path.name.endswith(TEMP_SUFFIX) or rel.as_posix() in self._artifacts):
+                continue
+            unlisted.append(rel.as_posix())
+        return sorted(unlisted)
 
     def finish(self) -> Path:
+        unlisted = self._unlisted_files()
+        if unlisted:
+            raise RuntimeError(f"{self.phase_dir}: files written without being listed in the manifest: {unlisted}")
         artifacts = [file_record(Path(os.path.normpath(self.phase_dir / rel)), self.phase_dir)
-                     for rel in sorted(set(self._artifacts))]
+                     for rel in sorted(self._artifacts)]
         consumed = [
             {"path": os.path.relpath(p.resolve(), self.phase_dir.resolve()), "sha256": sha256_file(p)}
             for p in self._consumed

@@ -19,8 +19,10 @@ import timm
 import torch
 from torch import nn
 
+from streetvision.errors import StreetvisionError
 
-class WeightsNotFoundError(FileNotFoundError):
+
+class WeightsNotFoundError(StreetvisionError, FileNotFoundError):
     """Pretrained weights were requested but are not on this machine."""
 
 
@@ -35,6 +37,28 @@ class BackboneSpec:
     @classmethod
     def from_config(cls, model_cfg: dict) -> BackboneSpec:
         return cls(model_cfg["backbone"], int(model_cfg["img_size"]), dict(model_cfg.get("backbone_kwargs") or {}))
+
+    def to_record(self) -> dict:
+        return {"backbone": self.name, "img_size": self.img_size, "backbone_kwargs": self.kwargs}
+
+    @classmethod
+    def from_record(cls, record: dict) -> BackboneSpec:
+        return cls(record["backbone"], int(record["img_size"]), dict(record.get("backbone_kwargs") or {}))
+
+    def build(self) -> nn.Module:
+        """The architecture alone (random init), to load saved weights into."""
+        return _create(self, pretrained=False)
+
+    def load(self, weights: str | os.PathLike) -> nn.Module:
+        """The architecture with a saved state dict (safetensors only), loaded strictly."""
+        from safetensors.torch import load_file
+
+        backbone = self.build()
+        try:
+            backbone.load_state_dict(load_file(weights), strict=True)
+        except RuntimeError as err:
+            raise WeightsNotFoundError(f"{weights}: does not fit {self.name}: {err}") from err
+        return backbone
 
 
 def cached_weights(name: str) -> Path | None:
@@ -129,11 +153,6 @@ def build_backbone(model_cfg: dict) -> nn.Module:
     return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
 
 
-def rebuild_backbone(spec: BackboneSpec) -> nn.Module:
-    """The architecture alone (random init), to load saved weights into."""
-    return _create(spec, pretrained=False)
-
-
 def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
     """The transformer blocks (or stages) in input-to-output order, for freezing and layer decay."""
     for attr in ("blocks", "stages", "layers"):
@@ -179,5 +198,5 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
     }
 
 
-__all__ = ["BackboneSpec", "WeightsNotFoundError", "build_backbone", "pretrained_weights", "unit_layer_scales", "rebuild_backbone", "apply_freezing",
+__all__ = ["BackboneSpec", "WeightsNotFoundError", "build_backbone", "pretrained_weights", "unit_layer_scales", "apply_freezing",
            "backbone_blocks", "data_config", "count_parameters"]

@@ -1,32 +1,19 @@
-"""Data loading from the data phase's index: lazy decoding in DataLoader workers."""
+"""Data for phase 1 from the data step's index: lazy decoding in DataLoader workers."""
 
 from __future__ import annotations
 
 import lightning as L
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from streetvision.data.datasets import ImageDataset
 from streetvision.data.transforms import ValidatorAugment, eval_transform, level_transform
+from streetvision.errors import StreetvisionError
 
 
-class IndexDataset(Dataset):
-    """Rows of the index (id, path, label) -> (image tensor, label, row number)."""
-
-    def __init__(self, frame: pd.DataFrame, transform):
-        self.paths = frame["path"].tolist()
-        labels = frame["label"].astype("float32") if frame["label"].notna().all() else frame["label"].fillna(-1)
-        self.labels = torch.tensor(labels.to_numpy(dtype="float32"))
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        with Image.open(self.paths[i]) as image:
-            tensor = self.transform(image.convert("RGB"))
-        return tensor, self.labels[i], i
+def labelled_dataset(frame: pd.DataFrame, transform) -> ImageDataset:
+    return ImageDataset(frame["path"].tolist(), transform, frame["label"].astype("float32").tolist())
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -46,7 +33,7 @@ class SplitDataModule(L.LightningDataModule):
     def split(self, name: str) -> pd.DataFrame:
         frame = self.index[self.index["split"] == name].reset_index(drop=True)
         if frame.empty:
-            raise ValueError(f"split '{name}' has no samples in the data index")
+            raise StreetvisionError(f"split '{name}' has no samples in the data index")
         return frame
 
     def _train_transform(self):
@@ -57,17 +44,16 @@ class SplitDataModule(L.LightningDataModule):
         chosen = [level_transform(level, size, mean, std) for level in levels]
         return lambda image: chosen[int(torch.randint(len(chosen), ()).item())](image)
 
-    def _loader(self, frame: pd.DataFrame, transform, shuffle: bool) -> DataLoader:
-        return DataLoader(IndexDataset(frame, transform), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+    def _loader(self, frame: pd.DataFrame, transform, shuffle: bool, every_epoch: bool) -> DataLoader:
+        return DataLoader(labelled_dataset(frame, transform), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0 and every_epoch,
                           drop_last=shuffle and len(frame) > self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.split("train"), self._train_transform(), shuffle=True)
+        return self._loader(self.split("train"), self._train_transform(), shuffle=True, every_epoch=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split("val_select"), self.eval_tf, shuffle=False)
+        return self._loader(self.split("val_select"), self.eval_tf, shuffle=False, every_epoch=True)
 
     def eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(IndexDataset(self.split(split), self.eval_tf), batch_size=self.batch_size,
-                          num_workers=self.num_workers, shuffle=False)
+        return self._loader(self.split(split), self.eval_tf, shuffle=False, every_epoch=False)

@@ -13,23 +13,33 @@ import copy
 import math
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from streetvision.models.backbone import backbone_blocks
-from streetvision.train.baseline import warmup_cosine
+from streetvision.data.datasets import ImageDataset, image_batches
+from streetvision.data.transforms import eval_transform
+from streetvision.errors import StreetvisionError
+from streetvision.metrics import compute_mcc
+from streetvision.models.backbone import BackboneSpec, backbone_blocks
+from streetvision.train.classifier_module import warmup_cosine
 
 ALLOWED_SPLITS = ("train", "unlabeled")
+VALIDATION_BATCH = 16
 
 
-class LeakageError(ValueError):
+class LeakageError(StreetvisionError, ValueError):
     """ExPLoRA was asked to read an evaluation split."""
+
+
+class ExportValidationError(StreetvisionError, RuntimeError):
+    """The saved backbone does not reproduce the adapted model's embeddings (or cannot be checked)."""
 
 
 # ---------------------------------------------------------------- adapters
@@ -130,18 +140,6 @@ class MultiCrop:
         return [self.global_view(image), self.global_view(image)] + [self.local_view(image) for _ in range(self.n_local)]
 
 
-class UnlabeledImages(Dataset):
-    def __init__(self, paths: list[str], transform):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        with Image.open(self.paths[i]) as image:
-            return self.transform(image.convert("RGB"))
-
-
 def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     """The rows ExPLoRA may read; any evaluation split is refused by name."""
     refused = [s for s in splits if s not in ALLOWED_SPLITS]
@@ -155,7 +153,7 @@ def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
 
 def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int, num_workers: int) -> DataLoader:
     frame = explora_frame(index, splits)
-    return DataLoader(UnlabeledImages(frame["path"].tolist(), transform), batch_size=batch_size, shuffle=True,
+    return DataLoader(ImageDataset(frame["path"].tolist(), transform), batch_size=batch_size, shuffle=True,
                       num_workers=num_workers, persistent_workers=num_workers > 0, drop_last=len(frame) > batch_size)
 
 
@@ -199,3 +197,58 @@ class ExploraModule(L.LightningModule):
         warmup = int(self.cfg["warmup_fraction"] * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# ---------------------------------------------------------------- export checks and the probe
+
+def fixed_batch(frame: pd.DataFrame, spec: dict, size: int = VALIDATION_BATCH) -> torch.Tensor:
+    """A deterministic batch from ExPLoRA's own (train/unlabeled) images for the load-back check."""
+    transform = eval_transform(spec["img_size"], spec["mean"], spec["std"], spec["interpolation"])
+    return next(image_batches(frame.sort_values("id")["path"].head(size).tolist(), transform, size))
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return model.eval()(images).float()
+
+
+def validate_export(reference: nn.Module, path, spec: BackboneSpec, batch: torch.Tensor, tolerance: float) -> float:
+    """Rebuild the backbone from its spec, load ``path`` strictly, compare embeddings; raise if they differ."""
+    try:
+        fresh = spec.load(path)
+    except StreetvisionError as err:
+        raise ExportValidationError(f"{path}: does not load into {spec.name}: {err}") from err
+    difference = (embed(fresh, batch) - embed(reference, batch)).abs().max().item()
+    if not difference <= tolerance:
+        raise ExportValidationError(
+            f"{path}: reloaded backbone differs from the adapted model by max |Δ| = {difference:.3g} "
+            f"(tolerance {tolerance:g}); the export is incomplete or wrong")
+    return difference
+
+
+def check_adaptation_visible(adaptation: float, tolerance: float) -> None:
+    """An export that silently dropped the adapter would pass the load-back check too, unless the adapter
+    moved the embeddings by clearly more than the check's tolerance."""
+    if not adaptation > 10 * tolerance:
+        raise ExportValidationError(
+            f"ExPLoRA changed the backbone's embeddings by only max |Δ| = {adaptation:.3g} (≤ 10 × "
+            f"explora.export_tolerance {tolerance:g}): the load-back check cannot tell a good export from one "
+            "without the adapter. Train longer, raise explora.lr, or lower the tolerance.")
+
+
+def linear_probe(backbone: nn.Module, index: pd.DataFrame, spec: dict, max_train: int, seed: int) -> float:
+    """Logistic regression on frozen features: fit on train, MCC on val_test. Fits nothing on val_test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    transform = eval_transform(spec["img_size"], spec["mean"], spec["std"], spec["interpolation"])
+
+    def features(frame: pd.DataFrame) -> np.ndarray:
+        return np.concatenate([embed(backbone, batch).numpy() for batch in image_batches(frame["path"].tolist(), transform)])
+
+    train = index[index["split"] == "train"].sample(frac=1.0, random_state=seed).head(max_train)
+    test = index[index["split"] == "val_test"]
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(features(train), train["label"].astype(int))
+    return compute_mcc(test["label"].astype(int), probe.predict(features(test)))

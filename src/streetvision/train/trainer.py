@@ -18,17 +18,16 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_with
+from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from streetvision.io.hashing import config_hash, sha256_file
 from streetvision.io.manifest import PhaseRecorder
+from streetvision.layout import Training
 from streetvision.train.devices import acquire_gpus
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.ckpt"
-DONE_MARKER = "training_done.json"
-RUN_KEY = "run_key.txt"  # hash of the config + input manifests the checkpoints belong to
+CHECKPOINT_DIR, LAST, DONE_MARKER = Training.CHECKPOINTS, Training.LAST, Training.DONE
+RUN_KEY = Training.RUN_KEY  # hash of the config + input manifests the checkpoints belong to
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -64,7 +63,7 @@ def discard_stale_training(out_dir: Path, run_key: str) -> None:
     key_file = out_dir / RUN_KEY
     if key_file.is_file() and key_file.read_text() == run_key:
         return
-    for stale in (out_dir / CHECKPOINT_DIR, out_dir / "logs"):
+    for stale in (out_dir / CHECKPOINT_DIR, out_dir / Training.LOGS, out_dir / Training.TENSORBOARD):
         shutil.rmtree(stale, ignore_errors=True)
     (out_dir / DONE_MARKER).unlink(missing_ok=True)
     atomic_write_text(key_file, run_key)
@@ -108,20 +107,24 @@ def start_training_phase(out_dir: Path, phase: str, experiment: str, config_sect
     accelerator, devices = resolve_devices(gpus, cpu_devices)
     if accelerator == "gpu":
         acquire_gpus(devices)
-    recorder = PhaseRecorder(out_dir, phase, experiment, config_section, seed=seed, workflow_dir=workflow_dir,
-                             device=f"{accelerator}x{devices}")
-    for manifest in upstream:
-        recorder.consume(manifest)
+    recorder = PhaseRecorder(out_dir, phase, experiment, config_section, consumes=upstream, seed=seed,
+                             workflow_dir=workflow_dir, device=f"{accelerator}x{devices}", scratch=Training.SCRATCH)
     discard_stale_training(out_dir, config_hash([config_section, *map(sha256_file, upstream)]))
     return recorder, accelerator, devices
 
 
+def restore_checkpoint(module: L.LightningModule, out_dir: Path, name: str | None = None) -> None:
+    """Load a checkpoint's weights (default ``last.ckpt``) into ``module``: training may have ended in an
+    earlier run, so the final state always comes from disk, never from memory."""
+    path = out_dir / CHECKPOINT_DIR / (name or LAST)
+    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+
+
 def export_curves(recorder: PhaseRecorder) -> None:
-    """Copy Lightning's CSV log to ``curves.csv`` as an artifact of the phase."""
-    curves = recorder.phase_dir / "logs" / "metrics.csv"
+    """Lightning's CSV log becomes the phase's ``curves.csv`` artifact."""
+    curves = recorder.phase_dir / Training.LOGS / "metrics.csv"
     if curves.is_file():
-        atomic_write_with(recorder.path("curves.csv"), lambda tmp: tmp.write_bytes(curves.read_bytes()))
-        recorder.add_artifact("curves.csv")
+        recorder.copy_file(Training.CURVES, curves)
 
 
 def show_progress_bar() -> bool:
@@ -140,12 +143,12 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
     callbacks = [checkpoint, *extra_callbacks]
     if monitor and patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))
-    loggers = [CSVLogger(phase_dir, name="logs", version="")]
+    loggers = [CSVLogger(phase_dir, name=Training.LOGS, version="")]
     if tensorboard:
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            loggers.append(TensorBoardLogger(phase_dir, name="tensorboard", version=""))
+            loggers.append(TensorBoardLogger(phase_dir, name=Training.TENSORBOARD, version=""))
         except ModuleNotFoundError:
             log.warning("train.tensorboard is on but tensorboard is not installed: CSV logs only")
     strategy = "auto"

@@ -1,4 +1,5 @@
-"""Phase 1 LightningModule: the math of training the stage-1 classifier (data and wiring live elsewhere)."""
+"""The stage-1 classifier's LightningModule (phase 1's maths: loss, optimiser, schedule, validation MCC),
+and batched prediction. Data live in datamodule.py, trainer wiring in trainer.py."""
 
 from __future__ import annotations
 
@@ -99,3 +100,15 @@ class BaselineModule(L.LightningModule):
         warmup = int(self.warmup_fraction * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@torch.inference_mode()
+def predict_with_features(model: RoadworkClassifier, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, pooled features) for every sample of the loader, in order."""
+    model.eval().to(device)
+    logits, features = [], []
+    for images, _, _ in loader:
+        batch_logits, batch_features = model.forward_with_features(images.to(device))
+        logits.append(batch_logits.float().cpu())
+        features.append(batch_features.float().cpu())
+    return torch.cat(logits), torch.cat(features)

@@ -1,0 +1,34 @@
+rule scrc:
+    """Phase 5: temperature scaling (val_calib) + selective risk control (val_conformal)."""
+    input:
+        baseline=step_manifest("baseline"),
+        thresholds=step_manifest("thresholds"),
+        gate=manifest_if("gate", scrc_uses_gate),
+    output:
+        manifest=step_manifest("scrc"),
+        reliability=report(
+            f"{step_folder('scrc')}/reliability.png",
+            category="Calibration",
+            caption="../docs/report/reliability.rst",
+        ),
+        risk_coverage=report(
+            f"{step_folder('scrc')}/risk_coverage.png",
+            category="Calibration",
+            caption="../docs/report/scrc.rst",
+        ),
+    log:
+        step_log("scrc"),
+    benchmark:
+        step_benchmark("scrc")
+    conda:
+        "../envs/streetvision.yaml"
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=15,
+    params:
+        cfg=lambda wc: exp_config(wc, "scrc"),
+        workflow_dir=WORKFLOW_DIR,
+    script:
+        "../scripts/scrc.py"

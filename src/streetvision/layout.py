@@ -1,0 +1,208 @@
+"""The output layout, in one place: every step's folder and file names, and the readers of its outputs.
+
+``results/<experiment>/<folder>/`` per step (folder names keep the phase numbers users know), each with
+its ``manifest.json``. Producers write through these names, consumers read through the readers below,
+so no step reaches into another's files by a string of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from streetvision.errors import StreetvisionError
+
+RESULTS = "results"
+MANIFEST = "manifest.json"
+LOGS = "logs"
+BENCHMARKS = "benchmarks"
+SYNTHETIC_CACHE = "_synthetic"  # results/_synthetic/<hash>/: demo scenes shared by experiments
+
+# Step (= rule) name -> its folder under results/<experiment>/ (the report's folder is results/report/).
+STEP_DIRS = {
+    "data": "data",
+    "explora": "phase4_explora",
+    "baseline": "phase1_baseline",
+    "thresholds": "phase2_thresholds",
+    "gate": "phase3_gate",
+    "scrc": "phase5_scrc",
+    "bundle": "phase6_bundle",
+    "report": "report",
+}
+
+
+class MissingOutputError(StreetvisionError, FileNotFoundError):
+    """A step's output that a later step needs is not there; the message names the file."""
+
+
+class Data:
+    INDEX = "index.parquet"
+    QUARANTINE = "quarantine.csv"
+    DUPLICATES = "duplicates.csv"
+    IMAGES = "images"  # content-addressed store of inline images: images/<sha[:2]>/<sha>.<ext>
+
+
+class Training:
+    """Working files of a training step (not artifacts: the manifest lists what it exports)."""
+
+    CHECKPOINTS = "checkpoints"
+    LAST = "last.ckpt"
+    LOGS = "logs"  # Lightning's CSV logger
+    TENSORBOARD = "tensorboard"
+    RUN_KEY = "run_key.txt"
+    DONE = "training_done.json"
+    CURVES = "curves.csv"
+    SCRATCH = (CHECKPOINTS, LOGS, TENSORBOARD, RUN_KEY, DONE)
+
+
+class Explora:
+    BACKBONE = "backbone.safetensors"
+    BACKBONE_CONFIG = "backbone_config.json"
+    SUMMARY = "explora.json"
+
+
+class Baseline:
+    MODEL = "model.safetensors"
+    MODEL_CONFIG = "model_config.json"
+    METRICS = "metrics.json"
+    PREDICTED_SPLITS = ("val_select", "val_calib", "val_conformal", "val_test")
+    FEATURE_SPLITS = ("val_calib", "val_conformal", "val_test")
+
+    @staticmethod
+    def predictions(split: str) -> str:
+        return f"predictions/{split}.parquet"
+
+    @staticmethod
+    def features(split: str) -> str:
+        return f"features/{split}.safetensors"
+
+
+class Thresholds:
+    RESULT = "thresholds.json"
+    SWEEP = "sweep.csv"
+    PLOT = "sweep.png"
+
+
+class Gate:
+    WEIGHTS = "gate.safetensors"
+    CONFIG = "gate_config.json"
+    REPORT = "gate_report.json"
+    PLOT = "risk_coverage.png"
+    SCORED_SPLITS = ("val_conformal", "val_test")
+
+    @staticmethod
+    def scores(split: str) -> str:
+        return f"scores/{split}.parquet"
+
+
+class Scrc:
+    RESULT = "scrc.json"
+    TEMPERATURE = "temperature.json"
+    RELIABILITY_PLOT = "reliability.png"
+    RISK_PLOT = "risk_coverage.png"
+
+
+class Bundle:
+    DIR = "bundle"  # the servable bundle itself (its files are listed in bundle/bundle.json)
+    PARITY = "parity.json"
+    ROBUSTNESS = "robustness.json"
+
+
+class Report:
+    SUMMARY_JSON = "summary.json"  # in results/, beside the experiments
+    SUMMARY_MD = "summary.md"
+
+    @staticmethod
+    def figure(experiment: str, name: str) -> str:
+        return f"{experiment}/{name}.png"
+
+
+# ---------------------------------------------------------------- paths
+
+def step_dir(results: str | Path, experiment: str, step: str) -> Path:
+    return Path(results) / experiment / STEP_DIRS[step]
+
+
+def manifest_of(step_folder: str | Path) -> Path:
+    return Path(step_folder) / MANIFEST
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise MissingOutputError(f"{path}: {what} is missing; run its step first")
+    return path
+
+
+def read_json(path: Path, what: str) -> dict:
+    return json.loads(_existing(path, what).read_text())
+
+
+# ---------------------------------------------------------------- readers
+
+def load_index(data_dir: str | Path) -> pd.DataFrame:
+    """The data index with ``path`` resolved to absolute paths."""
+    data_dir = Path(data_dir)
+    index = pd.read_parquet(_existing(data_dir / Data.INDEX, "the data index"))
+    index["path"] = [p if Path(p).is_absolute() else str(data_dir / p) for p in index["path"]]
+    return index
+
+
+def predictions_of(baseline_dir: str | Path, split: str) -> pd.DataFrame:
+    """Phase 1's id, label, logit, probability for one split; NaN/inf is an error naming the split."""
+    path = _existing(Path(baseline_dir) / Baseline.predictions(split), f"phase 1 predictions for split '{split}'")
+    table = pd.read_parquet(path)
+    bad = ~(np.isfinite(table["logit"]) & np.isfinite(table["probability"]))
+    if bad.any():
+        raise StreetvisionError(f"{path}: {int(bad.sum())} of {len(table)} logits/probabilities of split "
+                                f"'{split}' are NaN or infinite (first id: {table.loc[bad, 'id'].iloc[0]})")
+    return table
+
+
+def features_of(baseline_dir: str | Path, split: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Phase 1's predictions and pooled features of one split, checked to be in the same order."""
+    from safetensors import safe_open
+
+    table = predictions_of(baseline_dir, split)
+    path = _existing(Path(baseline_dir) / Baseline.features(split), f"phase 1 features for split '{split}'")
+    with safe_open(str(path), framework="np") as handle:
+        features = handle.get_tensor("features")
+        ids = json.loads(handle.metadata()["ids"])
+    if ids != table["id"].tolist():
+        raise StreetvisionError(f"{path}: feature rows are not in the order of {Baseline.predictions(split)}")
+    return table, features
+
+
+def model_record_of(baseline_dir: str | Path) -> dict:
+    return read_json(Path(baseline_dir) / Baseline.MODEL_CONFIG, "phase 1's model record")
+
+
+def curves_of(step_folder: str | Path) -> pd.DataFrame:
+    return pd.read_csv(_existing(Path(step_folder) / Training.CURVES, "training curves"))
+
+
+def thresholds_of(thresholds_dir: str | Path) -> dict:
+    return read_json(Path(thresholds_dir) / Thresholds.RESULT, "phase 2's thresholds")
+
+
+def threshold_of(thresholds_dir: str | Path) -> float:
+    """The decision threshold: stage 1 says roadwork iff probability >= it."""
+    return float(thresholds_of(thresholds_dir)["threshold"])
+
+
+def gate_scores_of(gate_dir: str | Path, split: str) -> pd.DataFrame:
+    return pd.read_parquet(_existing(Path(gate_dir) / Gate.scores(split), f"gate scores for split '{split}'"))
+
+
+def scrc_of(scrc_dir: str | Path) -> dict:
+    return read_json(Path(scrc_dir) / Scrc.RESULT, "phase 5's SCRC result")
+
+
+def bundle_dir_of(bundle_step_dir: str | Path) -> Path:
+    return Path(bundle_step_dir) / Bundle.DIR
+
+
+def robustness_of(bundle_step_dir: str | Path) -> dict:
+    return read_json(Path(bundle_step_dir) / Bundle.ROBUSTNESS, "phase 6's robustness scores")

@@ -1,0 +1,85 @@
+"""Step ``baseline`` (phase 1): train the stage-1 classifier; export weights, per-split predictions and features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from streetvision import layout
+from streetvision.logs import log_result
+from streetvision.metrics import compute_all_metrics
+from streetvision.models.backbone import count_parameters
+from streetvision.models.spec import build_trainable_classifier
+from streetvision.train.classifier_module import MONITOR, BaselineModule, predict_with_features
+from streetvision.train.datamodule import SplitDataModule
+from streetvision.train.trainer import (
+    build_trainer,
+    export_curves,
+    fit_resumable,
+    restore_checkpoint,
+    start_training_phase,
+)
+
+
+def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | None = None, out_dir: str | Path,
+                 experiment: str, gpus: int = 0, workflow_dir: str | None = None) -> Path | None:
+    """Train and export phase 1. Returns the manifest path (None on non-zero DDP ranks)."""
+    model_cfg, train_cfg = cfg["model"], cfg["train"]
+    out_dir = Path(out_dir)
+    upstream = [layout.manifest_of(data_dir)] + ([layout.manifest_of(explora_dir)] if explora_dir else [])
+    recorder, accelerator, devices = start_training_phase(
+        out_dir, "phase1_baseline", experiment, cfg, seed=train_cfg["seed"], gpus=gpus,
+        cpu_devices=train_cfg["cpu_devices"], upstream=upstream, workflow_dir=workflow_dir)
+
+    # Phase 4's merged backbone, when there is one, takes the place of the pretrained weights.
+    adapted = Path(explora_dir) / layout.Explora.BACKBONE if explora_dir else None
+    model, spec = build_trainable_classifier(model_cfg, adapted)
+    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, train_cfg["batch_size"],
+                                 train_cfg["num_workers"], train_cfg["augment_levels"])
+    module = BaselineModule(model, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
+                            warmup_fraction=train_cfg["warmup_fraction"], layer_decay=train_cfg["layer_decay"],
+                            pos_weight=train_cfg["pos_weight"])
+    trainer, checkpoint = build_trainer(
+        out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
+        precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
+        tensorboard=train_cfg["tensorboard"])
+    record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
+    if record is None:  # DDP ranks > 0: rank 0 exports
+        return None
+    restore_checkpoint(module, out_dir, record["best_checkpoint"])
+
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    recorder.write_tensors(layout.Baseline.MODEL, model.state_dict(), {"format": "streetvision-classifier"})
+    recorder.write_json(layout.Baseline.MODEL_CONFIG, spec.to_record())
+    metrics = {split: export_split(recorder, model, datamodule, split, device)
+               for split in layout.Baseline.PREDICTED_SPLITS}
+    export_curves(recorder)
+    recorder.write_json(layout.Baseline.METRICS, metrics)
+    test = metrics["val_test"]
+    recorder.metrics.update({
+        "val_test": {k: test[k] for k in ("mcc", "accuracy", "natix_reward", "auroc", "ece")},
+        "val_select_mcc_best": record["best_score"],
+        "global_step": record["global_step"], "epochs": record["epochs"],
+        "resumed_from_step": record["resumed_from_step"],
+        "parameters": count_parameters(model),
+    })
+    log_result("baseline", experiment, f"val_test MCC {test['mcc']:.3f}, accuracy {test['accuracy']:.3f} "
+                                       f"({record['epochs']} epochs)")
+    return recorder.finish()
+
+
+def export_split(recorder, model, datamodule: SplitDataModule, split: str, device: torch.device) -> dict:
+    """Predictions (and, for the splits later phases fit on, pooled features) of one split; its metrics."""
+    frame = datamodule.split(split)
+    logits, features = predict_with_features(model, datamodule.eval_loader(split), device)
+    table = pd.DataFrame({"id": frame["id"], "label": frame["label"].astype("int8"),
+                          "logit": logits.numpy().astype("float64"),
+                          "probability": torch.sigmoid(logits.double()).numpy()})
+    recorder.write_parquet(layout.Baseline.predictions(split), table)
+    if split in layout.Baseline.FEATURE_SPLITS:
+        recorder.write_tensors(layout.Baseline.features(split), {"features": features},
+                               {"ids": json.dumps(frame["id"].tolist()), "order": "same as the predictions"})
+    return compute_all_metrics(table["label"], table["probability"], threshold=0.5)

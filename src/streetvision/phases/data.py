@@ -1,0 +1,52 @@
+"""Step ``data``: ingest the configured source (hash, dedupe, quarantine), split, write the index."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from streetvision import layout
+from streetvision.data.ingest import index_rows, ingest_configured
+from streetvision.data.splits import LeakError, check_splits_usable, split_statistics
+from streetvision.io.manifest import PhaseRecorder
+from streetvision.logs import log_result
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "width", "height"]
+QUARANTINE_COLUMNS = ["origin", "sha256", "label", "reason", "stored_path"]
+DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
+
+
+def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: str | None = None) -> Path:
+    """Build ``index.parquet`` (+ quarantine and duplicates lists) and the phase manifest."""
+    data_cfg, out_dir = cfg["data"], Path(out_dir)
+    recorder = PhaseRecorder(out_dir, "data", experiment, cfg, seed=data_cfg["seed"], workflow_dir=workflow_dir,
+                             scratch=[layout.Data.IMAGES])
+    result = ingest_configured(data_cfg, out_dir / layout.Data.IMAGES, out_dir.parent.parent / layout.SYNTHETIC_CACHE)
+    index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir), columns=INDEX_COLUMNS)
+    index["label"] = index["label"].astype("Int8")
+    stats = split_statistics(index["split"], index["label"].astype(object).where(index["label"].notna(), None))
+    check_splits_usable(stats)
+    hashes_in_two_splits = int(index.groupby("sha256")["split"].nunique().gt(1).sum())
+    if hashes_in_two_splits or index["id"].duplicated().any():
+        raise LeakError(f"{out_dir}: a content hash or id appears in two index rows")
+
+    recorder.write_parquet(layout.Data.INDEX, index)
+    recorder.write_csv(layout.Data.QUARANTINE, pd.DataFrame(result.quarantine, columns=QUARANTINE_COLUMNS))
+    recorder.write_csv(layout.Data.DUPLICATES, pd.DataFrame(result.duplicates, columns=DUPLICATE_COLUMNS))
+    recorder.metrics.update({
+        "rows_read": result.rows_read,
+        "unique_images": len(index),
+        "duplicates_merged": len(result.duplicates),
+        "quarantined": len(result.quarantine),
+        "quarantined_by_reason": dict(Counter(row["reason"].split(":")[0] for row in result.quarantine)),
+        "splits": stats,
+        "hashes_in_two_splits": hashes_in_two_splits,
+    })
+    log_result("data", experiment, f"{len(index)} unique images from {result.rows_read} rows "
+                                   f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} quarantined)")
+    return recorder.finish()

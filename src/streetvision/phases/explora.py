@@ -1,0 +1,84 @@
+"""Step ``explora`` (phase 4): run ExPLoRA, export the merged backbone, prove the export by reloading it, probe it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from streetvision import layout
+from streetvision.logs import log_result
+from streetvision.models.backbone import BackboneSpec, build_backbone, count_parameters, data_config
+from streetvision.train.explora import (
+    ExploraModule,
+    MultiCrop,
+    add_lora,
+    check_adaptation_visible,
+    embed,
+    explora_frame,
+    explora_loader,
+    fixed_batch,
+    linear_probe,
+    validate_export,
+)
+from streetvision.train.trainer import (
+    build_trainer,
+    export_curves,
+    fit_resumable,
+    restore_checkpoint,
+    start_training_phase,
+)
+
+
+def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experiment: str, gpus: int = 0,
+                workflow_dir: str | None = None) -> Path | None:
+    model_cfg, ex_cfg = cfg["model"], cfg["explora"]
+    out_dir = Path(out_dir)
+    recorder, accelerator, devices = start_training_phase(
+        out_dir, "phase4_explora", experiment, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"],
+        upstream=[layout.manifest_of(data_dir)], workflow_dir=workflow_dir)
+
+    index = layout.load_index(data_dir)
+    base = build_backbone(model_cfg)
+    spec = data_config(base, model_cfg["img_size"])
+    frame = explora_frame(index, ex_cfg["splits"])
+    crops = MultiCrop(model_cfg["img_size"], ex_cfg["local_crop_size"] or model_cfg["img_size"], ex_cfg["n_local_crops"],
+                      ex_cfg["global_scale"], ex_cfg["local_scale"], spec["mean"], spec["std"])
+    loader = explora_loader(index, ex_cfg["splits"], crops, ex_cfg["batch_size"], ex_cfg["num_workers"])
+    module = ExploraModule(add_lora(copy.deepcopy(base), ex_cfg), ex_cfg)
+    trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,
+                                        max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],
+                                        find_unused_parameters=True)
+    record = fit_resumable(trainer, checkpoint, module, out_dir, train_dataloaders=loader)
+    if record is None:  # DDP ranks > 0: rank 0 exports
+        return None
+    restore_checkpoint(module, out_dir)  # the teacher too
+
+    teacher = module.teacher.cpu()  # the EMA teacher is DINO's output model
+    batch = fixed_batch(frame, spec)
+    adaptation = (embed(teacher, batch) - embed(base, batch)).abs().max().item()
+    check_adaptation_visible(adaptation, ex_cfg["export_tolerance"])
+    merged = copy.deepcopy(teacher).merge_and_unload()
+    backbone_spec = BackboneSpec.from_config(model_cfg)
+    saved = recorder.write_tensors(layout.Explora.BACKBONE, merged.state_dict(), {"format": "timm-backbone"})
+    load_back = validate_export(teacher, saved, backbone_spec, batch, ex_cfg["export_tolerance"])
+    params = {"backbone_trainable": count_parameters(module.student)["trainable"],  # LoRA + unfrozen blocks
+              "backbone_total": count_parameters(base)["total"],
+              "dino_head": count_parameters(module.student_head)["trainable"]}  # discarded after phase 4
+    summary = {
+        "load_back_max_abs_diff": load_back, "adaptation_max_abs_change": adaptation, "parameters": params,
+        "trainable_fraction_of_backbone": params["backbone_trainable"] / params["backbone_total"],
+        "images_used": {split: int((frame["split"] == split).sum()) for split in ex_cfg["splits"]},
+        "global_step": record["global_step"], "epochs": record["epochs"], "resumed_from_step": record["resumed_from_step"],
+    }
+    if ex_cfg["linear_probe"]:  # evaluation only, after the backbone is saved
+        summary["linear_probe_val_test_mcc"] = {
+            "before": linear_probe(base, index, spec, ex_cfg["probe_max_train"], ex_cfg["seed"]),
+            "after": linear_probe(merged, index, spec, ex_cfg["probe_max_train"], ex_cfg["seed"]),
+        }
+    recorder.write_json(layout.Explora.BACKBONE_CONFIG, {**backbone_spec.to_record(), "data": spec})
+    recorder.write_json(layout.Explora.SUMMARY, summary)
+    export_curves(recorder)
+    recorder.metrics.update(summary)
+    log_result("explora", experiment, f"{params['backbone_trainable']:,} of {params['backbone_total']:,} backbone "
+                                      f"parameters trained; load-back max |Δ| {load_back:.1e}, adaptation {adaptation:.3g}")
+    return recorder.finish()
