@@ -48,8 +48,11 @@ def log_to_file(path: str | Path, level: int = logging.INFO):
     """Route this process's logging, warnings and raw output to ``path`` (see module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # DDP ranks > 0 run the same script: they append instead of truncating rank 0's log.
-    log_file = open(path, "w" if process_rank() == 0 else "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    # DDP ranks > 0 run the same script and share the file: rank 0 truncates it, and everyone writes in
+    # append mode (O_APPEND), so no process overwrites another's lines at its own file offset.
+    if process_rank() == 0:
+        path.write_text("")
+    log_file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
