@@ -344,11 +344,15 @@ def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: Cha
 
 
 def _resize_like_validator(window: np.ndarray) -> np.ndarray:
-    """Antialiased bilinear resize to 224 on [0, 1] floats (torchvision's tensor path), then ``x * 255`` truncated."""
-    tensor = torch.from_numpy(window).permute(2, 0, 1).float().div(255)
-    resized = torch.nn.functional.interpolate(tensor[None], size=(TARGET_SIZE, TARGET_SIZE), mode="bilinear",
-                                              align_corners=False, antialias=True)[0]
-    return resized.mul(255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    """Antialiased bilinear resize to 224 of [0, 1] floats (torchvision's tensor path), then ``x * 255`` truncated.
+
+    Only the interpolation runs in torch (the same kernel as the validator's); the scaling runs in numpy,
+    whose IEEE division and multiplication give the same floats without torch's per-op thread overhead.
+    """
+    planar = np.ascontiguousarray(window.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(planar)[None], size=(TARGET_SIZE, TARGET_SIZE),
+                                              mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+    return np.ascontiguousarray((resized * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0))
 
 
 def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) -> tuple[np.ndarray, int]:
