@@ -314,6 +314,25 @@ def test_training_transform_gives_distinct_challenges_per_call(sources):
     assert np.array_equal(np.asarray(again(data)), first[0])
 
 
+class SameImage(torch.utils.data.Dataset):
+    def __init__(self, data: bytes, transform):
+        self.data, self.transform = data, transform
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return torch.from_numpy(np.asarray(self.transform(self.data)).copy())
+
+
+def test_training_transform_differs_across_workers_and_epochs(sources):
+    torch.manual_seed(0)
+    dataset = SameImage(sources[(300, 420)], ch.ChallengeTransform({1: 1.0}, seed=0))  # level 0 never varies
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
+    epochs = [[batch[0].numpy().tobytes() for batch in loader] for _ in range(2)]
+    assert len(set(epochs[0]) | set(epochs[1])) == 8  # no repeats across workers or epochs
+
+
 # --- distributions (slow) ---
 
 def chi_square_p(counts, probabilities) -> float:

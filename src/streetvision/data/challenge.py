@@ -52,7 +52,8 @@ Quirks reproduced on purpose:
   not inside the crop, and a point near (or below) the bottom edge pulls the crop partly or wholly
   below the image: rows outside the image are black (torchvision pads crops with zeros). A point
   outside the image is handled by the same rule (no error), with the same black padding.
-  Coordinates must be integers (upstream cannot slice a tensor with floats and would give up).
+  Coordinates must be integers: with floats, upstream's crop fails, and the validator then sends the
+  unaugmented source image as it is (level -1), which this module does not simulate.
 - Truncation (not rounding) wherever floats become uint8; CC is a plain darkening; "JPEG" is a
   bilinear down- and up-resize (no JPEG codec); CS and GNC go through OpenCV's float YCrCb with a
   studio-range rescale applied to 0-255 values, which sets GNC's noise scale (std about 297*sqrt(v) on
@@ -74,7 +75,6 @@ import torch
 from PIL import Image
 
 TARGET_SIZE = 224
-JPEG_QUALITY = 75  # PIL's default, which the validator uses
 LEVEL_PROBS = {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}
 ROTATION_DEGREES = 20.0
 CROP_SCALE = (0.2, 1.0)
@@ -193,7 +193,9 @@ def draw_challenge_params(width: int, height: int, *, level: int | None = None, 
         return ChallengeParams(level=0, source_size=(width, height))
     angle = float(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES))
     drawn = _draw_crop(width, height, rng)
-    box = drawn if mask_center is None else move_crop_to_point(drawn, _integer_point(mask_center), width, height)
+    box = drawn
+    if mask_center is not None:
+        box = move_crop_to_point(drawn, _integer_point(mask_center), width, height)
     distortions = dict.fromkeys(DISTORTION_KINDS, 0)
     for kind, highest in LEVEL_DISTORTIONS[level]:
         distortions[kind] = int(rng.integers(0, highest + 1))
@@ -205,14 +207,16 @@ def draw_challenge_params(width: int, height: int, *, level: int | None = None, 
 # The studio rescale runs on single planes: numpy is several times faster there than on HxWx3 broadcasts.
 
 def _to_studio_planes(rgb: np.ndarray) -> list[np.ndarray]:
-    """Y, Cr, Cb planes of OpenCV's float YCrCb of 0-255 values (chroma offset 0.5), rescaled to studio range."""
+    """Y, Cr, Cb planes of OpenCV's float YCrCb of 0-255 values (chroma offset 0.5), in studio range."""
     ycrcb = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.float32), cv2.COLOR_BGR2YCrCb)
-    return [(plane * span + _STUDIO_LOW) / np.float32(255.0) for plane, span in zip(cv2.split(ycrcb), _STUDIO_SPAN, strict=True)]
+    planes = zip(cv2.split(ycrcb), _STUDIO_SPAN, strict=True)
+    return [(plane * span + _STUDIO_LOW) / np.float32(255.0) for plane, span in planes]
 
 
 def _from_studio_planes(planes: list[np.ndarray]) -> np.ndarray:
     """Back to BGR floats (not clipped)."""
-    ycrcb = cv2.merge([(plane * np.float32(255.0) - _STUDIO_LOW) / span for plane, span in zip(planes, _STUDIO_SPAN, strict=True)])
+    pairs = zip(planes, _STUDIO_SPAN, strict=True)
+    ycrcb = cv2.merge([(plane * np.float32(255.0) - _STUDIO_LOW) / span for plane, span in pairs])
     return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
 
 
@@ -234,9 +238,10 @@ def _resize_down_up(rgb, factor, rng):
 
 
 def _colour_noise(rgb, variance, rng):
-    # torch draws normals about 3x faster than numpy; its generator is seeded from ``rng``, so still reproducible
+    # torch draws normals about 3x faster than numpy; seeded from ``rng``, runs stay reproducible
     generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-    noise = torch.randn((3, *rgb.shape[:2]), generator=generator).numpy() * np.float32(255.0 * math.sqrt(variance))
+    noise = torch.randn((3, *rgb.shape[:2]), generator=generator).numpy()
+    noise *= np.float32(255.0 * math.sqrt(variance))  # the validator adds sqrt(v) * N(0, 1) to values / 255
     planes = [plane + plane_noise for plane, plane_noise in zip(_to_studio_planes(rgb), noise, strict=True)]
     return cv2.cvtColor(np.clip(_from_studio_planes(planes), 0, 255).astype(np.uint8), cv2.COLOR_BGR2RGB)
 
@@ -245,7 +250,8 @@ def _blur(rgb, kernel, rng):
     return cv2.GaussianBlur(rgb, (kernel, kernel), kernel / 6)
 
 
-_DISTORTION_FUNCTIONS = {"CS": _saturation, "CC": _darken, "JPEG": _resize_down_up, "GNC": _colour_noise, "GB": _blur}
+_DISTORTION_FUNCTIONS = {"CS": _saturation, "CC": _darken, "JPEG": _resize_down_up, "GNC": _colour_noise,
+                         "GB": _blur}
 
 
 def apply_distortion(rgb: np.ndarray, kind: str, level: int, rng=None) -> np.ndarray:
@@ -292,8 +298,9 @@ def _source_scale(source: Image.Image, source_size: tuple[int, int], exact: bool
     # A reduced copy (see store_size) keeps the aspect ratio up to one pixel of rounding.
     aspect_ok = abs(source.width * height - source.height * width) <= max(width, height)
     if exact or source.width > width or source.height > height or not aspect_ok:
-        raise ValueError(f"image is {source.width}x{source.height} but params are for a {width}x{height} source"
-                         + (" (exact=True needs the full-resolution image)" if exact and aspect_ok else ""))
+        hint = " (exact=True needs the full-resolution image)" if exact and aspect_ok else ""
+        raise ValueError(f"image is {source.width}x{source.height} but params are for a "
+                         f"{width}x{height} source{hint}")
     return source.width / width, source.height / height
 
 
@@ -310,7 +317,7 @@ def _decode_rgb(source: Image.Image, reduction: int) -> np.ndarray:
     if reduction > 1 and source.format == "JPEG":
         # DCT-domain scaling; a no-op when the image is already loaded (then INTER_AREA below does it).
         source.draft("RGB", (width // reduction, height // reduction))
-    rgb = np.asarray(source.convert("RGB"))
+    rgb = np.asarray(source if source.mode == "RGB" else source.convert("RGB"))  # no copy when already RGB
     if reduction > 1 and rgb.shape[1] > math.ceil(width / reduction):
         size = (math.ceil(width / reduction), math.ceil(height / reduction))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -328,12 +335,16 @@ def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: Cha
     n = side if scale_x == scale_y == 1.0 else max(TARGET_SIZE, round(side * min(scale_x, scale_y)))
     step = side / n
     # grid pixel (u, v) -> rotated-frame pixel (X, Y): X = left + (u + 0.5) * step - 0.5
-    grid_to_frame = np.array([[step, 0.0, left + 0.5 * step - 0.5], [0.0, step, top + 0.5 * step - 0.5], [0, 0, 1]])
+    grid_to_frame = np.array([[step, 0.0, left + 0.5 * step - 0.5],
+                              [0.0, step, top + 0.5 * step - 0.5],
+                              [0.0, 0.0, 1.0]])
     # rotated-frame pixel -> source pixel: undo a counter-clockwise rotation about the image centre
     frame_to_source = np.vstack([cv2.invertAffineTransform(
         cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), params.angle, 1.0)), [0, 0, 1]])
     # full-resolution source pixel -> decoded pixel (pixel centres: x' = (x + 0.5) * s - 0.5)
-    source_to_decoded = np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0, 0, 1]])
+    source_to_decoded = np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5],
+                                  [0.0, scale_y, 0.5 * scale_y - 0.5],
+                                  [0.0, 0.0, 1.0]])
     grid_to_decoded = (source_to_decoded @ frame_to_source @ grid_to_frame)[:2]
     window = cv2.warpAffine(rgb, grid_to_decoded, (n, n), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
@@ -344,7 +355,7 @@ def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: Cha
 
 
 def _resize_like_validator(window: np.ndarray) -> np.ndarray:
-    """Antialiased bilinear resize to 224 of [0, 1] floats (torchvision's tensor path), then ``x * 255`` truncated.
+    """Antialiased bilinear resize to 224 of [0, 1] floats (torchvision's tensor path); truncated ``x * 255``.
 
     Only the interpolation runs in torch (the same kernel as the validator's); the scaling runs in numpy,
     whose IEEE division and multiplication give the same floats without torch's per-op thread overhead.
@@ -356,7 +367,7 @@ def _resize_like_validator(window: np.ndarray) -> np.ndarray:
 
 
 def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) -> tuple[np.ndarray, int]:
-    """Level 0: centre square of the shorter side, PIL bilinear resize to 224 (torchvision CenterCrop + Resize)."""
+    """Level 0: centre square of the shorter side, PIL bilinear resize to 224 (CenterCrop + Resize on PIL)."""
     width, height = params.source_size
     side = min(width, height)
     top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
@@ -364,7 +375,7 @@ def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) ->
     reduction = _reduction_for(side * min(pre_x, pre_y), exact)
     if reduction > 1 and source.format == "JPEG":
         source.draft("RGB", (source.width // reduction, source.height // reduction))
-    rgb = source.convert("RGB")
+    rgb = source if source.mode == "RGB" else source.convert("RGB")
     scale_x, scale_y = rgb.width / width, rgb.height / height
     if scale_x == scale_y == 1.0:
         resized = rgb.crop((left, top, left + side, top + side)).resize((TARGET_SIZE, TARGET_SIZE),
@@ -375,7 +386,8 @@ def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) ->
     return np.asarray(resized), round(1 / min(scale_x, scale_y))
 
 
-def render_challenge(image, params: ChallengeParams, *, rng=None, exact: bool = False) -> tuple[np.ndarray, int]:
+def render_challenge(image, params: ChallengeParams, *, rng=None,
+                     exact: bool = False) -> tuple[np.ndarray, int]:
     """Render drawn parameters: the 224x224 uint8 RGB array the validator would JPEG-encode.
 
     ``image`` is a PIL image, a path or encoded bytes, either the full-resolution source
@@ -420,7 +432,8 @@ def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center
     """
     source = _open_source(image)
     rng = _generator(rng)
-    params = draw_challenge_params(*(source_size or source.size), level=level, rng=rng, mask_center=mask_center,
+    width, height = source_size or source.size
+    params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
                                    level_probs=level_probs)
     array, reduction = render_challenge(source, params, rng=rng, exact=exact)
     jpeg = encode_challenge_jpeg(array)
@@ -467,9 +480,11 @@ def store_copy(image) -> tuple[Image.Image, tuple[int, int]]:
 class ChallengeTransform:
     """A picklable per-image training transform: source image -> the JPEG a miner would receive (PIL).
 
-    Each DataLoader worker gets its own generator, derived from ``seed`` and the worker's id (fresh OS
-    entropy when ``seed`` is None), so workers never repeat each other's challenges. Follow it with the
-    model's evaluation preprocessing (resize/crop/normalise), exactly what a served model sees.
+    In a DataLoader worker the generator is derived from the worker's torch seed (new every epoch, and
+    reproducible under ``torch.manual_seed`` / Lightning's ``seed_everything``) and ``seed``; outside
+    workers from ``seed`` alone (fresh entropy when None). Workers and epochs thus never repeat each
+    other's challenges. Follow it with the model's evaluation preprocessing (resize/crop/normalise):
+    exactly what a served model sees.
     """
 
     def __init__(self, level_probs: Mapping[int, float] | None = None, seed: int | None = None,
@@ -477,17 +492,19 @@ class ChallengeTransform:
         self.level_probs = _check_level_probs(level_probs if level_probs is not None else LEVEL_PROBS)
         self.seed, self.exact = seed, exact
         self._rng: np.random.Generator | None = None
-        self._worker: int | None = None
+        self._worker: tuple[int, int] | None = None  # (id, torch seed) of the worker the generator is for
 
     def _generator(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else -1
-        if self._rng is None or worker != self._worker:
-            entropy = None if self.seed is None else [self.seed, worker + 1]
-            self._rng, self._worker = np.random.default_rng(np.random.SeedSequence(entropy)), worker
+        key = None if info is None else (info.id, info.seed)
+        if self._rng is None or key != self._worker:
+            entropy = [] if info is None else [info.seed]
+            entropy += [] if self.seed is None else [self.seed]
+            self._rng, self._worker = np.random.default_rng(np.random.SeedSequence(entropy or None)), key
         return self._rng
 
     def __call__(self, image, mask_center=None, source_size=None) -> Image.Image:
         challenge, _ = simulate_challenge(image, rng=self._generator(), mask_center=mask_center,
-                                          level_probs=self.level_probs, exact=self.exact, source_size=source_size)
+                                          exact=self.exact, level_probs=self.level_probs,
+                                          source_size=source_size)
         return challenge
