@@ -4,7 +4,7 @@ Sources are 1920x1080 JPEGs (quality 90): a demo street scene upscaled, with sen
 - validator: tests/natix_reference.py, the validator's steps literally (full decode -> float tensor ->
   rotate the whole image -> RandomResizedCrop -> distortions -> ToPILImage -> JPEG);
 - exact:     ours at full resolution (same pixels as the validator up to rounding ties);
-- default:   ours, decoding at 1/2-1/8 scale when the crop keeps >= 224 source pixels (Image.draft);
+- default:   ours, decoding at 1/2-1/8 scale when the crop keeps >= 336 source pixels (Image.draft);
 - store:     ours from a reduced copy (store_copy, saved as JPEG 95) plus the original size.
 Each measurement alternates the paths so machine noise hits all alike; times are medians in ms.
 Then the trade: for the same parameters, each fast path's 224x224 array against the exact one (PSNR,
