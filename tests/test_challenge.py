@@ -174,20 +174,25 @@ def test_mask_center_quirks_by_hand():
     assert ch.move_crop_to_point((50, 60, 100, 100), (5, 30), 400, 200) == (20, 0, 100, 100)
 
 
-def test_crop_below_the_image_is_black_like_the_validator():
+def test_crops_moved_off_the_image_are_black_like_the_validator():
     data = photo_like_jpeg(3, 400, 200)
-    # a point 60 px below the image pulls a 100 px crop wholly outside it, 50 rows partly
-    for point in [(50, 195), (120, 260), (-30, 150)]:
+    # (seed 5 draws a 185 px crop at top 15, left 11) a point below the image pulls the crop 70 px below
+    # it, or wholly off it; one left of the image pins the crop to the left edge
+    for point, expected_top, expected_left in [((120, 260), 85, 11), ((200, 390), 215, 15), ((-30, 150), 15, 0)]:
         params = ch.draw_challenge_params(400, 200, level=1, rng=5, mask_center=point)
+        assert params.drawn_crop_box == (15, 11, 185, 185)
+        assert params.crop_box == (expected_top, expected_left, 185, 185)
         ours, _ = ch.render_challenge(data, params, exact=True)
         theirs, used = ref.reference_array(Image.open(io.BytesIO(data)), 1, angle=params.angle,
                                            crop_box=params.drawn_crop_box, mask_center=point)
         assert used["crop_box"] == params.crop_box
         assert (np.abs(ours.astype(int) - theirs) > 1).mean() < 1e-3
-        top, _, side, _ = params.crop_box
-        if top + side > 200:
-            rows_outside = round((top + side - 200) / side * ch.TARGET_SIZE)
-            assert ours[ch.TARGET_SIZE - rows_outside + 2:].max() == 0
+        rows_below = round((expected_top + 185 - 200) / 185 * ch.TARGET_SIZE)
+        if rows_below >= ch.TARGET_SIZE:
+            assert ours.max() == 0
+        elif rows_below > 0:
+            assert ours[ch.TARGET_SIZE - rows_below + 2:].max() == 0
+            assert ours[: ch.TARGET_SIZE - rows_below - 2].max() > 0
 
 
 def test_mask_center_must_be_integer_pixels():
