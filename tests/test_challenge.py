@@ -215,6 +215,9 @@ def test_reduced_decode_stays_close_to_the_exact_path():
         reductions.add(reduction)
         assert psnr(exact, fast) > 36  # the JPEG q75 that follows costs about 35 dB on these images
         assert abs(exact.mean() - fast.mean()) < 0.5
+        loaded = Image.open(io.BytesIO(data)).convert("RGB")  # no draft possible: INTER_AREA reduces instead
+        from_loaded, loaded_reduction = ch.render_challenge(loaded, params)
+        assert loaded_reduction == reduction and psnr(exact, from_loaded) > 36
     assert reductions >= {2}
 
 

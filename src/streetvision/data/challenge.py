@@ -377,9 +377,12 @@ def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) ->
     top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
     pre_x, pre_y = _source_scale(source, params.source_size, exact)
     reduction = _reduction_for(side * min(pre_x, pre_y), exact)
+    given_width, given_height = source.size
     if reduction > 1 and source.format == "JPEG":
-        source.draft("RGB", (source.width // reduction, source.height // reduction))
+        source.draft("RGB", (given_width // reduction, given_height // reduction))
     rgb = source if source.mode == "RGB" else source.convert("RGB")
+    if reduction > 1 and rgb.width > math.ceil(given_width / reduction):  # not drafted: box-average instead
+        rgb = rgb.reduce(reduction)
     scale_x, scale_y = rgb.width / width, rgb.height / height
     if scale_x == scale_y == 1.0:
         resized = rgb.crop((left, top, left + side, top + side)).resize((TARGET_SIZE, TARGET_SIZE),
