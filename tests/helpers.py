@@ -118,3 +118,15 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str =
         if step == until:
             break
     return d
+
+
+def photo_like_jpeg(seed: int, width: int, height: int, quality: int = 90) -> bytes:
+    """A photo-sized JPEG: a demo street scene stretched to width x height, with sensor-like grain."""
+    from streetvision.data.synthetic import render_scene
+
+    rng = np.random.default_rng(seed)
+    scene = render_scene(seed, label=int(seed % 2), size=256).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(scene, dtype=np.float32) + rng.normal(0.0, 4.0, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

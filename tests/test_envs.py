@@ -3,7 +3,7 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "opencv": "opencv-python-headless"}
 
 
 def test_conda_env_mirrors_pyproject_dependencies(repo):

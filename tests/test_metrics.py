@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
@@ -12,6 +13,8 @@ from streetvision.metrics import (
     compute_all_metrics,
     compute_mcc,
     expected_calibration_error,
+    natix_reward,
+    reward_distribution,
 )
 
 
@@ -104,3 +107,113 @@ def test_labels_other_than_0_1_are_rejected(bad):
 def test_non_finite_probabilities_are_rejected():
     with pytest.raises(ValueError, match="NaN or infinite"):
         compute_all_metrics([0, 1], [0.1, float("nan")])
+
+
+# --- the validator's reward ---
+
+def sklearn_natix_reward(labels, answers):
+    """Independent restatement of the validator's tracker with scikit-learn (cut the window, then drop -1)."""
+    labels, answers = list(labels)[-100:], list(answers)[-100:]
+    if answers[-1] == -1 or not 0 <= answers[-1] <= 1:
+        return 0.0
+
+    def window(n):
+        kept = [(y, p) for y, p in zip(labels[-n:], answers[-n:], strict=True) if p != -1]
+        if not kept:
+            return 0.0, 0.0
+        y = np.array([k[0] for k in kept])
+        predictions = np.round(np.array([k[1] for k in kept]))
+        try:
+            mcc = max(0.0, skm.matthews_corrcoef(y, predictions)) if len(np.unique(y)) > 1 else 0.0
+            return mcc, skm.accuracy_score(y, predictions)
+        except ValueError:  # NaN or inf answers: the validator falls back to empty metrics
+            return 0.0, 0.0
+
+    return (0.5 * window(100)[0] + 0.5 * window(10)[1]) ** 3
+
+
+def test_natix_reward_by_hand():
+    # tp = tn = fp = fn = 1: MCC 0, accuracy 1/2
+    assert natix_reward([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6]) == pytest.approx(0.25**3)
+    assert natix_reward([0, 1, 0, 1] * 25, [0.1, 0.9, 0.2, 0.8] * 25) == 1.0
+    # labels of one class: MCC 0 although every answer is right
+    assert natix_reward([1, 1, 1], [0.9, 0.8, 0.7]) == pytest.approx(0.5**3)
+    # inverted answers: MCC -1 is floored at 0
+    assert natix_reward([0, 1, 0, 1], [0.9, 0.1, 0.9, 0.1]) == 0.0
+
+
+def test_natix_reward_rounds_half_down():
+    # 0.5 rounds to 0: tp 1, fn 1, tn 2 -> MCC 2 / sqrt(12), accuracy 3/4
+    assert natix_reward([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.5]) == pytest.approx((0.5 * 2 / 12**0.5 + 0.5 * 0.75) ** 3)
+    assert natix_reward([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.5000001]) == 1.0
+
+
+def test_natix_reward_cuts_windows_before_dropping_missing_answers():
+    labels = [0, 1] * 6
+    answers = [0.1, 0.1, 0.1, 0.9, 0.1, 0.9, 0.1, 0.9, 0.1, -1, 0.1, 0.9]  # answer 1 wrong, answer 9 missing
+    # last 10 = answers 2..11, one missing: 9 right -> accuracy 1 (dropping first would pull in answer 1)
+    # MCC over the 11 answered: tp 4, tn 6, fn 1 -> 24 / sqrt(4 * 5 * 6 * 7)
+    expected = (0.5 * 24 / (4 * 5 * 6 * 7) ** 0.5 + 0.5) ** 3
+    assert natix_reward(labels, answers) == pytest.approx(expected)
+    assert natix_reward(labels[:-1] + [1], answers[:-1] + [-1]) == 0.0  # no answer now: 0
+
+
+def test_natix_reward_keeps_only_the_last_100_answers():
+    labels = [0, 1] * 100
+    wrong_then_right = [0.9, 0.1] * 50 + [0.1, 0.9] * 50
+    assert natix_reward(labels, wrong_then_right) == 1.0
+    assert natix_reward(labels[:150], wrong_then_right[:150]) < 1.0
+
+
+def test_natix_reward_out_of_range_answers():
+    assert natix_reward([0, 1, 1], [0.1, 0.9, 1.2]) == 0.0
+    assert natix_reward([0, 1, 1], [0.1, 0.9, -0.2]) == 0.0
+    # an earlier 1.7 stays in the history and rounds to 2, a class no label has
+    assert natix_reward([0, 1, 1, 0], [0.1, 1.7, 0.9, 0.2]) == pytest.approx(
+        sklearn_natix_reward([0, 1, 1, 0], [0.1, 1.7, 0.9, 0.2]))
+    assert natix_reward([0, 1, 0], [0.1, float("nan"), 0.2]) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_natix_reward_matches_an_independent_sklearn_computation(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 160))
+    labels = rng.integers(0, 2, n)
+    answers = np.clip(labels * rng.uniform(0, 0.6) + rng.random(n) * 0.7, 0, 1)
+    answers[rng.random(n) < 0.1] = -1
+    answers[rng.random(n) < 0.03] = 1.7
+    answers[rng.random(n) < 0.05] = 0.5
+    assert natix_reward(labels, answers) == pytest.approx(sklearn_natix_reward(labels, answers), abs=1e-12)
+
+
+def test_natix_reward_rejects_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        natix_reward([], [])
+    with pytest.raises(ValueError, match="probabilities has 1"):
+        natix_reward([0, 1], [0.3])
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        natix_reward([2], [0.3])
+
+
+def test_reward_distribution_of_perfect_and_constant_miners():
+    y = np.array([0] * 30 + [1] * 70)
+    perfect = reward_distribution(y, y * 0.8 + 0.1, n_windows=200)
+    assert perfect["mean"] == perfect["p10"] == perfect["p90"] == 1.0 and perfect["std"] == 0.0
+    # Always "roadwork": MCC 0, accuracy = positives among the last 10 of a 50/50 stream (not 70/30).
+    constant = reward_distribution(y, np.full(100, 0.9), n_windows=4000, rng=1)
+    positives = np.arange(11)
+    expected = np.sum(stats.binom.pmf(positives, 10, 0.5) * (0.5 * positives / 10) ** 3)
+    assert constant["mean"] == pytest.approx(expected, abs=4 * constant["std"] / 4000**0.5)
+    assert constant["p10"] <= constant["p50"] <= constant["p90"]
+
+
+def test_reward_distribution_ranks_miners_and_repeats_with_a_seed():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    sharp = np.clip(y + rng.normal(0, 0.3, 500), 0, 1)
+    blunt = np.clip(y + rng.normal(0, 0.8, 500), 0, 1)
+    assert reward_distribution(y, sharp, n_windows=300)["mean"] > reward_distribution(y, blunt, n_windows=300)["mean"]
+    assert reward_distribution(y, blunt, n_windows=50, rng=3) == reward_distribution(y, blunt, n_windows=50, rng=3)
+    with pytest.raises(ValueError, match="no images labelled 0"):
+        reward_distribution([1, 1], [0.9, 0.8])
+    assert reward_distribution([1, 1], [0.9, 0.8], positive_rate=1.0, n_windows=10)["mean"] == 0.5**3

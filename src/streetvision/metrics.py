@@ -171,3 +171,95 @@ def compute_all_metrics(y_true: Any, y_prob: Any, threshold: float = 0.5) -> dic
         "ece": expected_calibration_error(y, p),
         "brier": brier_score(y, p),
     }
+
+
+# --- the validator's reward (natix/validator/reward.py, natix/validator/miner_performance_tracker.py) ---
+
+NATIX_HISTORY = 100  # answers a validator keeps per miner (and the MCC window)
+NATIX_ACCURACY_WINDOW = 10
+NATIX_REWARD_EXPONENT = 3.0  # config.REWARD_CURVE_EXPONENT
+NO_ANSWER = -1.0  # what a validator records when a miner fails to answer
+
+
+def _multiclass_mcc(y: np.ndarray, p: np.ndarray) -> float:
+    """Gorodkin's MCC over the classes present (rounded out-of-range answers make more than two)."""
+    classes, codes = np.unique(np.concatenate([y, p]), return_inverse=True)
+    confusion = np.zeros((classes.size, classes.size))
+    np.add.at(confusion, (codes[: y.size], codes[y.size:]), 1)
+    true_counts, predicted_counts = confusion.sum(axis=1), confusion.sum(axis=0)
+    n = float(y.size)
+    covariance = np.trace(confusion) * n - true_counts @ predicted_counts
+    spread = (n * n - true_counts @ true_counts) * (n * n - predicted_counts @ predicted_counts)
+    return float(covariance / math.sqrt(spread)) if spread > 0 else 0.0
+
+
+def _natix_window(labels: np.ndarray, answers: np.ndarray) -> tuple[float, float]:
+    """(max(0, MCC), accuracy) of one window as the validator computes them, -1 answers already cut."""
+    answered = answers != NO_ANSWER
+    y, p = labels[answered], answers[answered]
+    if y.size == 0 or not np.isfinite(p).all():  # scikit-learn raises on NaN/inf; the validator scores 0
+        return 0.0, 0.0
+    decisions = np.round(p)  # half to even: 0.5 -> 0
+    accuracy = float(np.mean(decisions == y))
+    mcc = max(0.0, _multiclass_mcc(y, decisions)) if np.unique(y).size > 1 else 0.0
+    return mcc, accuracy
+
+
+def natix_reward(labels: Any, probabilities: Any, exponent: float = NATIX_REWARD_EXPONENT) -> float:
+    """The reward a validator gives for the last of this chronological sequence of answers.
+
+    ``probabilities[i]`` answered a challenge labelled ``labels[i]``; -1 means no answer. As upstream:
+    - the validator keeps the last 100 answers; MCC uses all of them, accuracy the last 10; each window is
+      cut first and its -1 entries dropped afterwards (so fewer than 10 answers may count);
+    - answers are rounded with ``np.round`` (0.5 -> 0; 1.5 -> 2, which matches no label); MCC is 0 when the
+      window's labels are one class, and floored at 0; a window holding NaN or inf scores 0 on both;
+    - reward = ``(0.5 * MCC + 0.5 * accuracy) ** exponent``, and 0 when the last answer is -1 or outside
+      [0, 1] (earlier out-of-range answers stay in the history).
+    """
+    y = _labels(labels)
+    p = as_numpy(probabilities)
+    if y.size != p.size:
+        raise ValueError(f"labels has {y.size} entries but probabilities has {p.size}")
+    if y.size == 0:
+        raise ValueError("labels and probabilities are empty: no answer to reward")
+    last = p[-1]
+    if last == NO_ANSWER or last < 0.0 or last > 1.0:
+        return 0.0
+    y, p = y[-NATIX_HISTORY:], p[-NATIX_HISTORY:]
+    mcc, _ = _natix_window(y, p)
+    _, accuracy = _natix_window(y[-NATIX_ACCURACY_WINDOW:], p[-NATIX_ACCURACY_WINDOW:])
+    return float((0.5 * mcc + 0.5 * accuracy) ** exponent)
+
+
+def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000, window: int = NATIX_HISTORY,
+                        rng: Any = 0, positive_rate: float = 0.5,
+                        exponent: float = NATIX_REWARD_EXPONENT) -> dict[str, float]:
+    """The reward a miner with these scored answers would hold after ``window`` validator challenges.
+
+    Each of ``n_windows`` histories draws its labels like the validator (positive with ``positive_rate``,
+    0.5 upstream), then, per label, an image of that class from the evaluation set (with replacement), and
+    takes ``natix_reward`` at its end. Returns the mean, std, p10, p50 and p90 of those rewards.
+    """
+    y = _labels(labels)
+    p = as_numpy(probabilities)
+    if y.size != p.size:
+        raise ValueError(f"labels has {y.size} entries but probabilities has {p.size}")
+    if not 0.0 <= positive_rate <= 1.0:
+        raise ValueError(f"positive_rate must be in [0, 1]; got {positive_rate}")
+    if n_windows < 1 or window < 1:
+        raise ValueError(f"n_windows and window must be >= 1; got {n_windows} and {window}")
+    by_class = {label: p[y == label] for label in (0, 1)}
+    for label, needed in ((1, positive_rate > 0), (0, positive_rate < 1)):
+        if needed and by_class[label].size == 0:
+            raise ValueError(f"the evaluation set has no images labelled {label}, but positive_rate={positive_rate}")
+    generator = np.random.default_rng(rng)
+    window_labels = (generator.random((n_windows, window)) < positive_rate).astype(np.int64)
+    answers = np.empty((n_windows, window))
+    for label, scores in by_class.items():
+        chosen = window_labels == label
+        if chosen.any():
+            answers[chosen] = scores[generator.integers(0, scores.size, int(chosen.sum()))]
+    rewards = np.array([natix_reward(y_row, p_row, exponent) for y_row, p_row in zip(window_labels, answers, strict=True)])
+    p10, p50, p90 = np.percentile(rewards, [10, 50, 90])
+    return {"mean": float(rewards.mean()), "std": float(rewards.std()), "p10": float(p10), "p50": float(p50),
+            "p90": float(p90), "n_windows": n_windows, "window": window}

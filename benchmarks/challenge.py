@@ -1,0 +1,125 @@
+"""Challenge simulation per image on one core: the validator's own path vs streetvision.data.challenge.
+
+Sources are 1920x1080 JPEGs (quality 90): a demo street scene upscaled, with sensor-like grain. Paths:
+- validator: tests/natix_reference.py, the validator's steps literally (full decode -> float tensor ->
+  rotate the whole image -> RandomResizedCrop -> distortions -> ToPILImage -> JPEG);
+- exact:     ours at full resolution (same pixels as the validator up to rounding ties);
+- default:   ours, decoding at 1/2-1/8 scale when the crop keeps >= 336 source pixels (Image.draft);
+- store:     ours from a reduced copy (store_copy, saved as JPEG 95) plus the original size.
+Each measurement alternates the paths so machine noise hits all alike; times are medians in ms.
+Then the trade: for the same parameters, each fast path's 224x224 array against the exact one (PSNR,
+mean absolute difference, mean brightness bias and sharpness ratio), beside what the validator's own
+JPEG q75 encoding costs.
+
+    python benchmarks/challenge.py [--sources 4] [--reps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import natix_reference as ref  # noqa: E402
+from helpers import photo_like_jpeg  # noqa: E402
+
+from streetvision.data import challenge as ch  # noqa: E402
+
+SIZE = (1920, 1080)
+
+
+def store_jpeg(data: bytes) -> bytes:
+    copy, _ = ch.store_copy(data)
+    buffer = io.BytesIO()
+    copy.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def paths(source: bytes, store: bytes, level: int | None, seed: int) -> dict:
+    reference_level = level if level is not None else ref.draw_reference_level(numpy_random=np.random.RandomState(seed))
+    return {
+        "validator": lambda: ref.reference_jpeg(Image.open(io.BytesIO(source)), reference_level),
+        "exact": lambda: ch.simulate_challenge(source, level=level, rng=seed, exact=True),
+        "default": lambda: ch.simulate_challenge(source, level=level, rng=seed),
+        "store": lambda: ch.simulate_challenge(store, level=level, rng=seed, source_size=SIZE),
+    }
+
+
+def time_paths(sources, stores, level: int | None, reps: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {}
+    for rep in range(reps):
+        for index, (source, store) in enumerate(zip(sources, stores, strict=True)):
+            for name, run in paths(source, store, level, seed=rep * 1000 + index).items():
+                start = time.perf_counter()
+                run()
+                samples.setdefault(name, []).append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in samples.items()}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    grey = rgb.astype(float).mean(axis=2)
+    return np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
+
+
+def trade(sources, stores, n_params: int) -> dict[str, list[tuple[float, float, float, float]]]:
+    rows: dict[str, list] = {}
+    for index, (source, store) in enumerate(zip(sources, stores, strict=True)):
+        for k in range(n_params):
+            params = ch.draw_challenge_params(*SIZE, level=k % 2, rng=index * 100 + k)  # geometry only
+            exact, _ = ch.render_challenge(source, params, exact=True)
+            candidates = {
+                "default": ch.render_challenge(source, params)[0],
+                "store": ch.render_challenge(store, params)[0],
+                "JPEG q75 of exact": np.asarray(Image.open(io.BytesIO(ch.encode_challenge_jpeg(exact))).convert("RGB")),
+            }
+            for name, array in candidates.items():
+                rows.setdefault(name, []).append((psnr(exact, array), np.abs(exact.astype(int) - array).mean(),
+                                                  array.mean() - exact.mean(), sharpness(array) / sharpness(exact)))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    sources = [photo_like_jpeg(seed, *SIZE, quality=90) for seed in range(args.sources)]
+    stores = [store_jpeg(source) for source in sources]
+    print(f"{args.sources} sources {SIZE[0]}x{SIZE[1]} JPEG q90 (~{np.mean([len(s) for s in sources]) / 1e3:.0f} kB), "
+          f"store copies {ch.store_size(*SIZE)} JPEG q95 (~{np.mean([len(s) for s in stores]) / 1e3:.0f} kB); one core")
+
+    print("\nmedian ms per image (ratio = validator / path)")
+    print(f"{'level':>8} " + " ".join(f"{name:>18}" for name in ("validator", "exact", "default", "store")))
+    for level in (None, 0, 1, 2, 3):
+        times = time_paths(sources, stores, level, args.reps)
+        cells = [f"{times['validator']:18.1f}"] + [
+            f"{times[name]:8.1f} ({times['validator'] / times[name]:5.1f}x)" for name in ("exact", "default", "store")]
+        print(f"{'drawn' if level is None else level:>8} " + " ".join(cells))
+
+    print("\ntrade, same parameters, levels 0 and 1 (224x224 arrays against the exact path, before JPEG)")
+    print(f"{'':>20} {'PSNR dB':>8} {'mean |d|':>9} {'bias':>6} {'sharpness':>10}")
+    for name, rows in trade(sources, stores, n_params=6).items():
+        values = np.array(rows)
+        print(f"{name:>20} {values[:, 0].mean():8.1f} {values[:, 1].mean():9.2f} {values[:, 2].mean():6.2f} "
+              f"{values[:, 3].mean():10.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,517 @@
+"""The NATIX validator's challenge, simulated exactly and fast: from a source image to what a miner decodes.
+
+A validator (natixnetwork/streetvision-subnet: natix/utils/image_transforms.py, natix/validator/forward.py,
+natix/protocol.py; see /work/shared/NATIX.md §1) turns a source image into a challenge like this:
+
+1. RGB; one augmentation level drawn with probability 0.25 each (``LEVEL_PROBS``).
+2. Level 0: centre square crop (side = the shorter side), PIL bilinear resize to 224x224.
+   Levels 1-3: on the *full* image, a rotation by an angle uniform in [-20, 20] degrees, nearest
+   neighbour, same size, black corners; then a square RandomResizedCrop (scale 0.2-1 of the image's
+   area, torchvision's 10 tries then a centre crop of the shorter side), moved towards the row's
+   ``mask_center`` if it has one, and an antialiased bilinear resize of the crop to 224x224 on floats.
+   The flip transforms of that pipeline never flip, so nothing here flips.
+3. Level 2 runs CS, CC, JPEG, each at a level drawn from {0, 1}; level 3 runs CS, CC, JPEG, GNC, GB,
+   each at a level drawn from {0, 1, 2} (0 = skipped). See ``apply_distortion`` for their maths.
+4. The image (a float tensor, truncated by ``x * 255`` to uint8) is sent as a JPEG with PIL's defaults
+   (quality 75, 4:2:0 chroma subsampling): every challenge is a 224x224 JPEG.
+
+Public API:
+
+- ``simulate_challenge(image, *, level=None, rng=None, mask_center=None, level_probs=None, exact=False)``
+  -> ``(PIL JPEG image as the miner opens it, info)``: the whole path in one call;
+- ``draw_challenge_params(width, height, ...)`` and ``render_challenge(image, params, ...)``: the same path
+  split into the random draws and the deterministic rendering (an evaluation pass can store the params);
+- ``apply_distortion(rgb, kind, level, rng=None)``: one DeeperForensics distortion on a uint8 RGB array;
+- ``encode_challenge_jpeg(rgb)``: the validator's JPEG encoding of a 224x224 uint8 RGB array;
+- ``ChallengeTransform``: a picklable DataLoader transform (one fresh challenge per call, per-worker RNG);
+- ``store_size`` / ``store_copy``: an optional pre-resized image store (see "Speed").
+
+Exactness. With ``exact=True`` the rendering reproduces the validator's pixels: the same OpenCV and
+torch operations in the same number types, including its truncations; measured against a literal,
+slow re-implementation of the validator (tests/natix_reference.py) the only differences are a few
+pixels where nearest-neighbour rotation meets a rounding tie (cv2's fixed point vs torch's float), and
+GNC's noise, which is the same distribution but not the same draws.
+
+Speed (the default, ``exact=False``). The validator converts the whole image to a float tensor and
+rotates all of it, then throws most of it away. Here only the crop window is rotated (one
+``cv2.warpAffine`` per challenge, uint8), and when the crop is at least 2x, 4x or 8x larger than
+``MIN_DECODED_CROP`` (336 = 1.5 x 224) pixels, the source is decoded at that reduced scale (JPEG DCT
+scaling via ``Image.draft`` for a lazily opened JPEG, ``cv2.INTER_AREA`` otherwise) so that the crop
+keeps at least 336 source pixels across. That changes pixels a little, not the distribution of geometry or
+distortions: the parameters are always drawn on the full-resolution size, exactly as the validator
+draws them (benchmarks/challenge.py measures the speed-up and the pixel difference). Decoding then
+dominates; a store of reduced copies (``store_copy``: the smallest size at which every possible crop
+still has 224 pixels across, plus the original size to draw parameters on) cuts it further, at the
+cost of one more resample and re-encode.
+
+Quirks reproduced on purpose:
+
+- ``mask_center`` (x, y) moves the crop so the point is (about 10 px) inside it, but the validator reads
+  the tensor's (height, width) as (width, height): the horizontal offset is capped at ``height - side``
+  and the vertical one at ``width - side``. A point near the right edge of a landscape image is then
+  not inside the crop, and a point near (or below) the bottom edge pulls the crop partly or wholly
+  below the image: rows outside the image are black (torchvision pads crops with zeros). A point
+  outside the image is handled by the same rule (no error), with the same black padding.
+  Coordinates must be integers: with floats, upstream's crop fails, and the validator then sends the
+  unaugmented source image as it is (level -1), which this module does not simulate.
+- Truncation (not rounding) wherever floats become uint8; CC is a plain darkening; "JPEG" is a
+  bilinear down- and up-resize (no JPEG codec); CS and GNC go through OpenCV's float YCrCb with a
+  studio-range rescale applied to 0-255 values, which sets GNC's noise scale (std about 297*sqrt(v) on
+  luma, 290*sqrt(v) on each chroma channel, in 0-255 units).
+- EXIF orientation is ignored (the validator never transposes).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+TARGET_SIZE = 224
+LEVEL_PROBS = {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}
+ROTATION_DEGREES = 20.0
+CROP_SCALE = (0.2, 1.0)
+CROP_TRIES = 10  # torchvision RandomResizedCrop.get_params
+MASK_MARGIN = 10
+
+DISTORTION_KINDS = ("CS", "CC", "JPEG", "GNC", "GB")
+DISTORTION_PARAMETERS = {
+    "CS": (0.4, 0.3, 0.2, 0.1, 0.0),  # chroma factor
+    "CC": (0.85, 0.725, 0.6, 0.475, 0.35),  # brightness factor
+    "JPEG": (2, 3, 4, 5, 6),  # down-and-up resize factor
+    "GNC": (0.001, 0.002, 0.005, 0.01, 0.05),  # noise variance in the validator's scaled YCbCr units
+    "GB": (7, 9, 13, 17, 21),  # Gaussian kernel size; sigma = size / 6
+}
+# The distortions a level runs, in order, with the highest level the validator draws for each.
+LEVEL_DISTORTIONS = {
+    0: (),
+    1: (),
+    2: (("CS", 1), ("CC", 1), ("JPEG", 1)),
+    3: (("CS", 2), ("CC", 2), ("JPEG", 2), ("GNC", 2), ("GB", 2)),
+}
+DECODE_REDUCTIONS = (8, 4, 2)  # the scales libjpeg can decode at
+# A reduced decode must keep this many source pixels across the crop. At 224 (the output size) the
+# double filtering (DCT scaling, then the antialiased resize) softens challenges by about 2% in mean
+# gradient; at 1.5x that it is under 1%, for about 15% more time (benchmarks/challenge.py).
+MIN_DECODED_CROP = 336
+
+# OpenCV's float YCrCb is followed by a "studio range" rescale: value * (high - low) + low, / 255.
+_STUDIO_LOW = 16.0
+_STUDIO_SPAN = np.array([235.0 - 16.0, 240.0 - 16.0, 240.0 - 16.0], dtype=np.float32)  # Y, Cr, Cb
+
+
+@dataclass(frozen=True)
+class ChallengeParams:
+    """Everything a validator draws for one challenge (geometry in full-resolution source pixels).
+
+    ``crop_box`` is (top, left, height, width) in the rotated image, after the mask-centre move;
+    ``drawn_crop_box`` is RandomResizedCrop's own draw. Both are None at level 0.
+    """
+
+    level: int
+    source_size: tuple[int, int]  # (width, height)
+    angle: float | None = None
+    crop_box: tuple[int, int, int, int] | None = None
+    drawn_crop_box: tuple[int, int, int, int] | None = None
+    distortions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DISTORTION_KINDS, 0))
+
+
+# --- random draws ---
+
+def _generator(rng) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _check_level_probs(level_probs: Mapping[int, float]) -> dict[int, float]:
+    probs = {int(level): float(p) for level, p in level_probs.items()}
+    if not set(probs) <= set(LEVEL_DISTORTIONS) or any(p < 0 for p in probs.values()):
+        raise ValueError(f"level_probs must map levels 0-3 to probabilities >= 0; got {dict(level_probs)}")
+    if not math.isclose(sum(probs.values()), 1.0, rel_tol=1e-9):
+        raise ValueError(f"level_probs must sum to 1; got {sum(probs.values())}")
+    return dict(sorted(probs.items()))
+
+
+def _draw_crop(width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params with ratio (1, 1): area-uniform square side, 10 tries."""
+    area = width * height
+    for _ in range(CROP_TRIES):
+        side = int(round(math.sqrt(area * rng.uniform(*CROP_SCALE))))
+        if 0 < side <= width and 0 < side <= height:
+            return int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)), side, side
+    side = min(width, height)  # the fallback: a centre crop of the shorter side
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def _integer_point(mask_center) -> tuple[int, int]:
+    try:
+        x, y = mask_center
+    except (TypeError, ValueError):
+        raise ValueError(f"mask_center must be an (x, y) pair; got {mask_center!r}") from None
+    if any(float(v) != int(v) for v in (x, y)):
+        raise ValueError(f"mask_center must hold integer pixel coordinates; got {mask_center!r}")
+    return int(x), int(y)
+
+
+def move_crop_to_point(box, point, width: int, height: int) -> tuple[int, int, int, int]:
+    """The validator's mask-centre move of a (top, left, height, width) box, with its width/height swap.
+
+    The bounds it clamps to are ``height - box width`` for the left edge and ``width - box height`` for the
+    top edge (it unpacks a CHW tensor's (H, W) as (width, height)); see the module docstring.
+    """
+    top, left, box_height, box_width = box
+    x, y = point
+    if x < left:
+        left = max(0, x - MASK_MARGIN)
+    elif x > left + box_width:
+        left = min(height - box_width, x - box_width + MASK_MARGIN)
+    if y < top:
+        top = max(0, y - MASK_MARGIN)
+    elif y > top + box_height:
+        top = min(width - box_height, y - box_height + MASK_MARGIN)
+    return top, left, box_height, box_width
+
+
+def draw_challenge_params(width: int, height: int, *, level: int | None = None, rng=None, mask_center=None,
+                          level_probs: Mapping[int, float] | None = None) -> ChallengeParams:
+    """Draw a challenge's level, rotation, crop and distortion levels as a validator does.
+
+    ``level=None`` draws it from ``level_probs`` (default ``LEVEL_PROBS``); ``rng`` is a seed or a numpy
+    Generator; ``mask_center`` is the source row's (x, y) in full-resolution pixels, or None.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"source size must be positive; got width={width}, height={height}")
+    rng = _generator(rng)
+    if level is None:
+        probs = _check_level_probs(level_probs if level_probs is not None else LEVEL_PROBS)
+        level = int(rng.choice(list(probs), p=list(probs.values())))
+    elif level not in LEVEL_DISTORTIONS:
+        raise ValueError(f"level must be 0, 1, 2 or 3; got {level!r}")
+    if level == 0:
+        return ChallengeParams(level=0, source_size=(width, height))
+    angle = float(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES))
+    drawn = _draw_crop(width, height, rng)
+    box = drawn
+    if mask_center is not None:
+        box = move_crop_to_point(drawn, _integer_point(mask_center), width, height)
+    distortions = dict.fromkeys(DISTORTION_KINDS, 0)
+    for kind, highest in LEVEL_DISTORTIONS[level]:
+        distortions[kind] = int(rng.integers(0, highest + 1))
+    return ChallengeParams(level, (width, height), angle, box, drawn, distortions)
+
+
+# --- distortions (uint8 RGB in and out). The validator works on BGR copies; the colour conversions below
+# do too, because OpenCV's RGB and BGR variants sum in a different order and would move a few truncations.
+# The studio rescale runs on single planes: numpy is several times faster there than on HxWx3 broadcasts.
+
+def _to_studio_planes(rgb: np.ndarray) -> list[np.ndarray]:
+    """Y, Cr, Cb planes of OpenCV's float YCrCb of 0-255 values (chroma offset 0.5), in studio range."""
+    ycrcb = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.float32), cv2.COLOR_BGR2YCrCb)
+    planes = zip(cv2.split(ycrcb), _STUDIO_SPAN, strict=True)
+    return [(plane * span + _STUDIO_LOW) / np.float32(255.0) for plane, span in planes]
+
+
+def _from_studio_planes(planes: list[np.ndarray]) -> np.ndarray:
+    """Back to BGR floats (not clipped)."""
+    pairs = zip(planes, _STUDIO_SPAN, strict=True)
+    ycrcb = cv2.merge([(plane * np.float32(255.0) - _STUDIO_LOW) / span for plane, span in pairs])
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+
+
+def _saturation(rgb, factor, rng):
+    luma, *chroma = _to_studio_planes(rgb)
+    chroma = [np.float32(0.5) + (plane - np.float32(0.5)) * np.float32(factor) for plane in chroma]
+    # a convex mix of in-range values, so no clip (the validator has none either)
+    return cv2.cvtColor(_from_studio_planes([luma, *chroma]).astype(np.uint8), cv2.COLOR_BGR2RGB)
+
+
+def _darken(rgb, factor, rng):
+    return (rgb.astype(np.float32) * np.float32(factor)).astype(np.uint8)
+
+
+def _resize_down_up(rgb, factor, rng):
+    height, width = rgb.shape[:2]
+    small = cv2.resize(rgb, (width // factor, height // factor), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _colour_noise(rgb, variance, rng):
+    # torch draws normals about 3x faster than numpy; seeded from ``rng``, runs stay reproducible
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+    noise = torch.randn((3, *rgb.shape[:2]), generator=generator).numpy()
+    noise *= np.float32(255.0 * math.sqrt(variance))  # the validator adds sqrt(v) * N(0, 1) to values / 255
+    planes = [plane + plane_noise for plane, plane_noise in zip(_to_studio_planes(rgb), noise, strict=True)]
+    return cv2.cvtColor(np.clip(_from_studio_planes(planes), 0, 255).astype(np.uint8), cv2.COLOR_BGR2RGB)
+
+
+def _blur(rgb, kernel, rng):
+    return cv2.GaussianBlur(rgb, (kernel, kernel), kernel / 6)
+
+
+_DISTORTION_FUNCTIONS = {"CS": _saturation, "CC": _darken, "JPEG": _resize_down_up, "GNC": _colour_noise,
+                         "GB": _blur}
+
+
+def apply_distortion(rgb: np.ndarray, kind: str, level: int, rng=None) -> np.ndarray:
+    """One DeeperForensics distortion at ``level`` 1-5 (0 returns ``rgb`` itself) on an HxWx3 uint8 RGB array.
+
+    - ``CS``: chroma of OpenCV's float YCrCb (after the validator's studio-range rescale) pulled towards
+      the middle by the factor, back to RGB, truncated to uint8;
+    - ``CC``: every value multiplied by the factor and truncated (a darkening);
+    - ``JPEG``: bilinear ``cv2.resize`` down to ``(w // f, h // f)`` and back up (no codec);
+    - ``GNC``: Gaussian noise of std ``sqrt(v)`` added to the rescaled YCrCb divided by 255, clipped;
+    - ``GB``: ``cv2.GaussianBlur`` with a ``k x k`` kernel and sigma ``k / 6``.
+    ``rng`` (seed or numpy Generator) only matters for GNC.
+    """
+    if kind not in DISTORTION_PARAMETERS:
+        raise ValueError(f"kind must be one of {', '.join(DISTORTION_KINDS)}; got {kind!r}")
+    if level not in range(6):
+        raise ValueError(f"level must be an integer 0-5; got {level!r}")
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be an HxWx3 uint8 array; got {getattr(rgb, 'dtype', type(rgb))} "
+                         f"with shape {getattr(rgb, 'shape', None)}")
+    if level == 0:
+        return rgb
+    parameter = DISTORTION_PARAMETERS[kind][level - 1]
+    return _DISTORTION_FUNCTIONS[kind](rgb, parameter, _generator(rng))
+
+
+# --- geometry and decoding ---
+
+def _open_source(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(bytes(image)))
+    if isinstance(image, (str, Path)):
+        return Image.open(image)
+    raise ValueError(f"image must be a PIL image, a path or JPEG/PNG bytes; got {type(image).__name__}")
+
+
+def _source_scale(source: Image.Image, source_size: tuple[int, int], exact: bool) -> tuple[float, float]:
+    """How much smaller ``source`` is than the full-resolution ``source_size`` (1.0 unless a reduced copy)."""
+    width, height = source_size
+    if source.size == (width, height):
+        return 1.0, 1.0
+    # A reduced copy (see store_size) keeps the aspect ratio up to one pixel of rounding.
+    aspect_ok = abs(source.width * height - source.height * width) <= max(width, height)
+    if exact or source.width > width or source.height > height or not aspect_ok:
+        hint = " (exact=True needs the full-resolution image)" if exact and aspect_ok else ""
+        raise ValueError(f"image is {source.width}x{source.height} but params are for a "
+                         f"{width}x{height} source{hint}")
+    return source.width / width, source.height / height
+
+
+def _reduction_for(side_pixels: float, exact: bool) -> int:
+    """The largest decode reduction that keeps at least MIN_DECODED_CROP pixels across ``side_pixels``."""
+    if exact:
+        return 1
+    return next((r for r in DECODE_REDUCTIONS if side_pixels / r >= MIN_DECODED_CROP), 1)
+
+
+def _decode_rgb(source: Image.Image, reduction: int) -> np.ndarray:
+    """Decode to uint8 RGB at about 1/``reduction`` of ``source``'s size."""
+    width, height = source.size
+    if reduction > 1 and source.format == "JPEG":
+        # DCT-domain scaling; a no-op when the image is already loaded (then INTER_AREA below does it).
+        source.draft("RGB", (width // reduction, height // reduction))
+    rgb = np.asarray(source if source.mode == "RGB" else source.convert("RGB"))  # no copy when already RGB
+    if reduction > 1 and rgb.shape[1] > math.ceil(width / reduction):
+        size = (math.ceil(width / reduction), math.ceil(height / reduction))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: ChallengeParams) -> np.ndarray:
+    """The crop window of the rotated full-resolution image, sampled on an n x n grid (n >= 224).
+
+    One inverse-mapped ``warpAffine`` (nearest, black outside the source) does rotation, crop and the
+    change of scale; window pixels outside the rotated frame are black, as torchvision pads crops.
+    """
+    width, height = params.source_size
+    top, left, side, _ = params.crop_box
+    n = side if scale_x == scale_y == 1.0 else max(TARGET_SIZE, round(side * min(scale_x, scale_y)))
+    step = side / n
+    # grid pixel (u, v) -> rotated-frame pixel (X, Y): X = left + (u + 0.5) * step - 0.5
+    grid_to_frame = np.array([[step, 0.0, left + 0.5 * step - 0.5],
+                              [0.0, step, top + 0.5 * step - 0.5],
+                              [0.0, 0.0, 1.0]])
+    # rotated-frame pixel -> source pixel: undo a counter-clockwise rotation about the image centre
+    frame_to_source = np.vstack([cv2.invertAffineTransform(
+        cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), params.angle, 1.0)), [0, 0, 1]])
+    # full-resolution source pixel -> decoded pixel (pixel centres: x' = (x + 0.5) * s - 0.5)
+    source_to_decoded = np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5],
+                                  [0.0, scale_y, 0.5 * scale_y - 0.5],
+                                  [0.0, 0.0, 1.0]])
+    grid_to_decoded = (source_to_decoded @ frame_to_source @ grid_to_frame)[:2]
+    window = cv2.warpAffine(rgb, grid_to_decoded, (n, n), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    frame_index = np.floor(np.arange(n) * step + 0.5 * step)  # which frame pixel each grid row/column samples
+    window[frame_index + top >= height] = 0
+    window[:, frame_index + left >= width] = 0
+    return window
+
+
+def _resize_like_validator(window: np.ndarray) -> np.ndarray:
+    """Antialiased bilinear resize to 224 of [0, 1] floats (torchvision's tensor path); truncated ``x * 255``.
+
+    Only the interpolation runs in torch (the same kernel as the validator's); the scaling runs in numpy,
+    whose IEEE division and multiplication give the same floats without torch's per-op thread overhead.
+    """
+    planar = np.ascontiguousarray(window.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(planar)[None], size=(TARGET_SIZE, TARGET_SIZE),
+                                              mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+    return np.ascontiguousarray((resized * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0))
+
+
+def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) -> tuple[np.ndarray, int]:
+    """Level 0: centre square of the shorter side, PIL bilinear resize to 224 (CenterCrop + Resize on PIL)."""
+    width, height = params.source_size
+    side = min(width, height)
+    top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
+    pre_x, pre_y = _source_scale(source, params.source_size, exact)
+    reduction = _reduction_for(side * min(pre_x, pre_y), exact)
+    given_width, given_height = source.size
+    if reduction > 1 and source.format == "JPEG":
+        source.draft("RGB", (given_width // reduction, given_height // reduction))
+    rgb = source if source.mode == "RGB" else source.convert("RGB")
+    if reduction > 1 and rgb.width > math.ceil(given_width / reduction):  # not drafted: box-average instead
+        rgb = rgb.reduce(reduction)
+    scale_x, scale_y = rgb.width / width, rgb.height / height
+    if scale_x == scale_y == 1.0:
+        resized = rgb.crop((left, top, left + side, top + side)).resize((TARGET_SIZE, TARGET_SIZE),
+                                                                         Image.Resampling.BILINEAR)
+    else:  # the same box in the decoded image's continuous coordinates
+        box = (left * scale_x, top * scale_y, (left + side) * scale_x, (top + side) * scale_y)
+        resized = rgb.resize((TARGET_SIZE, TARGET_SIZE), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(resized), round(1 / min(scale_x, scale_y))
+
+
+def render_challenge(image, params: ChallengeParams, *, rng=None,
+                     exact: bool = False) -> tuple[np.ndarray, int]:
+    """Render drawn parameters: the 224x224 uint8 RGB array the validator would JPEG-encode.
+
+    ``image`` is a PIL image, a path or encoded bytes, either the full-resolution source
+    (``params.source_size``) or a reduced copy of it (see ``store_size``). A lazily opened JPEG is decoded
+    at a reduced scale when the crop allows and ``exact`` is False; that mutates the PIL object passed in.
+    ``rng`` drives GNC's noise. Returns the array and the overall reduction used (1 = full resolution).
+    """
+    source = _open_source(image)
+    if params.level == 0:
+        return _centre_square(source, params, exact)
+    pre_x, pre_y = _source_scale(source, params.source_size, exact)
+    reduction = _reduction_for(params.crop_box[2] * min(pre_x, pre_y), exact)
+    rgb = _decode_rgb(source, reduction)
+    scale_x, scale_y = rgb.shape[1] / params.source_size[0], rgb.shape[0] / params.source_size[1]
+    array = _resize_like_validator(_rotated_window(rgb, scale_x, scale_y, params))
+    rng = _generator(rng)
+    for kind, _ in LEVEL_DISTORTIONS[params.level]:
+        array = apply_distortion(array, kind, params.distortions[kind], rng)
+    return array, round(1 / min(scale_x, scale_y))
+
+
+def encode_challenge_jpeg(rgb: np.ndarray) -> bytes:
+    """The validator's encoding: PIL JPEG with default settings (quality 75, 4:2:0)."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center=None,
+                       level_probs: Mapping[int, float] | None = None, exact: bool = False,
+                       source_size: tuple[int, int] | None = None) -> tuple[Image.Image, dict]:
+    """A validator's challenge built from ``image``, as the miner receives it.
+
+    Returns ``PIL.Image.open`` of the 224x224 JPEG bytes (left as opened: ``format == "JPEG"``, its
+    quantization tables intact, not converted) and ``info`` with ``level``, ``distortions`` (kind ->
+    level, 0 = not applied), ``angle`` and ``crop_box`` (None at level 0), ``drawn_crop_box``,
+    ``source_size``, ``decode_reduction`` and ``jpeg_bytes``. ``level=None`` draws the level from
+    ``level_probs`` (default 0.25 each); ``rng`` (seed or numpy Generator) makes it reproducible;
+    ``exact=True`` decodes at full resolution like the validator (slower, see the module docstring).
+    ``image`` may be a reduced copy from ``store_copy``: then ``source_size`` is the original's (width,
+    height), on which the parameters are drawn (``mask_center`` stays in original pixels).
+    """
+    source = _open_source(image)
+    rng = _generator(rng)
+    width, height = source_size or source.size
+    params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
+                                   level_probs=level_probs)
+    array, reduction = render_challenge(source, params, rng=rng, exact=exact)
+    jpeg = encode_challenge_jpeg(array)
+    info = {"level": params.level, "distortions": dict(params.distortions), "angle": params.angle,
+            "crop_box": params.crop_box, "drawn_crop_box": params.drawn_crop_box,
+            "source_size": params.source_size, "decode_reduction": reduction, "jpeg_bytes": jpeg}
+    return Image.open(io.BytesIO(jpeg)), info
+
+
+# --- an optional pre-resized image store ---
+
+def store_size(width: int, height: int) -> tuple[int, int]:
+    """The smallest size at which every crop a validator can draw keeps at least 224 pixels across.
+
+    The smallest crop side is ``round(sqrt(0.2 * width * height))`` (or the shorter side when no random
+    square fits); level 0 uses the shorter side, which is never smaller. Images already that small keep
+    their size.
+    """
+    smallest_side = min(round(math.sqrt(CROP_SCALE[0] * width * height)), width, height)
+    scale = min(1.0, TARGET_SIZE / smallest_side)
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def store_copy(image) -> tuple[Image.Image, tuple[int, int]]:
+    """A reduced RGB copy for a challenge store, and the original (width, height) to keep beside it.
+
+    Render from it with ``simulate_challenge(copy, source_size=original_size, ...)``: the parameters are
+    still drawn on the original size. Encode the copy at a high quality (e.g. JPEG 95): what it loses
+    adds to the reduced-scale trade described in the module docstring.
+    """
+    source = _open_source(image)
+    original = source.size
+    target = store_size(*original)
+    if target == original:
+        return source.convert("RGB"), original
+    if source.format == "JPEG":
+        source.draft("RGB", target)  # at most halves the work; INTER_AREA does the exact size
+    rgb = cv2.resize(np.asarray(source.convert("RGB")), target, interpolation=cv2.INTER_AREA)
+    return Image.fromarray(rgb), original
+
+
+# --- training ---
+
+class ChallengeTransform:
+    """A picklable per-image training transform: source image -> the JPEG a miner would receive (PIL).
+
+    In a DataLoader worker the generator is derived from the worker's torch seed (new every epoch, and
+    reproducible under ``torch.manual_seed`` / Lightning's ``seed_everything``) and ``seed``; outside
+    workers from ``seed`` alone (fresh entropy when None). Workers and epochs thus never repeat each
+    other's challenges. Follow it with the model's evaluation preprocessing (resize/crop/normalise):
+    exactly what a served model sees.
+    """
+
+    def __init__(self, level_probs: Mapping[int, float] | None = None, seed: int | None = None,
+                 exact: bool = False):
+        self.level_probs = _check_level_probs(level_probs if level_probs is not None else LEVEL_PROBS)
+        self.seed, self.exact = seed, exact
+        self._rng: np.random.Generator | None = None
+        self._worker: tuple[int, int] | None = None  # (id, torch seed) of the worker the generator is for
+
+    def _generator(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        key = None if info is None else (info.id, info.seed)
+        if self._rng is None or key != self._worker:
+            entropy = [] if info is None else [info.seed]
+            entropy += [] if self.seed is None else [self.seed]
+            self._rng, self._worker = np.random.default_rng(np.random.SeedSequence(entropy or None)), key
+        return self._rng
+
+    def __call__(self, image, mask_center=None, source_size=None) -> Image.Image:
+        challenge, _ = simulate_challenge(image, rng=self._generator(), mask_center=mask_center,
+                                          exact=self.exact, level_probs=self.level_probs,
+                                          source_size=source_size)
+        return challenge
