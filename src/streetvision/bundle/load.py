@@ -153,7 +153,7 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Detector:
     if policy.get("type") not in ("threshold", "scrc"):
         raise BundleError(f"{paths['policy'].name}: unknown policy type {policy.get('type')!r}")
     model = RoadworkClassifier(rebuild_backbone(BackboneSpec(config["backbone"], config["img_size"], config["backbone_kwargs"])),
-                               config["head_hidden"], config["head_dropout"])
+                               config["head_hidden"], config["head_dropout"], config.get("head", "pooled"))
     try:
         model.load_state_dict(_load_safetensors(paths["weights"]), strict=True)
     except RuntimeError as err:
