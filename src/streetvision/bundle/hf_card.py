@@ -140,9 +140,10 @@ Stock NATIX miner: `IMAGE_DETECTOR=ViT`, `IMAGE_DETECTOR_CONFIG=/path/to/miner.y
 
 One logit, sigmoid in the pipeline. The decision policy is folded into the classifier: with stage-1
 logit l, threshold t = {fold['threshold']:.6g} (on sigmoid(l)) and temperature T = {fold['temperature']:.6g}, the
-model outputs z = (l - logit t) / T + {fold['tie_margin']:g}. So the score is >= 0.5 exactly when the
-stage-1 probability is >= t (validators round at 0.5), and it is the temperature-calibrated
-probability with its odds divided by the calibrated odds of t (equal to it when t = 0.5).
+model outputs z = (l - logit t) / T + m with tie margin m = {fold['tie_margin']:g}. So the score is above 0.5
+exactly when the stage-1 probability is >= t (validators round at 0.5, and 0.5 itself down; m puts an
+image exactly at t on the positive side), and it is the temperature-calibrated probability with its
+odds divided by the calibrated odds of t (equal to it, up to m, when t = 0.5).
 
 ## Preprocessing
 

@@ -53,8 +53,8 @@ def preprocessing_text(processor: dict) -> str:
     return (f"`ViTImageProcessor`: resize to {size}x{size} ({names[processor['resample']]}, antialiased), "
             f"scale to [0, 1], normalise with mean {processor['image_mean']} and std {processor['image_std']}. "
             f"NATIX challenges are 224x224 JPEGs; at {size} px this is exactly the workflow's evaluation "
-            "transform (transformers <= 4.48 resizes like it; 5.x may differ by a few grey levels when "
-            f"{size} != 224).")
+            "transform (transformers <= 4.48 resizes like it; from 4.49 on, torchvision's uint8 kernels may differ by "
+            f"a few grey levels when {size} != 224).")
 
 
 def _prepare(out_dir: Path) -> None:

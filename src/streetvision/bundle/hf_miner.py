@@ -67,8 +67,9 @@ def pinned_miner_scores(repo: str | Path, images, pin_dir: str | Path, timeout: 
 
     The images travel as PNG files (lossless: the subprocess decodes exactly the same pixels).
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pin_dir), str(SRC_DIR), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    path = [str(pin_dir), str(SRC_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TRANSFORMERS_VERBOSITY": "error"}
     with tempfile.TemporaryDirectory(prefix="hf-parity-") as tmp:
         paths = []
         for i, image in enumerate(images):

@@ -130,7 +130,7 @@ class FloatResize:
     The arithmetic of torchvision's tensor ``functional.resize`` (v1: cast to float, antialiased
     interpolation, clamp after bicubic overshoot, round), which is what transformers 4.45.2's
     ``ViTImageProcessorFast`` -- the stock NATIX miner's preprocessing -- runs. torchvision's v2 uint8
-    kernels (used by transformers 5.x) give up to 7 grey levels more or less for bicubic 224 -> 64 px;
+    kernels (used by transformers >= 4.49) differ by up to 7 grey levels for bicubic 224 -> 64 px;
     at 224 -> 224 every variant is the identity.
     """
 
