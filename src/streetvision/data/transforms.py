@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -123,12 +124,43 @@ class ValidatorAugment:
         return self.levels[int(torch.randint(len(self.levels), ()).item())](image)
 
 
+class FloatResize:
+    """Resize the short side of a uint8 image tensor in float32 and round back to uint8.
+
+    The arithmetic of torchvision's tensor ``functional.resize`` (v1: cast to float, antialiased
+    interpolation, clamp after bicubic overshoot, round), which is what transformers 4.45.2's
+    ``ViTImageProcessorFast`` -- the stock NATIX miner's preprocessing -- runs. torchvision's v2 uint8
+    kernels (used by transformers >= 4.49) differ by up to 7 grey levels for bicubic 224 -> 64 px;
+    at 224 -> 224 every variant is the identity.
+    """
+
+    def __init__(self, size: int, interpolation: str):
+        self.size, self.mode = size, interpolation
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        short, long = min(height, width), max(height, width)
+        long = int(self.size * long / short)
+        target = (self.size, long) if height <= width else (long, self.size)
+        if target == (height, width):
+            return image
+        smooth = self.mode in ("bilinear", "bicubic")
+        resized = torch.nn.functional.interpolate(
+            image.unsqueeze(0).float(), size=target, mode=self.mode, antialias=smooth,
+            align_corners=False if smooth else None)[0]
+        return tv_tensors.wrap(resized.clamp_(0, 255).round_().to(torch.uint8), like=image)
+
+
 def eval_transform(img_size: int, mean, std, interpolation: str = "bicubic"):
-    """Deterministic: resize the short side, centre crop, normalise (the bundle uses the same)."""
-    mode = v2.InterpolationMode(interpolation) if interpolation in ("bilinear", "bicubic", "nearest") else v2.InterpolationMode.BICUBIC
+    """Deterministic: resize the short side, centre crop, normalise (the bundle uses the same).
+
+    The resize follows the stock miner's transformers (see ``FloatResize``), so a model exported to
+    Hugging Face sees the same pixels as here for square inputs.
+    """
+    mode = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
     return v2.Compose([
         v2.ToImage(),
-        v2.Resize(img_size, interpolation=mode, antialias=True),
+        FloatResize(img_size, mode),
         v2.CenterCrop(img_size),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),

@@ -9,7 +9,7 @@ and the input preprocessing (mean, std, interpolation) the weights were trained 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from streetvision.models.backbone import BackboneSpec, WeightsNotFoundError
 from streetvision.models.classifier import RoadworkClassifier
@@ -21,25 +21,26 @@ class ClassifierSpec:
     head_hidden: int = 0
     head_dropout: float = 0.0
     data: dict = field(default_factory=dict)  # img_size, mean, std, interpolation
+    head: str = "pooled"  # what the head reads (models/classifier.py); records hold the resolved one
 
     @classmethod
     def from_config(cls, model_cfg: dict, data: dict | None = None) -> ClassifierSpec:
         return cls(BackboneSpec.from_config(model_cfg), model_cfg["head_hidden"], model_cfg["head_dropout"],
-                   dict(data or {}))
+                   dict(data or {}), model_cfg.get("head", "auto"))
 
     def to_record(self) -> dict:
-        return {**self.backbone.to_record(), "head_hidden": self.head_hidden, "head_dropout": self.head_dropout,
-                "data": self.data}
+        return {**self.backbone.to_record(), "head": self.head, "head_hidden": self.head_hidden,
+                "head_dropout": self.head_dropout, "data": self.data}
 
     @classmethod
     def from_record(cls, record: dict) -> ClassifierSpec:
         return cls(BackboneSpec.from_record(record), int(record["head_hidden"]), float(record["head_dropout"]),
-                   dict(record.get("data") or {}))
+                   dict(record.get("data") or {}), record.get("head", "pooled"))
 
     def build(self, backbone=None) -> RoadworkClassifier:
         """The classifier around ``backbone`` (default: the architecture with random weights)."""
         return RoadworkClassifier(backbone if backbone is not None else self.backbone.build(),
-                                  self.head_hidden, self.head_dropout)
+                                  self.head_hidden, self.head_dropout, self.head)
 
     def load(self, weights: str | os.PathLike) -> RoadworkClassifier:
         """The classifier with phase 1's saved weights (safetensors only, loaded strictly), in eval mode."""
@@ -69,4 +70,5 @@ def build_trainable_classifier(model_cfg: dict, adapted_backbone: str | os.PathL
     backbone = build_backbone(model_cfg) if adapted_backbone is None else backbone_spec.load(adapted_backbone)
     apply_freezing(backbone, model_cfg["freeze"], model_cfg["trainable_blocks"])
     spec = ClassifierSpec.from_config(model_cfg, data_config(backbone, model_cfg["img_size"]))
-    return spec.build(backbone), spec
+    model = spec.build(backbone)
+    return model, replace(spec, head=model.pooling)  # "auto" resolved, so a loader rebuilds the same head
