@@ -7,7 +7,7 @@ import torch
 from streetvision.calibration.gate import cross_fit_folds, cross_fitted_gate_scores, fit_gate, gate_scores
 
 CFG = {"loss": "bce", "gatekeeper_alpha": 0.5, "hidden": 8, "lr": 0.01, "weight_decay": 1e-4, "batch_size": 64,
-       "max_epochs": 15, "patience": 5, "holdout_fraction": 0.2, "seed": 3}
+       "max_epochs": 10, "patience": 5, "holdout_fraction": 0.2, "seed": 3}
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_each_row_is_scored_by_the_gate_fitted_without_its_fold(one_torch_thread
     scores = cross_fitted_gate_scores(x, correct, CFG, folds=3)
     assert scores.shape == (len(x),) and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
     folds = cross_fit_folds(len(x), 3, CFG["seed"])
-    for held_out in folds[:2]:
+    for held_out in folds[:1]:  # one manual fold suffices; each costs a gate fit
         others = np.setdiff1d(np.arange(len(x)), held_out)
         gate, _ = fit_gate(x[others], correct[others], CFG)
         np.testing.assert_allclose(scores[held_out], gate_scores(gate, x[held_out]), rtol=0, atol=1e-6)

@@ -15,6 +15,8 @@ says how δ is spent over the candidates:
 - ``bonferroni``: every point of the grid {1/m, ..., 1} at δ / m (phase 5's original rule).
 
 λ̂ is the smallest rejected threshold (the largest certified coverage), or +inf: abstain on everything.
+``fit_per_decision_thresholds`` fits one λ̂ per stage-1 decision (roadwork / none), each at δ/2;
+``accepted_mask`` and ``selective_summary`` apply and summarise either kind of policy (phase 5, bundle).
 
 ``conformal_risk_control`` is the expected-risk variant (Angelopoulos et al. 2022): with the loss
 L_i(λ) = error_i · 1[score_i >= λ] (bounded by B = 1, non-increasing in λ),
@@ -66,6 +68,7 @@ def minimum_calibration_size(alpha: float, delta: float, grid_size: int = DEFAUL
 def minimum_calibration_size_for(method: str, alpha: float, delta: float, *, grid_size: int = DEFAULT_GRID_SIZE,
                                  starts=DEFAULT_STARTS) -> int:
     """Calibration samples needed before ``method`` can certify anything, (1-α)^n <= its test level."""
+    _check_levels(alpha, delta, "minimum_calibration_size_for")
     return _samples_for_zero_errors(alpha, _test_level(method, delta, grid_size, starts))
 
 
