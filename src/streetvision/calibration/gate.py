@@ -102,6 +102,28 @@ def gate_scores(gate: GateMLP, x: np.ndarray) -> np.ndarray:
     return torch.sigmoid(gate(torch.from_numpy(x))).double().numpy()
 
 
+def cross_fit_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``folds`` disjoint, shuffled folds covering range(n)."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"folds: need 2 <= folds <= {n} rows, got {folds}")
+    return np.array_split(np.random.default_rng(seed).permutation(n), folds)
+
+
+def cross_fitted_gate_scores(x: np.ndarray, correct: np.ndarray, cfg: dict, folds: int = 5) -> np.ndarray:
+    """Out-of-fold gate P(correct) for every row: each fold is scored by a gate fitted (``fit_gate``, same
+    cfg) on the other folds only.
+
+    The gate fitted on all of val_calib scores val_calib optimistically; SCRC's reference sequence is built
+    from these out-of-fold scores instead, which behave like the scores of unseen images.
+    """
+    scores = np.empty(len(x), dtype=np.float64)
+    for held_out in cross_fit_folds(len(x), folds, cfg["seed"]):
+        fitted_on = np.setdiff1d(np.arange(len(x)), held_out)
+        gate, _ = fit_gate(x[fitted_on], correct[fitted_on], cfg)
+        scores[held_out] = gate_scores(gate, x[held_out])
+    return scores
+
+
 def risk_coverage(scores: np.ndarray, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Selective risk when accepting the k most trusted samples, for every k (coverage k/n)."""
     order = np.argsort(-scores, kind="mergesort")
