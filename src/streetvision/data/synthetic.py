@@ -10,6 +10,7 @@ Scenes are drawn at twice the output size and downsampled, so edges look like a 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from streetvision.io.atomic import atomic_write_bytes
 
 SUPERSAMPLE = 2
 ORANGE = [(255, 110, 0), (240, 90, 10), (255, 130, 20)]
+# painter(draw, x, y, scale, rng) draws one object standing at (x, y) at a depth-given scale.
+Painter = Callable[[ImageDraw.ImageDraw, float, float, float, np.random.Generator], None]
 CAR_COLOURS = [(180, 20, 20), (30, 60, 160), (230, 230, 230), (25, 25, 25), (150, 150, 160), (40, 110, 60)]
 
 
@@ -198,7 +201,7 @@ def _object_scale(scene: Scene, t: float) -> float:
     return scene.size * (0.04 + 0.5 * t)
 
 
-def _draw_roadwork(draw, scene: Scene, rng) -> None:
+def _draw_roadwork(draw, scene: Scene, rng, painters: dict[str, Painter]) -> None:
     """A lane closure: a diagonal line of cones/barrels, sometimes a barrier and a work sign."""
     t_start = rng.uniform(0.25, 0.7)
     n = int(rng.integers(2, 6))
@@ -213,21 +216,11 @@ def _draw_roadwork(draw, scene: Scene, rng) -> None:
     if rng.random() < 0.45:
         objects.append((rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.7), "barrier"))
     if rng.random() < 0.5:
-        objects.append((rng.uniform(0.3, 0.7), -0.12 if side else 1.12, "sign"))
-    for t, lateral, item in sorted(objects):  # far objects first so near ones occlude them
-        x, y = _place(scene, rng, t, lateral)
-        scale = _object_scale(scene, t)
-        if item == "cone":
-            _draw_cone(draw, x, y, scale, rng)
-        elif item == "barrel":
-            _draw_barrel(draw, x, y, scale, rng)
-        elif item == "barrier":
-            _draw_barrier(draw, x, y, scale, rng)
-        else:
-            _draw_diamond_sign(draw, x, y, scale, ORANGE[rng.integers(3)], "worker")
+        objects.append((rng.uniform(0.3, 0.7), -0.12 if side else 1.12, "work_sign"))
+    _paint_in_depth_order(draw, scene, rng, objects, painters)
 
 
-def _draw_street_furniture(draw, scene: Scene, rng, distractors: bool) -> None:
+def _draw_street_furniture(draw, scene: Scene, rng, distractors: bool, painters: dict[str, Painter]) -> None:
     items = []
     for _ in range(rng.integers(1, 4)):
         items.append((rng.uniform(0.1, 0.9), rng.choice([-0.25, 1.25]) + rng.uniform(-0.1, 0.1), "tree"))
@@ -239,23 +232,31 @@ def _draw_street_furniture(draw, scene: Scene, rng, distractors: bool) -> None:
             on_road = what == "orange_car"
             lateral = rng.uniform(0.2, 0.8) if on_road else rng.choice([-0.12, 1.12])
             items.append((rng.uniform(0.25, 0.85), lateral, what))
+    _paint_in_depth_order(draw, scene, rng, items, painters)
+
+
+def _paint_in_depth_order(draw, scene: Scene, rng, items: list[tuple[float, float, str]],
+                          painters: dict[str, Painter]) -> None:
+    """Far objects first so near ones occlude them; each item is (depth t, lateral, kind)."""
     for t, lateral, item in sorted(items):
         x, y = _place(scene, rng, t, lateral)
-        scale = _object_scale(scene, t)
-        if item == "tree":
-            _draw_tree(draw, x, y, scale * 1.6, rng)
-        elif item == "car":
-            _draw_car(draw, x, y, scale, CAR_COLOURS[rng.integers(len(CAR_COLOURS))])
-        elif item == "orange_car":
-            _draw_car(draw, x, y, scale, ORANGE[rng.integers(3)])
-        elif item == "round_sign":
-            _draw_round_sign(draw, x, y, scale, rng)
-        elif item == "person":
-            _draw_person(draw, x, y, scale, rng)
-        elif item == "bin":
-            _draw_bin(draw, x, y, scale, rng)
-        else:
-            _draw_diamond_sign(draw, x, y, scale, (250, 215, 30), "exclamation")
+        painters[item](draw, x, y, _object_scale(scene, t), rng)
+
+
+# The dashcam style's flat painters, one per object kind: painter(draw, x, y, scale, rng).
+DASHCAM_PAINTERS: dict[str, Painter] = {
+    "cone": _draw_cone,
+    "barrel": _draw_barrel,
+    "barrier": _draw_barrier,
+    "work_sign": lambda draw, x, y, scale, rng: _draw_diamond_sign(draw, x, y, scale, ORANGE[rng.integers(3)], "worker"),
+    "tree": lambda draw, x, y, scale, rng: _draw_tree(draw, x, y, scale * 1.6, rng),
+    "car": lambda draw, x, y, scale, rng: _draw_car(draw, x, y, scale, CAR_COLOURS[rng.integers(len(CAR_COLOURS))]),
+    "orange_car": lambda draw, x, y, scale, rng: _draw_car(draw, x, y, scale, ORANGE[rng.integers(3)]),
+    "round_sign": _draw_round_sign,
+    "person": _draw_person,
+    "bin": _draw_bin,
+    "warning_sign": lambda draw, x, y, scale, rng: _draw_diamond_sign(draw, x, y, scale, (250, 215, 30), "exclamation"),
+}
 
 
 def render_scene(seed: int, label: int, size: int = 96) -> Image.Image:
@@ -272,9 +273,9 @@ def render_scene(seed: int, label: int, size: int = 96) -> Image.Image:
     _draw_background(draw, scene, rng)
     _draw_buildings(draw, scene, rng, distractor_awning=distractors)
     _draw_road(draw, scene, rng)
-    _draw_street_furniture(draw, scene, rng, distractors)
+    _draw_street_furniture(draw, scene, rng, distractors, DASHCAM_PAINTERS)
     if label == 1:
-        _draw_roadwork(draw, scene, rng)
+        _draw_roadwork(draw, scene, rng, DASHCAM_PAINTERS)
     image = image.resize((size, size), Image.Resampling.LANCZOS)
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.2, 0.7)))
