@@ -293,7 +293,7 @@ LIGHTING_PRESETS = {
                             (255, 150, 60), 0.35, 0.06, 0.3),
     "vivid_midday": Lighting((10, 70, 210), (115, 195, 255), (190, 222, 255), (1.0, 1.0, 1.0), 1.45, 1.15, -6.0,
                              (255, 250, 215), 0.2, 0.4, 0.2),
-    "high_key": Lighting((200, 220, 242), (246, 246, 240), (244, 244, 242), (1.03, 1.02, 1.0), 1.05, 0.8, 35.0,
+    "high_key": Lighting((200, 220, 242), (246, 246, 240), (244, 244, 242), (1.03, 1.02, 1.0), 1.1, 0.85, 25.0,
                          (255, 255, 255), 0.2, 0.3, 0.0),
     "twilight": Lighting((40, 32, 108), (250, 125, 120), (232, 148, 160), (0.93, 0.86, 1.08), 1.3, 1.1, 0.0,
                          (255, 130, 140), 0.3, 0.04, 0.35),
@@ -371,7 +371,7 @@ def _paint_shadow(draw, x, y, width, light: Light) -> None:
 
 def _paint_cone(draw, x, y, scale, rng, light: Light) -> None:
     """A cone as a fan of shaded slices from the apex, with shaded reflective bands."""
-    scale *= rng.uniform(0.9, 1.45)
+    scale *= rng.uniform(1.0, 1.5)
     h, w = scale * 0.55, scale * 0.34
     _paint_shadow(draw, x, y, w * 1.4, light)
     orange = GENERATED_ORANGE[rng.integers(3)]
@@ -391,7 +391,7 @@ def _paint_cone(draw, x, y, scale, rng, light: Light) -> None:
 
 def _paint_barrel(draw, x, y, scale, rng, light: Light) -> None:
     """A drum as shaded vertical strips with a lit lid and shaded white bands."""
-    scale *= rng.uniform(0.9, 1.4)
+    scale *= rng.uniform(1.0, 1.45)
     h, w = scale * 0.5, scale * 0.34
     _paint_shadow(draw, x, y, w * 1.5, light)
     orange = GENERATED_ORANGE[rng.integers(3)]
@@ -460,7 +460,7 @@ def _light_and_grade(pixels: np.ndarray, horizon: float, light: Light, rng) -> n
     rows = np.arange(size, dtype=np.float32)[:, None, None] / size
     cols = np.arange(size, dtype=np.float32)[None, :, None] / size
     horizon /= size
-    haze = rng.uniform(0.2, 0.45) * np.exp(-np.abs(rows - horizon) / 0.14)
+    haze = rng.uniform(0.15, 0.35) * np.exp(-np.abs(rows - horizon) / 0.14)
     pixels = pixels * (1 - haze) + np.float32(preset.haze) * haze
     towards_sun = (0.5 - cols) if light.from_left else (cols - 0.5)
     vignette = 1 - preset.vignette * 2 * ((cols - 0.5) ** 2 + (rows - 0.5) ** 2)
