@@ -5,6 +5,11 @@ roadwork (cones, barrels, striped barriers, diamond work signs) at depth-scaled 
 as a lane closure; negatives often carry hard distractors: orange things that are not roadwork (orange
 cars, awnings, round signs, bins, people in orange) and yellow warning diamonds.
 Scenes are drawn at twice the output size and downsampled, so edges look like a camera's.
+
+Two styles share that scene grammar and the labels (docs/synthetic_domains.md): "dashcam" (flat fills,
+daylight, blur and sensor noise; bit-identical to the generator before styles existed) and "generated"
+(an SDXL-like look: graded lighting, painterly gradients, shaded objects, other camera positions, clean
+pixels). The two domains let the pipeline score real-like and generated-like images separately.
 """
 
 from __future__ import annotations
