@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from streetvision.bundle.export import write_bundle
+from streetvision.bundle.export import write_model_bundle
 from streetvision.bundle.hf_export import export_hf_repo
 from streetvision.bundle.hf_miner import expected_scores, find_transformers_pin, hf_parity
 from streetvision.bundle.load import load_bundle
 from streetvision.data.synthetic import render_scene
-from streetvision.io.atomic import atomic_save_tensors, atomic_write_json
 from streetvision.models.backbone import build_backbone, data_config
-from streetvision.models.classifier import RoadworkClassifier
+from streetvision.models.spec import ClassifierSpec
 
 MODELS = {
     "tiny_vit": {"backbone": "vit_tiny_patch16_224", "img_size": 64, "init": "random",
@@ -50,25 +49,18 @@ def challenges(n: int) -> list:
 
 
 def bundle_for(cfg: dict, root: Path, images: list, temperature: float) -> Path:
+    """A bundle of a random-init classifier whose threshold sits exactly on the median image (a tie)."""
     torch.manual_seed(0)
-    backbone = build_backbone(cfg)
-    with torch.no_grad():
-        for block in backbone.blocks:
-            for scale in (block.ls1, block.ls2):
-                if hasattr(scale, "gamma"):
-                    scale.gamma.fill_(1.0)
-    model = RoadworkClassifier(backbone, 0, 0.0, "auto")
-    atomic_save_tensors(root / "phase1" / "model.safetensors", model.state_dict())
-    atomic_write_json(root / "phase1" / "model_config.json", {
-        "backbone": cfg["backbone"], "img_size": cfg["img_size"], "backbone_kwargs": cfg["backbone_kwargs"],
-        "head_hidden": 0, "head_dropout": 0.0, "head": model.pooling, "data": data_config(backbone, cfg["img_size"])})
+    backbone = build_backbone(cfg)  # random init: DINOv2's LayerScale set to 1, so the model is not constant
+    spec = ClassifierSpec.from_config({**cfg, "head": "auto", "head_hidden": 0, "head_dropout": 0.0},
+                                      data_config(backbone, cfg["img_size"]))
+    model = spec.build(backbone)
     card = {"model_name": "parity", "version": "0.0.1", "submitted_by": HOTKEY, "notes": ""}
     policy = {"type": "threshold", "threshold": 0.5, "temperature": temperature}
-    write_bundle(root / "bundle", policy, root / "phase1", root, card, [])
+    write_model_bundle(root / "bundle", model, spec, policy, card)
     probabilities = [d["raw_probability"] for d in load_bundle(root / "bundle").predict_details(images)]
     policy["threshold"] = float(np.sort(probabilities)[len(images) // 2])
-    write_bundle(root / "bundle", policy, root / "phase1", root, card, [])
-    return root / "bundle"
+    return write_model_bundle(root / "bundle", model, spec, policy, card)
 
 
 def main() -> None:

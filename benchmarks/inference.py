@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save
 
-from streetvision.bundle.export import write_bundle
+from streetvision.bundle.export import write_model_bundle
 from streetvision.bundle.load import load_bundle
 from streetvision.models.backbone import BackboneSpec, data_config
 from streetvision.models.spec import ClassifierSpec
@@ -39,14 +38,9 @@ def make_bundle(spec: BackboneSpec, root: Path) -> Path:
     torch.manual_seed(0)
     backbone = spec.build()
     classifier = ClassifierSpec(spec, data=data_config(backbone, spec.img_size))
-    model = classifier.build(backbone)
-    weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
-    files = {"model.safetensors": ("weights", weights),
-             "model_config.json": ("model_config", json.dumps(classifier.to_record()).encode())}
     policy = {"type": "threshold", "threshold": 0.5, "temperature": 1.0}
     card = {"model_name": "bench", "version": "0", "submitted_by": "bench", "submission_time": "", "architecture": spec.name, "notes": ""}
-    write_bundle(root / "bundle", policy, card, files, [])
-    return root / "bundle"
+    return write_model_bundle(root / "bundle", classifier.build(backbone), classifier, policy, card)
 
 
 def timed(fns: dict, reps: int) -> dict[str, tuple[float, float]]:

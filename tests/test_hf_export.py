@@ -195,30 +195,22 @@ def challenge_jpegs(n: int) -> list:
 
 def make_bundle(root, model_cfg, images, temperature=1.7, submitted_by=ALICE):
     """A phase-6 bundle of a random-init classifier whose threshold sits exactly on one image's probability."""
-    from streetvision.bundle.export import write_bundle
+    from streetvision.bundle.export import write_model_bundle
     from streetvision.bundle.load import load_bundle
-    from streetvision.io.atomic import atomic_save_tensors, atomic_write_json
     from streetvision.models.backbone import build_backbone, data_config
+    from streetvision.models.spec import ClassifierSpec
 
     torch.manual_seed(0)
-    backbone = build_backbone(model_cfg)
-    with torch.no_grad():  # DINOv2's LayerScale starts at 1e-5: a random model would be nearly constant
-        for block in backbone.blocks:
-            for scale in (block.ls1, block.ls2):
-                if hasattr(scale, "gamma"):
-                    scale.gamma.fill_(1.0)
-    model = RoadworkClassifier(backbone, 0, 0.0, model_cfg["head"])
-    phase1 = root / "phase1"
-    atomic_save_tensors(phase1 / "model.safetensors", model.state_dict())
-    atomic_write_json(phase1 / "model_config.json", {
-        "backbone": model_cfg["backbone"], "img_size": model_cfg["img_size"], "backbone_kwargs": model_cfg["backbone_kwargs"],
-        "head_hidden": 0, "head_dropout": 0.0, "head": model.pooling, "data": data_config(backbone, model_cfg["img_size"])})
+    backbone = build_backbone(model_cfg)  # random init: DINOv2's LayerScale set to 1, so the model is not constant
+    spec = ClassifierSpec.from_config({**model_cfg, "head_hidden": 0, "head_dropout": 0.0},
+                                      data_config(backbone, model_cfg["img_size"]))
+    model = spec.build(backbone)
     card = {"model_name": "roadwork-test", "version": "0.3.1", "submitted_by": submitted_by, "notes": "test"}
     provisional = {"type": "threshold", "threshold": 0.5, "temperature": temperature}
-    write_bundle(root / "bundle", provisional, phase1, root, card, [])
+    write_model_bundle(root / "bundle", model, spec, provisional, card)
     probabilities = [d["raw_probability"] for d in load_bundle(root / "bundle").predict_details(images)]
     policy = {**provisional, "threshold": float(np.sort(probabilities)[len(images) // 2])}  # a tie, as the sweep makes
-    write_bundle(root / "bundle", policy, phase1, root, card, [])
+    write_model_bundle(root / "bundle", model, spec, policy, card)
     return root / "bundle"
 
 

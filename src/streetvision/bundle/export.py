@@ -126,3 +126,20 @@ def robustness(detector, test: pd.DataFrame, levels: list[int], seed: int) -> di
             outputs.append(detector(to_pil_image(transform(open_rgb(path)))))
         result[f"level_{level}"] = compute_all_metrics(test["label"].astype(int), np.array(outputs), threshold=0.5)
     return result
+
+
+def write_model_bundle(bundle_dir: Path, model, spec, policy: dict, card: dict) -> Path:
+    """A bundle around an in-memory classifier and its ``ClassifierSpec`` (benchmarks, tests, tools).
+
+    Phase 6 itself uses ``write_bundle`` with phase 1's saved files.
+    """
+    import json
+    from dataclasses import replace
+
+    from safetensors.torch import save
+
+    record = replace(spec, head=model.pooling).to_record()
+    files = {"model.safetensors": ("weights", save({k: v.contiguous() for k, v in model.state_dict().items()})),
+             "model_config.json": ("model_config", json.dumps(record).encode())}
+    write_bundle(Path(bundle_dir), policy, card, files, [])
+    return Path(bundle_dir)

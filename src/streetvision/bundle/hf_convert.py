@@ -141,12 +141,12 @@ def hf_target_for_config(model_cfg: dict) -> HFTarget:
     Builds the architecture on the meta device (no weights, no memory, well under a second).
     """
     from streetvision.config import ConfigError
-    from streetvision.models.backbone import BackboneSpec, rebuild_backbone
+    from streetvision.models.backbone import BackboneSpec
 
     spec = BackboneSpec.from_config(model_cfg)
     try:
         with torch.device("meta"):
-            backbone = rebuild_backbone(spec)
+            backbone = spec.build()
         head = resolve_head(backbone, model_cfg.get("head", "auto"))
         return _target(backbone, head, int(model_cfg.get("head_hidden", 0)) <= 0, spec.name)
     except (HFExportError, ValueError) as err:

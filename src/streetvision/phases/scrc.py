@@ -69,7 +69,7 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     warnings = []
     where = f"val_conformal ({kind} scores)"
     selection = fit_selection_threshold(scores["val_conformal"], errors["val_conformal"], alpha, delta,
-                                        scrc_cfg["grid_size"], where=where)
+                                        grid_size=scrc_cfg["grid_size"], method="bonferroni", where=where)
     if math.isinf(selection):
         warnings.append(f"no threshold is certified at alpha={alpha}, delta={delta}: the policy abstains on every image")
         log.warning(warnings[-1])
