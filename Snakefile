@@ -24,6 +24,7 @@ include: "rules/thresholds.smk"
 include: "rules/gate.smk"
 include: "rules/scrc.smk"
 include: "rules/bundle.smk"
+include: "rules/hf_export.smk"
 include: "rules/report.smk"
 
 

@@ -28,8 +28,9 @@ from sklearn.model_selection import cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from streetvision.data.challenge import ChallengeTransform
 from streetvision.data.synthetic import STYLES, scene_jpeg
-from streetvision.data.transforms import ValidatorAugment, eval_transform
+from streetvision.data.transforms import eval_transform
 from streetvision.models.backbone import build_backbone
 from streetvision.models.classifier import RoadworkClassifier
 
@@ -77,7 +78,11 @@ def train_vit(images: list[Image.Image], labels: np.ndarray, epochs: int, seed: 
     """The demo's recipe in a bare loop: AdamW, lr 2e-3, wd 0.05, cosine with 5% warmup, batch 64."""
     torch.manual_seed(seed)
     model = RoadworkClassifier(build_backbone(DEMO_MODEL))
-    augment = ValidatorAugment(DEMO_MODEL["img_size"], MEAN, STD)
+    preprocess, challenge = eval_transform(DEMO_MODEL["img_size"], MEAN, STD), ChallengeTransform(seed=seed)
+
+    def augment(image):  # what validators send, then the model's preprocessing
+        return preprocess(challenge(image).convert("RGB"))
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     steps = epochs * int(np.ceil(len(images) / 64))
     warmup = max(1, int(0.05 * steps))

@@ -17,7 +17,7 @@ rule baseline:
         mem_mb=8000,
         runtime=240,
     params:
-        cfg=lambda wc: exp_config(wc, "model", "train"),
+        cfg=lambda wc: exp_config(wc, "model", "train", "challenge"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/baseline.py"

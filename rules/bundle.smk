@@ -5,7 +5,7 @@ rule bundle:
         baseline=step_manifest("baseline"),
         thresholds=step_manifest("thresholds"),
         gate=manifest_if("gate", bundle_uses_gate),
-        scrc=step_manifest("scrc"),
+        scrc=manifest_if("scrc", bundle_uses_scrc),
     output:
         manifest=step_manifest("bundle"),
     log:
@@ -20,7 +20,7 @@ rule bundle:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=lambda wc: exp_config(wc, "bundle"),
+        cfg=lambda wc: exp_config(wc, "bundle", "challenge", "demo"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/bundle.py"

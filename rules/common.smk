@@ -101,11 +101,24 @@ def scrc_uses_gate(cfg):
     return cfg["scrc"]["score"] == "gate"
 
 
+def bundle_uses_scrc(cfg):
+    return cfg["bundle"]["policy"] == "scrc"
+
+
 def bundle_uses_gate(cfg):
-    return cfg["bundle"]["policy"] == "scrc" and scrc_uses_gate(cfg)
+    return bundle_uses_scrc(cfg) and scrc_uses_gate(cfg)
+
+
+def hf_export_on(cfg):
+    return cfg["hf_export"]["enabled"]
+
+
+def final_steps(exp):
+    """What an experiment ends in: its bundle, and its Hugging Face export when enabled."""
+    steps = ["bundle"] + (["hf_export"] if hf_export_on(EXPERIMENTS[exp]) else [])
+    return [step_manifest(step).format(exp=exp) for step in steps]
 
 
 def all_targets():
-    """The bundles and the report: every other step is upstream of them."""
-    bundles = [step_manifest("bundle").format(exp=exp) for exp in EXPERIMENTS]
-    return bundles + [f"{RESULTS}/report/{layout.MANIFEST}"]
+    """The report, which consumes every experiment's final steps: every other step is upstream of it."""
+    return [f"{RESULTS}/report/{layout.MANIFEST}"]

@@ -22,8 +22,8 @@ def repo():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The tiny pipeline, run once per test session through the real runners, with both bundle policies:
-    ``{step: folder}`` of experiment ``t`` (threshold policy) plus ``"bundle_scrc"``, the scrc-policy bundle
-    built from the same upstream steps. Tests must not modify these folders (copy them first)."""
+    ``{step: folder}`` of experiment ``t`` (threshold policy, Hugging Face export) plus ``"bundle_scrc"``, the
+    scrc-policy bundle built from the same upstream steps. Tests must not modify these folders (copy them)."""
     from streetvision import layout
     from streetvision.phases.bundle import run_bundle
 
@@ -31,7 +31,8 @@ def tiny_run(tmp_path_factory):
     cfg = resolved_config(REPO, {"bundle": {"robustness_levels": [0, 3]}})
     dirs = run_tiny_steps(results, cfg)
     dirs["bundle_scrc"] = layout.step_dir(results, "t_scrc", "bundle")
-    run_bundle(cfg={"bundle": {**cfg["bundle"], "policy": "scrc"}}, data_dir=dirs["data"], baseline_dir=dirs["baseline"],
+    run_bundle(cfg={"bundle": {**cfg["bundle"], "policy": "scrc"}, "challenge": cfg["challenge"], "demo": cfg["demo"]},
+               data_dir=dirs["data"], baseline_dir=dirs["baseline"],
                thresholds_dir=dirs["thresholds"], gate_dir=dirs["gate"], scrc_dir=dirs["scrc"],
                out_dir=dirs["bundle_scrc"], experiment="t_scrc")
     return dirs

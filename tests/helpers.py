@@ -38,11 +38,12 @@ TINY_CONFIG = {
     "experiments": {"demo": {}},
     "data": {"synthetic": {"count": 300, "image_size": 48},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
-    "model": {
+    "model": {  # exportable as transformers' ViTForImageClassification; 8 x 8 tokens of the 224 px challenge
         "backbone": "vit_tiny_patch16_224",
-        "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
-                            "class_token": False, "global_pool": "max"},
-        "img_size": 32,
+        "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,
+                            "class_token": True, "global_pool": "token"},
+        "img_size": 224,
+        "head": "token",
         "init": "random",
     },
     "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
@@ -81,37 +82,40 @@ def write_natix_shards(folder: Path, count: int, size: int = 96, shards: int = 2
     return folder
 
 
-def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str = "bundle") -> dict[str, Path]:
+def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str = "hf_export") -> dict[str, Path]:
     """The tiny pipeline through the real runners (no Snakemake): data -> baseline -> thresholds -> gate ->
-    scrc -> bundle, each in its layout folder under ``results/<experiment>/``. Returns {step: folder}."""
+    scrc -> bundle -> hf_export, each in its layout folder under ``results/<experiment>/`` and with the config
+    sections its rule passes. Returns {step: folder}."""
     from streetvision import layout
     from streetvision.phases.baseline import run_baseline
     from streetvision.phases.bundle import run_bundle
     from streetvision.phases.data import run_data
     from streetvision.phases.gate import run_gate
+    from streetvision.phases.hf_export import run_hf_export
     from streetvision.phases.scrc import run_scrc
     from streetvision.phases.thresholds import run_thresholds
 
     d = {step: layout.step_dir(results, experiment, step) for step in layout.STEP_DIRS}
-    sections = {"data": ("data",), "baseline": ("model", "train"), "gate": ("gate",), "scrc": ("scrc",),
-                "bundle": ("bundle",)}
+    sections = {"data": ("data",), "baseline": ("model", "train", "challenge"), "gate": ("gate",), "scrc": ("scrc",),
+                "bundle": ("bundle", "challenge", "demo"), "hf_export": ("hf_export", "bundle", "challenge", "demo")}
 
     def cfg_for(step):
         return {section: cfg[section] for section in sections[step]}
 
+    common = {"experiment": experiment}
     steps = [
-        ("data", lambda: run_data(cfg=cfg_for("data"), out_dir=d["data"], experiment=experiment)),
-        ("baseline", lambda: run_baseline(cfg=cfg_for("baseline"), data_dir=d["data"], out_dir=d["baseline"],
-                                          experiment=experiment)),
-        ("thresholds", lambda: run_thresholds(baseline_dir=d["baseline"], out_dir=d["thresholds"],
-                                              experiment=experiment)),
+        ("data", lambda: run_data(cfg=cfg_for("data"), out_dir=d["data"], **common)),
+        ("baseline", lambda: run_baseline(cfg=cfg_for("baseline"), data_dir=d["data"], out_dir=d["baseline"], **common)),
+        ("thresholds", lambda: run_thresholds(baseline_dir=d["baseline"], out_dir=d["thresholds"], **common)),
         ("gate", lambda: run_gate(cfg=cfg_for("gate"), baseline_dir=d["baseline"], thresholds_dir=d["thresholds"],
-                                  out_dir=d["gate"], experiment=experiment)),
+                                  out_dir=d["gate"], **common)),
         ("scrc", lambda: run_scrc(cfg=cfg_for("scrc"), baseline_dir=d["baseline"], thresholds_dir=d["thresholds"],
-                                  gate_dir=d["gate"], out_dir=d["scrc"], experiment=experiment)),
+                                  gate_dir=d["gate"], out_dir=d["scrc"], **common)),
         ("bundle", lambda: run_bundle(cfg=cfg_for("bundle"), data_dir=d["data"], baseline_dir=d["baseline"],
                                       thresholds_dir=d["thresholds"], gate_dir=d["gate"], scrc_dir=d["scrc"],
-                                      out_dir=d["bundle"], experiment=experiment)),
+                                      out_dir=d["bundle"], **common)),
+        ("hf_export", lambda: run_hf_export(cfg=cfg_for("hf_export"), data_dir=d["data"], baseline_dir=d["baseline"],
+                                            bundle_dir=d["bundle"], out_dir=d["hf_export"], **common)),
     ]
     for step, run in steps:
         run()

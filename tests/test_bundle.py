@@ -166,3 +166,22 @@ def test_cli_predict_reports_unreadable_images_and_goes_on(pipeline, tmp_path):
     (tampered_bundle / "model_config.json").write_text("{}")
     refused = run_cli("streetvision", "predict", "--bundle", str(tampered_bundle), str(good))
     assert refused.returncode == 2 and "model_config.json: checksum mismatch" in refused.stderr
+
+
+@pytest.mark.slow
+def test_the_hugging_face_export_decides_like_the_bundle_and_serves_through_the_cli(tiny_run, tmp_path):
+    """The tiny run's hf_export step: the repo the stock miner loads, checked on the challenge pass."""
+    manifest = json.loads((tiny_run["hf_export"] / "manifest.json").read_text())
+    assert manifest["metrics"]["architecture"] == "ViTForImageClassification"
+    for check in manifest["metrics"]["parity"].values():
+        assert check["decision_mismatches"] == 0 and check["max_abs_probability_diff"] < 1e-4
+    repo = tiny_run["hf_export"] / "repo"
+    card = json.loads((repo / "model_card.json").read_text())
+    assert isinstance(card["submission_time"], int) and card["demo"] is True
+    image = tmp_path / "street.jpg"
+    image.write_bytes(jpeg_bytes(3, 224))
+    served = run_cli("streetvision", "predict", "--model", str(repo), str(image))
+    bundled = run_cli("streetvision", "predict", "--model", str(tiny_run["bundle"] / "bundle"), str(image))
+    assert served.returncode == 0 and bundled.returncode == 0, served.stderr[-2000:] + bundled.stderr[-2000:]
+    hf, ours = json.loads(served.stdout), json.loads(bundled.stdout)
+    assert hf["decision"] == ours["decision"] and round(hf["probability"]) == hf["decision"]

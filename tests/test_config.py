@@ -26,7 +26,7 @@ def test_shipped_configs_are_valid(repo, schema, demo):
     natix = yaml.safe_load((repo / "config" / "natix.yaml").read_text())
     resolved = resolve_experiments(natix, schema)["dinov2"]
     assert resolved["data"]["source"] == "natix_parquet"
-    assert resolved["data"]["natix"]["check_scene_description"] is True  # filled from schema defaults
+    assert resolved["train"]["level_probs"] == [0.25, 0.25, 0.25, 0.25]  # filled from schema defaults
 
 
 def test_unknown_key_is_named(schema, demo):
@@ -73,7 +73,8 @@ def test_experiments_override_defaults_side_by_side(schema, demo):
 
 
 def test_a_layer_that_switches_the_backbone_drops_the_old_architecture(schema, demo):
-    """The demo's tiny-ViT kwargs and 64 px must not leak into an experiment that asks for DINOv2."""
+    """The demo's tiny-ViT kwargs and input size must not leak into an experiment that asks for DINOv2."""
+    demo["model"]["img_size"] = 64
     demo["experiments"]["dinov2"] = {"model": {"backbone": "vit_small_patch14_dinov2.lvd142m"}}
     demo["experiments"]["wide"] = {"model": {"backbone_kwargs": {"embed_dim": 96}}}  # same backbone: merged
     resolved = resolve_experiments(demo, schema)

@@ -4,10 +4,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from helpers import corrupt_jpeg_bytes, jpeg_bytes
+from PIL import Image
 
-from streetvision.config import deep_merge, load_schema, resolve_experiments
+from streetvision.config import load_schema, resolve_experiments
 from streetvision.data.sources import DataSourceError
 from streetvision.data.splits import SplitError, assign_split
 from streetvision.layout import load_index
@@ -17,8 +17,8 @@ N = 200  # enough that every split holds both classes
 
 
 def data_cfg(repo, **overrides):
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    config = deep_merge(config, {"data": overrides})
+    """The data section with the schema's defaults and ``overrides`` (one source unless ``sources`` is given)."""
+    config = {"demo": True, "experiments": {"demo": {}}, "data": overrides}
     return resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]["data"]
 
 
@@ -78,6 +78,7 @@ def test_index_csv_source_and_bad_label(repo, tmp_path):
 
 
 def write_natix_shards(folder, n=N, struct_images=False):
+    """NATIX-style shards; descriptions follow the validators' presence rule (roadwork rows have one)."""
     folder.mkdir(parents=True, exist_ok=True)
     half = n // 2
     for shard, rows in enumerate((range(0, half), range(half, n))):
@@ -86,28 +87,97 @@ def write_natix_shards(folder, n=N, struct_images=False):
         table = pa.table({
             "image": column,
             "label": [i % 2 for i in rows],
-            "scene_description": ["cones and a road work sign" if i % 2 else "a quiet street" for i in rows],
+            "scene_description": ["cones and a road work sign" if i % 2 else None for i in rows],
         })
         pq.write_table(table, folder / f"train-{shard:05d}.parquet", row_group_size=32)
     return folder
 
 
 @pytest.mark.parametrize("struct_images", [False, True])
-def test_natix_parquet_shards(repo, tmp_path, struct_images):
+def test_natix_rows_are_skipped_exactly_as_validators_skip_them(repo, tmp_path, struct_images):
     shards = write_natix_shards(tmp_path / "natix", struct_images=struct_images)
     extra = pa.table({
-        "image": [jpeg_bytes(5000), jpeg_bytes(5001), corrupt_jpeg_bytes(7)],
-        "label": [0, 1, 1],
-        "scene_description": ["construction crew and traffic cones", "no construction, empty road", "cones"],
+        "image": [jpeg_bytes(5000), jpeg_bytes(5001), jpeg_bytes(5002), jpeg_bytes(5003), corrupt_jpeg_bytes(7)],
+        "label": [0, 1, 1, 0, 1],
+        # By presence, not by keywords: "no construction" still counts as a description for label 1.
+        "scene_description": ["a quiet street", "", "no construction, empty road", None, "cones"],
     })
     pq.write_table(extra, shards / "train-00002.parquet")
     manifest, index, quarantine, _ = ingest(repo, tmp_path, source="natix_parquet", path=str(shards))
-    assert manifest["metrics"]["unique_images"] == N
-    assert manifest["metrics"]["quarantined"] == 3
-    contradicting = quarantine[quarantine["reason"].str.startswith("scene_description contradicts")]
-    assert sorted(contradicting["origin"].str.rsplit("#").str[-1]) == ["0", "1"]
+    assert manifest["metrics"]["unique_images"] == N + 2
+    reasons = dict(zip(quarantine["origin"].str.rsplit("#").str[-1], quarantine["reason"], strict=True))
+    assert reasons["0"].startswith("validator would skip: label 0 with a scene_description")
+    assert reasons["1"].startswith("validator would skip: label 1 without a scene_description")
+    assert reasons["4"].startswith("undecodable")
+    assert manifest["metrics"]["quarantined_by_reason"] == {
+        "validator would skip": 2, "undecodable": 1}
     assert quarantine["stored_path"].notna().all()  # quarantined bytes are kept, not lost
     assert all((tmp_path / "out" / p).is_file() for p in index["path"])  # inline bytes -> content store
+    assert set(index["domain"]) == {"real"} and set(index["source"]) == {f"natix_parquet:{shards}"}
+
+
+def test_shards_without_descriptions_keep_every_row_and_mask_centres_reach_the_index(repo, tmp_path):
+    folder = tmp_path / "natix"
+    folder.mkdir()
+    pq.write_table(pa.table({
+        "image": [jpeg_bytes(i, 40) for i in range(N)],
+        "label": [i % 2 for i in range(N)],
+        "mask_center": [[i % 40, 3] if i % 3 == 0 else None for i in range(N)],
+    }), folder / "a.parquet")
+    manifest, index, quarantine, _ = ingest(repo, tmp_path, source="natix_parquet", path=str(folder))
+    assert manifest["metrics"]["quarantined"] == 0 and len(index) == N
+    with_mask = index.dropna(subset=["mask_center_x"])
+    assert len(with_mask) == len(range(0, N, 3)) and (with_mask["mask_center_y"] == 3).all()
+    pq.write_table(pa.table({"image": [jpeg_bytes(1)], "label": [1], "mask_center": [[1.5, 2.0]]}),
+                   folder / "a.parquet")
+    with pytest.raises(DataSourceError, match=r"a\.parquet row 0: mask_center \[1\.5, 2\.0\] must hold integer"):
+        ingest(repo, tmp_path, source="natix_parquet", path=str(folder))
+
+
+def test_images_too_small_to_challenge_are_quarantined_and_counted(repo, tmp_path):
+    root = write_folder(tmp_path / "imgs")
+    for name, size in (("dot.png", (1, 1)), ("line.png", (7, 1))):
+        Image.new("RGB", size, (200, 0, 0)).save(root / "none" / name)
+    manifest, index, quarantine, _ = ingest(repo, tmp_path, source="image_folder", path=str(root))
+    assert len(index) == N and manifest["metrics"]["quarantined_by_reason"] == {"undecodable": 2}
+    assert quarantine["reason"].str.contains("smaller than 2x2").all()
+
+
+def test_several_sources_with_domains_dedupe_across_sources(repo, tmp_path):
+    real = write_folder(tmp_path / "real")
+    generated = write_folder(tmp_path / "generated", start=N)
+    (generated / "none" / "dup.jpg").write_bytes((real / "none" / "00000.jpg").read_bytes())  # in both sources
+    sources = [{"source": "image_folder", "path": str(real)},
+               {"source": "image_folder", "path": str(generated), "domain": "synthetic", "name": "sdxl"}]
+    manifest, index, _, duplicates = ingest(repo, tmp_path, sources=sources)
+    assert len(index) == 2 * N and len(duplicates) == 1  # one image, kept with its first source
+    assert index.groupby("domain").size().to_dict() == {"real": N, "synthetic": N}
+    assert set(index.loc[index["domain"] == "synthetic", "source"]) == {"sdxl"}
+    assert set(index.loc[index["domain"] == "real", "source"]) == {f"image_folder:{real}"}
+    alone, _, _, _ = ingest(repo, tmp_path / "alone", source="image_folder", path=str(real))
+    single = pd.read_parquet(tmp_path / "alone" / "out" / "index.parquet").set_index("sha256")["split"]
+    both = index.set_index("sha256")["split"]
+    assert (both.loc[single.index] == single).all()  # a split is a function of the content hash only
+    assert set(manifest["metrics"]["by_domain"]) == {"real", "synthetic"}
+
+
+def test_two_sources_reading_the_same_data_are_named(repo, tmp_path):
+    real = write_folder(tmp_path / "real")
+    sources = [{"source": "image_folder", "path": str(real)}, {"source": "image_folder", "path": str(real) + "/"}]
+    with pytest.raises(DataSourceError, match=r"'data\.sources\[0\]' and 'data\.sources\[1\]' read the same data"):
+        ingest(repo, tmp_path, sources=sources)
+
+
+def test_default_domains():
+    from streetvision.data.sources import source_specs
+
+    cfg = {"source": "synthetic", "path": None, "class_map": {"roadwork": 1, "none": 0},
+           "synthetic": {"count": 10, "image_size": 32, "positive_fraction": 0.5, "unlabeled_count": 0, "seed": 0,
+                         "style": "dashcam"},
+           "sources": [{"source": "synthetic"}, {"source": "synthetic", "synthetic": {"style": "generated"}},
+                       {"source": "index", "path": "x.csv"}]}
+    assert [(s.name, s.domain) for s in source_specs(cfg)] == [
+        ("synthetic:dashcam", "real"), ("synthetic:generated", "synthetic"), ("index:x.csv", "real")]
 
 
 def test_truncated_parquet_shard_is_named(repo, tmp_path):

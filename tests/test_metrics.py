@@ -15,6 +15,7 @@ from streetvision.metrics import (
     expected_calibration_error,
     natix_reward,
     reward_distribution,
+    validator_metrics,
 )
 
 
@@ -33,7 +34,6 @@ def reference(y, p, threshold):
         "fnr": fn / (fn + tp) if fn + tp else 0.0,
         "fpr": fp / (fp + tn) if fp + tn else 0.0,
         "brier": skm.brier_score_loss(y, p),
-        "natix_reward": 0.5 * max(0.0, mcc) + 0.5 * acc,
     }
 
 
@@ -82,7 +82,7 @@ def test_single_class_is_defined_not_a_crash():
     m = compute_all_metrics([1, 1, 1], [0.9, 0.2, 0.7])
     assert m["mcc"] == 0.0 and m["accuracy"] == pytest.approx(2 / 3)
     assert math.isnan(m["auroc"]) and math.isnan(m["auprc"])
-    assert m["natix_reward"] == pytest.approx(1 / 3)
+    assert "natix_reward" not in m  # the reward is a sequence score: validator_metrics
     assert math.isnan(auroc([0, 0], [0.1, 0.2])) and math.isnan(auprc([0, 0], [0.1, 0.2]))
 
 
@@ -90,7 +90,7 @@ def test_perfect_and_inverted_classifiers():
     y = np.array([0, 0, 1, 1])
     assert compute_all_metrics(y, [0.1, 0.2, 0.8, 0.9])["mcc"] == 1.0
     inverted = compute_all_metrics(y, [0.9, 0.8, 0.2, 0.1])
-    assert inverted["mcc"] == -1.0 and inverted["natix_reward"] == 0.0
+    assert inverted["mcc"] == -1.0
 
 
 def test_ece_extremes():
@@ -217,3 +217,20 @@ def test_reward_distribution_ranks_miners_and_repeats_with_a_seed():
     with pytest.raises(ValueError, match="no images labelled 0"):
         reward_distribution([1, 1], [0.9, 0.8])
     assert reward_distribution([1, 1], [0.9, 0.8], positive_rate=1.0, n_windows=10)["mean"] == 0.5**3
+
+
+def test_validator_metrics_round_like_validators_and_report_the_reward_spread():
+    labels = np.array([0, 1] * 200)
+    answers = np.where(labels == 1, 0.9, 0.1)
+    answers[:20] = 0.5  # 0.5 rounds down: right for label 0, wrong for label 1
+    m = validator_metrics(labels, answers, rng=3, n_windows=300)
+    assert m["n"] == 400 and m["accuracy"] == pytest.approx(390 / 400)
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(labels, np.round(answers)))
+    assert m["natix_reward_p10"] <= m["natix_reward"] <= m["natix_reward_p90"] <= 1.0
+    assert m["natix_reward"] == pytest.approx(reward_distribution(labels, answers, n_windows=300, rng=3)["mean"])
+
+
+def test_validator_metrics_of_a_single_class_domain_are_undefined_not_zero():
+    m = validator_metrics([1, 1, 1], [0.9, 0.8, 0.2])
+    assert m["mcc"] is None and m["natix_reward"] is None and m["undefined_reason"] == "only label 1 present"
+    assert m["accuracy"] == pytest.approx(2 / 3)

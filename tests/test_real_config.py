@@ -22,7 +22,8 @@ SMALL = {  # sizes only, so that DINOv2 at 224 px runs on 2 CPU cores in a few m
                 "out_dim": 256, "head_hidden": 256, "probe_max_train": 40},
     "gate": {"max_epochs": 30},
     "scrc": {"alpha": 0.3, "delta": 0.3},
-    "bundle": {"robustness_levels": [0, 3]},
+    "bundle": {"robustness_levels": [0, 3],
+               "model_card": {"submitted_by": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"}},  # a valid ss58
 }
 
 
@@ -59,12 +60,12 @@ def test_a_configfile_replaces_the_demo_and_files_stack_in_order(tmp_path):
     assert done.returncode == 0, output[-3000:]
     assert "results/tiny/" in output and "results/big/" in output
     assert "results/demo/" not in output and "demo_explora" not in output  # the demo file was not loaded
-    assert "experiment tiny: vit_tiny_patch16_224 (0.03M parameters) at 32 px" in output
+    assert "experiment tiny: vit_tiny_patch16_224 (0.10M parameters) at 224 px" in output
     assert "experiment big: vit_small_patch14_dinov2.lvd142m (21.63M parameters) at 224 px" in output
 
 
 def test_natix_config_runs_dinov2_through_every_phase(tmp_path):
-    data = write_natix_shards(tmp_path / "natix", 160, size=128)
+    data = write_natix_shards(tmp_path / "natix", 120, size=128)
     config = ["--configfile", str(NATIX),
               overlay(tmp_path, {**SMALL, "data": {**SMALL["data"], "path": str(data)}}),
               "--config", "model={'init': 'random'}"]  # no weights offline: random init, real architecture
@@ -82,4 +83,7 @@ def test_natix_config_runs_dinov2_through_every_phase(tmp_path):
     assert explora["adaptation_max_abs_change"] > 1000 * explora["load_back_max_abs_diff"]
     assert 21_000_000 < explora["parameters"]["backbone_total"] < 23_000_000
     assert (results / "phase6_bundle/bundle/model.safetensors").is_file()
+    export = json.loads((results / "hf_export/manifest.json").read_text())["metrics"]
+    assert export["architecture"] == "Dinov2ForImageClassification" and export["head"] == "token_mean"
+    assert all(check["decision_mismatches"] == 0 for check in export["parity"].values())
     assert run_cli("streetvision", "verify", str(tmp_path / "results")).returncode == 0

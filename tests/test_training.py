@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def sections(cfg):
-    return {"model": cfg["model"], "train": cfg["train"]}
+    return {"model": cfg["model"], "train": cfg["train"], "challenge": cfg["challenge"]}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,14 @@ def test_phase1_fast_dev_run_writes_every_output(repo, data_dir, tmp_path):
     assert {f"features/{s}.safetensors" for s in Baseline.FEATURE_SPLITS} <= listed
     index = pd.read_parquet(data_dir / "index.parquet")
     for split in Baseline.PREDICTED_SPLITS:
-        table = pd.read_parquet(tmp_path / "p1" / "predictions" / f"{split}.parquet")
-        assert list(table.columns) == ["id", "label", "logit", "probability"]
-        assert table["id"].tolist() == index.loc[index["split"] == split, "id"].tolist()
-        assert torch.allclose(torch.sigmoid(torch.tensor(table["logit"].values)), torch.tensor(table["probability"].values))
+        for view in Baseline.VIEWS:
+            table = pd.read_parquet(tmp_path / "p1" / Baseline.predictions(split, view))
+            assert list(table.columns)[:6] == ["id", "label", "domain", "source", "logit", "probability"]
+            assert table["id"].tolist() == index.loc[index["split"] == split, "id"].tolist()
+            assert torch.allclose(torch.sigmoid(torch.tensor(table["logit"].values)),
+                                  torch.tensor(table["probability"].values))
+        challenge = pd.read_parquet(tmp_path / "p1" / Baseline.predictions(split))
+        assert set(challenge["level"]) <= {0, 1, 2, 3} and {"CS", "CC", "JPEG", "GNC", "GB"} <= set(challenge.columns)
     features = load_file(tmp_path / "p1" / "features" / "val_test.safetensors")["features"]
     assert features.shape == (int((index["split"] == "val_test").sum()), 32)
     assert manifest["metrics"]["global_step"] > 0 and manifest["metrics"]["resumed_from_step"] is None
@@ -50,6 +54,7 @@ def test_phase1_fast_dev_run_writes_every_output(repo, data_dir, tmp_path):
 
 
 def test_exported_weights_reproduce_the_predictions(repo, data_dir, tmp_path):
+    from streetvision.data.views import EvaluationChallenge, samples_of
     from streetvision.models.spec import ClassifierSpec
 
     run_baseline(cfg=sections(resolved_config(repo)), data_dir=data_dir, out_dir=tmp_path / "p1", experiment="demo")
@@ -58,11 +63,10 @@ def test_exported_weights_reproduce_the_predictions(repo, data_dir, tmp_path):
     model = spec.load(tmp_path / "p1" / "model.safetensors")
     model.eval()
     table = pd.read_parquet(tmp_path / "p1" / "predictions" / "val_test.parquet").head(8)
-    index = pd.read_parquet(data_dir / "index.parquet").set_index("id")
-    transform = spec.eval_transform()
-    from PIL import Image
-
-    images = torch.stack([transform(Image.open(data_dir / index.loc[i, "path"]).convert("RGB")) for i in table["id"]])
+    index = pd.read_parquet(data_dir / "index.parquet").set_index("id", drop=False)
+    rows = index.loc[table["id"]].assign(path=lambda f: [str(data_dir / p) for p in f["path"]])
+    challenge = EvaluationChallenge(resolved_config(repo)["challenge"]["seed"], spec.eval_transform())
+    images = torch.stack([challenge(sample) for sample in samples_of(rows)])  # the challenge pass, rebuilt
     with torch.inference_mode():
         logits = model(images)
     assert torch.allclose(logits.double(), torch.tensor(table["logit"].values), atol=1e-5)

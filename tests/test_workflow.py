@@ -37,24 +37,32 @@ def manifest(workdir, phase, exp="demo"):
     return json.loads((workdir / "results" / exp / phase / "manifest.json").read_text())
 
 
+SCRC_POLICY = {"bundle": {"policy": "scrc"}}  # the policy that needs every phase
+
+
 @pytest.mark.slow
 def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
+    write_config(workdir, SCRC_POLICY)
     done = snakemake(repo, workdir, "--cores", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle"):
+    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle",
+                  "hf_export"):
         assert manifest(workdir, phase)["phase"] == phase
         assert (workdir / "results/demo/logs" / f"{phase}.log").is_file()
         assert (workdir / "results/demo/benchmarks" / f"{phase}.tsv").is_file()
     assert 0 < manifest(workdir, "phase2_thresholds")["metrics"]["threshold"] < 1
     verified = run_cli("streetvision", "verify", str(workdir / "results"))
-    assert verified.returncode == 0 and "OK: 7 manifest(s)" in verified.stdout
+    assert verified.returncode == 0 and "OK: 8 manifest(s)" in verified.stdout
     lineage = run_cli("streetvision", "inspect", str(workdir / "results/demo/phase5_scrc"))
     assert [line.split()[0] for line in lineage.stdout.splitlines() if "[demo]" in line] == [
         "phase5_scrc", "phase1_baseline", "data", "phase2_thresholds", "phase3_gate"]
     scrc = manifest(workdir, "phase5_scrc")["metrics"]
     assert 0 <= scrc["val_test_coverage"] <= 1 and "val_test_selective_risk" in scrc
     summary = json.loads((workdir / "results/summary.json").read_text())["experiments"]
-    assert [row["experiment"] for row in summary] == ["demo"] and "level_3_mcc" in summary[0]
+    assert [row["experiment"] for row in summary] == ["demo"] and "level_3" in summary[0]["by_level"]
+    assert set(summary[0]["by_domain"]) == {"real"} and {"mcc", "accuracy", "natix_reward", "n"} <= set(
+        summary[0]["by_domain"]["real"])
+    assert "0 mismatches" in summary[0]["hf_parity"]
     assert (workdir / "results/summary.md").read_text().startswith("# streetvision summary")
     report = snakemake(repo, workdir, "--report", str(workdir / "report.html"))
     assert report.returncode == 0, report.stderr[-2000:]
@@ -65,12 +73,12 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # Bad input later loses nothing already done: a config typo stops before any job ...
-    write_config(workdir, {"scrc": {"alpah": 0.1}})
+    write_config(workdir, {**SCRC_POLICY, "scrc": {"alpah": 0.1}})
     typo = snakemake(repo, workdir, "--cores", "2")
     assert typo.returncode != 0 and "unknown config key 'scrc.alpah'" in typo.stdout + typo.stderr
     assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
     # ... and a phase that fails (val_conformal too small for alpha) leaves its inputs intact.
-    write_config(workdir, {"scrc": {"alpha": 0.01}})
+    write_config(workdir, {**SCRC_POLICY, "scrc": {"alpha": 0.005}})
     failed = snakemake(repo, workdir, "--cores", "2")
     assert failed.returncode != 0
     assert "SCRC needs at least" in (workdir / "results/demo/logs/phase5_scrc.log").read_text()
@@ -150,10 +158,25 @@ def test_explora_appears_in_the_dag_only_when_enabled(repo, workdir):
 
 @pytest.mark.slow
 def test_dry_run_of_the_full_target(repo, workdir):
+    write_config(workdir, SCRC_POLICY)
     done = snakemake(repo, workdir, "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr[-3000:]
-    for rule in ("data", "baseline", "thresholds", "gate", "scrc", "bundle", "report"):
+    for rule in ("data", "baseline", "thresholds", "gate", "scrc", "bundle", "hf_export", "report"):
         assert rule in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_threshold_bundle_needs_phases_1_and_2_only(repo, workdir):
+    """Neither the gate nor SCRC can block a bundle that does not use them (snakemake -n shows it)."""
+    done = snakemake(repo, workdir, "-n", "--quiet", "rules")
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = {line.split()[0] for line in done.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    assert {"data", "baseline", "thresholds", "bundle", "hf_export", "report"} <= planned
+    assert not planned & {"gate", "scrc"}, planned
+    write_config(workdir, {"bundle": {"policy": "scrc"}, "scrc": {"score": "confidence"}})
+    done = snakemake(repo, workdir, "-n", "--quiet", "rules")
+    planned = {line.split()[0] for line in done.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    assert "scrc" in planned and "gate" not in planned  # the confidence score needs no gate
 
 
 @pytest.mark.slow

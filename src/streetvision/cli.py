@@ -67,17 +67,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_detector(path: str, device: str):
+    """A bundle (verified) or a Hugging Face repo folder (served the stock miner's way)."""
+    from streetvision.bundle.hf_miner import is_hf_repo, load_hf_detector
+    from streetvision.bundle.load import load_bundle
+
+    return load_hf_detector(path) if is_hf_repo(path) else load_bundle(path, device=device)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """One JSON line per image on stdout; unreadable images are reported on stderr and skipped."""
     import json
 
     from PIL import Image, UnidentifiedImageError
 
-    from streetvision.bundle.load import BundleError, load_bundle
+    from streetvision.errors import StreetvisionError
 
     try:
-        detector = load_bundle(args.bundle, device=args.device)
-    except (BundleError, FileNotFoundError) as err:
+        detector = load_detector(args.model, args.device)
+    except (StreetvisionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failures = 0
@@ -103,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="print the lineage of a phase manifest")
     inspect.add_argument("manifest")
     inspect.set_defaults(func=cmd_inspect)
-    predict = sub.add_parser("predict", help="run a bundle on images: one JSON line per image")
-    predict.add_argument("--bundle", required=True, help="a bundle directory (phase6_bundle/bundle)")
+    predict = sub.add_parser("predict", help="run a bundle or a Hugging Face export on images: one JSON line per image")
+    predict.add_argument("--model", "--bundle", dest="model", required=True,
+                         help="a bundle (results/<exp>/phase6_bundle/bundle) or a Hugging Face repo folder "
+                              "(results/<exp>/hf_export/repo, served the stock miner's way)")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("images", nargs="+")
     predict.set_defaults(func=cmd_predict)

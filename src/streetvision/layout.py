@@ -30,6 +30,7 @@ STEP_DIRS = {
     "gate": "phase3_gate",
     "scrc": "phase5_scrc",
     "bundle": "phase6_bundle",
+    "hf_export": "hf_export",
     "report": "report",
 }
 
@@ -70,10 +71,11 @@ class Baseline:
     METRICS = "metrics.json"
     PREDICTED_SPLITS = ("val_select", "val_calib", "val_conformal", "val_test")
     FEATURE_SPLITS = ("val_calib", "val_conformal", "val_test")
+    VIEWS = ("challenge", "clean")  # the seeded challenge pass (what every later step fits and scores on), the source
 
     @staticmethod
-    def predictions(split: str) -> str:
-        return f"predictions/{split}.parquet"
+    def predictions(split: str, view: str = "challenge") -> str:
+        return f"predictions/{split}.parquet" if view == "challenge" else f"predictions/{split}.{view}.parquet"
 
     @staticmethod
     def features(split: str) -> str:
@@ -109,6 +111,12 @@ class Bundle:
     DIR = "bundle"  # the servable bundle itself (its files are listed in bundle/bundle.json)
     PARITY = "parity.json"
     ROBUSTNESS = "robustness.json"
+
+
+class HFExport:
+    REPO = "repo"  # the folder to push as a Hugging Face model repo
+    PARITY = "parity.json"
+    SUMMARY = "export.json"
 
 
 class Report:
@@ -150,9 +158,11 @@ def load_index(data_dir: str | Path) -> pd.DataFrame:
     return index
 
 
-def predictions_of(baseline_dir: str | Path, split: str) -> pd.DataFrame:
-    """Phase 1's id, label, logit, probability for one split; NaN/inf is an error naming the split."""
-    path = _existing(Path(baseline_dir) / Baseline.predictions(split), f"phase 1 predictions for split '{split}'")
+def predictions_of(baseline_dir: str | Path, split: str, view: str = "challenge") -> pd.DataFrame:
+    """Phase 1's id, label, logit, probability (and domain, source; the challenge's level and distortions)
+    for one split, through the challenge pass (default) or the clean view; NaN/inf is an error naming it."""
+    path = _existing(Path(baseline_dir) / Baseline.predictions(split, view),
+                     f"phase 1 {view} predictions for split '{split}'")
     table = pd.read_parquet(path)
     bad = ~(np.isfinite(table["logit"]) & np.isfinite(table["probability"]))
     if bad.any():
@@ -192,6 +202,11 @@ def threshold_of(thresholds_dir: str | Path) -> float:
     return float(thresholds_of(thresholds_dir)["threshold"])
 
 
+def temperature_of(thresholds_dir: str | Path) -> float:
+    """The temperature phase 2 fitted on val_calib: calibrated probability = sigmoid(logit / T)."""
+    return float(thresholds_of(thresholds_dir)["temperature"])
+
+
 def gate_scores_of(gate_dir: str | Path, split: str) -> pd.DataFrame:
     return pd.read_parquet(_existing(Path(gate_dir) / Gate.scores(split), f"gate scores for split '{split}'"))
 
@@ -206,3 +221,7 @@ def bundle_dir_of(bundle_step_dir: str | Path) -> Path:
 
 def robustness_of(bundle_step_dir: str | Path) -> dict:
     return read_json(Path(bundle_step_dir) / Bundle.ROBUSTNESS, "phase 6's robustness scores")
+
+
+def hf_parity_of(hf_export_dir: str | Path) -> dict:
+    return read_json(Path(hf_export_dir) / HFExport.PARITY, "the Hugging Face export's parity check")

@@ -67,11 +67,6 @@ def compute_mcc(y_true: Any, y_pred: Any) -> float:
     return float(mcc_from_counts(c["tp"], c["fp"], c["tn"], c["fn"]))
 
 
-def natix_reward_proxy(mcc: float, accuracy: float) -> float:
-    """What validators score: 0.5 * max(0, MCC) + 0.5 * accuracy."""
-    return 0.5 * max(0.0, mcc) + 0.5 * accuracy
-
-
 def auroc(y_true: Any, y_score: Any) -> float:
     """Mann-Whitney AUROC with average ranks for ties; NaN with one class."""
     y = _labels(y_true)
@@ -148,7 +143,6 @@ def threshold_metrics(tp, fp, tn, fn) -> dict[str, float]:
         "f1": _safe_div(2 * precision * recall, precision + recall),
         "fnr": _safe_div(fn, fn + tp),
         "fpr": _safe_div(fp, fp + tn),
-        "natix_reward": natix_reward_proxy(mcc, accuracy),
     }
 
 
@@ -232,13 +226,15 @@ def natix_reward(labels: Any, probabilities: Any, exponent: float = NATIX_REWARD
 
 
 def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000, window: int = NATIX_HISTORY,
-                        rng: Any = 0, positive_rate: float = 0.5,
-                        exponent: float = NATIX_REWARD_EXPONENT) -> dict[str, float]:
+                        rng: Any = 0, positive_rate: float = 0.5, exponent: float = NATIX_REWARD_EXPONENT,
+                        domains: Any = None, domain_weights: dict | None = None) -> dict[str, float]:
     """The reward a miner with these scored answers would hold after ``window`` validator challenges.
 
     Each of ``n_windows`` histories draws its labels like the validator (positive with ``positive_rate``,
     0.5 upstream), then, per label, an image of that class from the evaluation set (with replacement), and
-    takes ``natix_reward`` at its end. Returns the mean, std, p10, p50 and p90 of those rewards.
+    takes ``natix_reward`` at its end. With ``domains`` (one per image) and ``domain_weights``, each challenge
+    first draws its domain with those weights (validators: 0.5 real / 0.5 synthetic), then its label, then an
+    image of that domain and class. Returns the mean, std, p10, p50 and p90 of those rewards.
     """
     y = _labels(labels)
     p = as_numpy(probabilities)
@@ -248,18 +244,66 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
         raise ValueError(f"positive_rate must be in [0, 1]; got {positive_rate}")
     if n_windows < 1 or window < 1:
         raise ValueError(f"n_windows and window must be >= 1; got {n_windows} and {window}")
-    by_class = {label: p[y == label] for label in (0, 1)}
-    for label, needed in ((1, positive_rate > 0), (0, positive_rate < 1)):
-        if needed and by_class[label].size == 0:
-            raise ValueError(f"the evaluation set has no images labelled {label}, but positive_rate={positive_rate}")
+    d = np.zeros(y.size, dtype=np.int64) if domains is None else np.unique(np.asarray(domains), return_inverse=True)[1]
+    names = ["all"] if domains is None else sorted(set(np.asarray(domains).tolist()))
+    weights = np.ones(1) if domains is None else np.array([(domain_weights or {}).get(n, 0.0) for n in names])
+    if domains is not None and (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"domain_weights {domain_weights} give no domain of {names} a positive weight")
+    weights = weights / weights.sum()
+    pools = {}
+    for k, name in enumerate(names):
+        for label, needed in ((1, positive_rate > 0), (0, positive_rate < 1)):
+            pools[k, label] = p[(d == k) & (y == label)]
+            if needed and weights[k] > 0 and pools[k, label].size == 0:
+                raise ValueError(f"the evaluation set has no images labelled {label}"
+                                 + ("" if domains is None else f" in domain {name!r}") + f", but positive_rate={positive_rate}")
     generator = np.random.default_rng(rng)
+    window_domains = generator.choice(len(names), size=(n_windows, window), p=weights)
     window_labels = (generator.random((n_windows, window)) < positive_rate).astype(np.int64)
     answers = np.empty((n_windows, window))
-    for label, scores in by_class.items():
-        chosen = window_labels == label
+    for (k, label), scores in pools.items():
+        chosen = (window_domains == k) & (window_labels == label)
         if chosen.any():
             answers[chosen] = scores[generator.integers(0, scores.size, int(chosen.sum()))]
     rewards = np.array([natix_reward(y_row, p_row, exponent) for y_row, p_row in zip(window_labels, answers, strict=True)])
     p10, p50, p90 = np.percentile(rewards, [10, 50, 90])
     return {"mean": float(rewards.mean()), "std": float(rewards.std()), "p10": float(p10), "p50": float(p50),
             "p90": float(p90), "n_windows": n_windows, "window": window}
+
+
+def validator_metrics(labels: Any, answers: Any, *, rng: Any = 0, n_windows: int = 1000, domains: Any = None,
+                      domain_weights: dict | None = None) -> dict:
+    """How validators would score these answers (what the miner returns; they round at 0.5 with np.round).
+
+    ``mcc``, ``accuracy`` and ``n``, and the NATIX reward after a 100-challenge history drawn with the
+    validators' 50/50 label mix: ``natix_reward`` (its mean), ``natix_reward_p10`` and ``natix_reward_p90``
+    over ``n_windows`` random histories (``reward_distribution``). With ``domains`` and ``domain_weights``
+    the images are mixed as validators mix domains: every image of domain d weighs w_d / n_d in the
+    confusion counts behind MCC and accuracy, and each simulated challenge draws its domain with w_d.
+    With one class of labels MCC and the reward are undefined: None, with ``undefined_reason``.
+    """
+    y = _labels(labels)
+    decisions = np.round(as_numpy(answers)).astype(np.int64)
+    if domains is None:
+        image_weights = np.ones(y.size)
+    else:
+        domains = np.asarray(domains)
+        counts = {name: int((domains == name).sum()) for name in np.unique(domains)}
+        image_weights = np.array([(domain_weights or {}).get(name, 0.0) / counts[name] for name in domains])
+    counts = {key: float(image_weights[mask].sum()) for key, mask in (
+        ("tp", (y == 1) & (decisions == 1)), ("fp", (y == 0) & (decisions == 1)),
+        ("tn", (y == 0) & (decisions == 0)), ("fn", (y == 1) & (decisions == 0)))}
+    result = {"n": int(y.size), "accuracy": _safe_div(counts["tp"] + counts["tn"], sum(counts.values()))}
+    present = set(np.unique(y[image_weights > 0]).tolist())
+    if present != {0, 1}:
+        reason = "no images" if not present else f"only label {present.pop()} present"
+        return {**result, "mcc": None, "natix_reward": None, "natix_reward_p10": None, "natix_reward_p90": None,
+                "undefined_reason": reason}
+    try:
+        reward = reward_distribution(y, as_numpy(answers), n_windows=n_windows, rng=rng, domains=domains,
+                                     domain_weights=domain_weights)
+    except ValueError as err:  # a weighted domain lacks a class: its challenges cannot be drawn
+        return {**result, "mcc": float(mcc_from_counts(**counts)), "natix_reward": None, "natix_reward_p10": None,
+                "natix_reward_p90": None, "undefined_reason": str(err)}
+    return {**result, "mcc": float(mcc_from_counts(**counts)), "natix_reward": reward["mean"],
+            "natix_reward_p10": reward["p10"], "natix_reward_p90": reward["p90"]}

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torchvision.transforms.v2.functional import to_pil_image
 
 from streetvision.bundle.load import BUNDLE_FILE, FORMAT
-from streetvision.data.datasets import open_rgb
-from streetvision.data.transforms import level_transform
+from streetvision.data.views import EvaluationChallenge, samples_of
 from streetvision.errors import StreetvisionError
 from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from streetvision.io.hashing import sha256_file
-from streetvision.metrics import compute_all_metrics
+from streetvision.metrics import validator_metrics
 
 PARITY_TOLERANCE = 1e-5
 
@@ -33,9 +30,10 @@ class ParityError(StreetvisionError, RuntimeError):
     """The loaded bundle does not reproduce phase 1."""
 
 
-def build_policy(kind: str, thresholds: dict, scrc: dict) -> dict:
-    """The one decision policy of a bundle, from phase 2's and phase 5's results."""
-    policy = {"type": kind, "threshold": thresholds["threshold"], "temperature": scrc["temperature"],
+def build_policy(kind: str, thresholds: dict, scrc: dict | None = None) -> dict:
+    """The one decision policy of a bundle: phase 2's threshold and temperature, plus phase 5's selection
+    for the ``scrc`` policy (its threshold is a number, or one per decision: {"positive", "negative"})."""
+    policy = {"type": kind, "threshold": thresholds["threshold"], "temperature": thresholds["temperature"],
               "decision_rule": "positive iff sigmoid(logit) >= threshold",
               "output": "sigmoid(logit / temperature), remapped so that round(output) == decision"}
     if kind == "scrc":
@@ -49,7 +47,8 @@ def bundle_readme(policy: dict, card: dict) -> str:
     extra = ""
     if policy["type"] == "scrc":
         extra = (f"\nEach prediction also carries `accepted`: the image's selection score is >= "
-                 f"{policy['selection_threshold']}, the set on which {policy['guarantee']}.\n")
+                 f"{policy['selection_threshold']} (per decision when two are given), the set on which "
+                 f"{policy['guarantee']}.\n")
     return f"""# {card['model_name']} {card['version']}
 
 A streetvision bundle: roadwork detector for NATIX StreetVision. Policy: `{policy['type']}`.
@@ -89,21 +88,23 @@ def write_bundle(bundle_dir: Path, policy: dict, card: dict, files: dict[str, tu
     })
 
 
-def model_card(card_cfg: dict, model_record: dict) -> dict:
-    return {
-        "model_name": card_cfg["model_name"], "version": card_cfg["version"], "submitted_by": card_cfg["submitted_by"],
-        "submission_time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "architecture": f"{model_record['backbone']} @ {model_record['img_size']}px + linear head (streetvision)",
-        "notes": card_cfg["notes"],
-    }
+def model_card(card_cfg: dict, model_record: dict, *, demo: bool) -> dict:
+    """The NATIX ``model_card.json`` (submitted_by must be a hotkey unless the run is a demo)."""
+    from streetvision.bundle.hf_card import build_model_card
+
+    architecture = (f"{model_record['backbone']} @ {model_record['img_size']}px, {model_record.get('head', 'pooled')} "
+                    "head (streetvision)")
+    return build_model_card(model_name=card_cfg["model_name"], description=card_cfg["description"],
+                            version=card_cfg["version"], submitted_by=card_cfg["submitted_by"],
+                            architecture=architecture, notes=card_cfg["notes"], demo=demo)
 
 
-def check_parity(detector, paths: list[str], expected: pd.DataFrame, policy: dict) -> dict:
-    """The bundle must reproduce phase 1's probabilities (``expected``, same order as ``paths``) and the
-    policy's decisions, with outputs whose round() is the decision."""
+def check_parity(detector, images: list, expected: pd.DataFrame, policy: dict) -> dict:
+    """The bundle must reproduce phase 1's probabilities on the same images (``expected``, same order) and
+    the policy's decisions, with outputs whose round() is the decision."""
     details = []
-    for start in range(0, len(paths), 64):
-        details += detector.predict_details([open_rgb(p) for p in paths[start:start + 64]])
+    for start in range(0, len(images), 64):
+        details += detector.predict_details(images[start:start + 64])
     raw = np.array([d["raw_probability"] for d in details])
     max_diff = float(np.max(np.abs(raw - expected["probability"].to_numpy())))
     expected_decisions = (expected["probability"].to_numpy() >= policy["threshold"]).astype(int)
@@ -116,15 +117,20 @@ def check_parity(detector, paths: list[str], expected: pd.DataFrame, policy: dic
 
 
 def robustness(detector, test: pd.DataFrame, levels: list[int], seed: int) -> dict:
-    """val_test metrics of the bundle's outputs on images passed through each validator level."""
+    """How validators would score the bundle's answers on val_test sent through each augmentation level
+    (every image at every level, seeded challenges): overall and per domain."""
+    samples = samples_of(test)
     result = {}
     for level in levels:
-        transform = level_transform(level, detector.img_size, [0.0] * 3, [1.0] * 3, normalize=False)
-        outputs = []
-        for i, path in enumerate(test["path"]):
-            torch.manual_seed(seed * 1_000_003 + level * 100_003 + i)  # the same perturbation every run
-            outputs.append(detector(to_pil_image(transform(open_rgb(path)))))
-        result[f"level_{level}"] = compute_all_metrics(test["label"].astype(int), np.array(outputs), threshold=0.5)
+        challenge = EvaluationChallenge(seed, level=level)
+        answers = np.array([p for start in range(0, len(samples), 64)
+                            for p in detector.predict_batch([challenge.image(s) for s in samples[start:start + 64]])])
+        result[f"level_{level}"] = {
+            **validator_metrics(test["label"], answers),
+            "by_domain": {domain: validator_metrics(test["label"][members], answers[members])
+                          for domain, members in ((d, (test["domain"] == d).to_numpy())
+                                                  for d in sorted(test["domain"].unique()))},
+        }
     return result
 
 

@@ -13,6 +13,8 @@ import hashlib
 import re
 import time
 
+from streetvision.errors import StreetvisionError
+
 B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 BITTENSOR_SS58_PREFIX = 42
 HF_REPO_PLACEHOLDER = "<hf-user>/<repo-name>"
@@ -20,7 +22,7 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class ModelCardError(ValueError):
+class ModelCardError(StreetvisionError, ValueError):
     """A model card value NATIX would reject; the message names the config key."""
 
 

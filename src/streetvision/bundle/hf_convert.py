@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from streetvision.errors import StreetvisionError
 from streetvision.models.classifier import (
     RoadworkClassifier,
     has_layer_scale,
@@ -53,7 +54,7 @@ DINOV2 = "Dinov2ForImageClassification"
 VIT = "ViTForImageClassification"
 
 
-class HFExportError(ValueError):
+class HFExportError(StreetvisionError, ValueError):
     """The model cannot be written as a native transformers classifier; the message names the key."""
 
 

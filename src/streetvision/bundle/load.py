@@ -8,7 +8,6 @@ only from safetensors: nothing is ever unpickled. Every error names the offendin
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -121,15 +120,16 @@ class Detector:
     def _accepted(self, logits, features, out) -> np.ndarray | None:
         if self.policy["type"] != "scrc":
             return None
-        threshold = float(self.policy["selection_threshold"])
+        from streetvision.calibration.scrc import accepted_mask
+        from streetvision.calibration.selection import decision_confidence
+
         if self.policy["selection_score"] == "gate":
             from streetvision.calibration.gate import GateInputs, gate_scores
 
             scores = gate_scores(self.gate, GateInputs(features.float().cpu().numpy(), logits).matrix())
         else:
-            q = out["calibrated_probability"]
-            scores = np.where(out["decision"], q, 1 - q)
-        return scores >= threshold if not math.isinf(threshold) else np.zeros(len(logits), dtype=bool)
+            scores = decision_confidence(out["calibrated_probability"], out["decision"])
+        return accepted_mask(scores, self.policy["selection_threshold"], out["decision"])
 
     def predict_details(self, images) -> list[dict]:
         return self.details_from_tensors(self.tensors(images))

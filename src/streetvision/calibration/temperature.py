@@ -1,28 +1,33 @@
-"""Temperature scaling of a binary logit: p = sigmoid(logit / T), T fitted by NLL with L-BFGS."""
+"""Temperature scaling of a binary logit: p = sigmoid(logit / T), T fitted by NLL.
+
+Plain numpy/scipy (a one-dimensional convex problem in log T), so phase 2 needs no torch.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-import torch
-from torch.nn import functional as F
+from scipy.optimize import minimize_scalar
+
+from streetvision.errors import StreetvisionError
+
+LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))
 
 
-def fit_temperature(logits, labels, max_iter: int = 200) -> float:
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
-    if not torch.isfinite(z).all():
-        raise ValueError("temperature scaling: logits contain NaN or infinite values")
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # T = exp(log_t) > 0
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+def fit_temperature(logits, labels) -> float:
+    """The T > 0 minimising the mean negative log-likelihood of ``labels`` under sigmoid(logits / T)."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if not np.isfinite(z).all():
+        raise StreetvisionError("temperature scaling: logits contain NaN or infinite values")
+    signed = np.where(y == 1, z, -z)  # NLL = mean softplus(-signed / T)
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y)
-        loss.backward()
-        return loss
+    def nll(log_t: float) -> float:
+        return float(np.mean(np.logaddexp(0.0, -signed / math.exp(log_t))))
 
-    optimizer.step(closure)
-    return float(log_t.exp())
+    best = minimize_scalar(nll, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-8})
+    return float(math.exp(best.x))
 
 
 def apply_temperature(logits, temperature: float) -> np.ndarray:

@@ -1,28 +1,31 @@
 """Ingest: hash, decode-check, deduplicate, quarantine and split samples into one index.
 
-Streaming: a sample's bytes are held only while it is processed. Exact duplicates (same SHA-256)
-are merged; if their labels conflict, every copy is quarantined. Images that do not decode, and
-NATIX rows whose scene description contradicts their label, are quarantined with a reason. Nothing
-is dropped silently: every input row ends in the index, the duplicates list or the quarantine list.
+Streaming: a sample's bytes are held only while it is processed. Exact duplicates (same SHA-256), also
+across sources, are merged (the first copy keeps its source and domain); if their labels conflict, every
+copy is quarantined. Quarantined with a reason: images that do not decode, cannot become RGB or are
+smaller than 2x2 pixels, and NATIX rows a validator would skip (``validator_skip_reason``). Nothing is
+dropped silently: every input row ends in the index, the duplicates list or the quarantine list.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from streetvision.data.sources import RawSample, configured_samples
+from streetvision.data.sources import NO_DESCRIPTION_COLUMN, RawSample, configured_samples
 from streetvision.data.splits import UNLABELED, assign_split
 from streetvision.io.atomic import atomic_write_bytes
 from streetvision.io.hashing import sha256_bytes
 
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
+
+
+MIN_SIDE = 2  # smaller images cannot go through a validator's crop and resize
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Entry:
     origin: str
     width: int
     height: int
+    source: str = ""
+    domain: str = ""
+    mask_center: tuple[int, int] | None = None
     conflicting: bool = False
     merged_origins: list[str] = field(default_factory=list)
 
@@ -46,42 +52,41 @@ class IngestResult:
 
 
 def decode_check(data: bytes) -> tuple[str, int, int]:
-    """Fully decode the image (truncated JPEGs fail only on load); return (format, width, height)."""
+    """Fully decode the image (truncated JPEGs fail only on load) and convert it to RGB, as every consumer
+    does; return (format, width, height). Raises ValueError for images too small to challenge."""
     with Image.open(io.BytesIO(data)) as image:
         image.load()
+        if min(image.size) < MIN_SIDE:
+            raise ValueError(f"{image.width}x{image.height} pixels, smaller than {MIN_SIDE}x{MIN_SIDE}")
+        image.convert("RGB")
         return image.format or "unknown", image.width, image.height
 
 
-class DescriptionCheck:
-    """Flags NATIX rows whose ``scene_description`` contradicts the label (validators skip them)."""
+def validator_skip_reason(label: int | None, description) -> str | None:
+    """Why a NATIX validator would never send this row as a challenge (None when it would).
 
-    def __init__(self, positive_keywords: list[str], negative_phrases: list[str]):
-        self.negative = [p.lower() for p in negative_phrases]
-        self.positive = re.compile("|".join(re.escape(k.lower()) for k in positive_keywords)) if positive_keywords else None
-
-    def contradicts(self, label: int | None, description: str | None) -> bool:
-        if label is None or not description or self.positive is None:
-            return False
-        text = description.lower()
-        negated = any(phrase in text for phrase in self.negative)
-        for phrase in self.negative:
-            text = text.replace(phrase, " ")
-        mentions_roadwork = bool(self.positive.search(text))
-        if label == 1:
-            return negated and not mentions_roadwork
-        return mentions_roadwork
+    Validators skip rows whose label and ``scene_description`` disagree by presence alone: label 0 with a
+    (truthy) description, or label 1 without one. Rows of shards without the column are kept: the rule
+    cannot apply to data that never had descriptions.
+    """
+    if description is NO_DESCRIPTION_COLUMN or label is None:
+        return None
+    if label == 0 and description:
+        return "validator would skip: label 0 with a scene_description"
+    if label == 1 and not description:
+        return "validator would skip: label 1 without a scene_description"
+    return None
 
 
 class Ingestor:
-    def __init__(self, store_dir: Path, description_check: DescriptionCheck | None = None):
+    def __init__(self, store_dir: Path):
         self.store_dir = Path(store_dir)
-        self.description_check = description_check
         self.result = IngestResult(entries={}, quarantine=[], duplicates=[])
 
     def _quarantine(self, sample: RawSample, sha: str | None, reason: str, stored: Path | None = None) -> None:
         self.result.quarantine.append({
-            "origin": sample.origin, "sha256": sha, "label": sample.label, "reason": reason,
-            "stored_path": str(stored) if stored else None,
+            "origin": sample.origin, "source": sample.source, "sha256": sha, "label": sample.label,
+            "reason": reason, "stored_path": str(stored) if stored else None,
         })
 
     def _store(self, data: bytes, sha: str, suffix: str) -> Path:
@@ -105,16 +110,18 @@ class Ingestor:
             stored = self._store(data, sha, ".bin") if sample.data is not None else None
             self._quarantine(sample, sha, f"undecodable: {err}", stored)
             return
-        if self.description_check and self.description_check.contradicts(sample.label, sample.scene_description):
+        skip = validator_skip_reason(sample.label, sample.scene_description)
+        if skip:
             stored = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if sample.data is not None else None
-            self._quarantine(sample, sha, f"scene_description contradicts label {sample.label}: {sample.scene_description!r}", stored)
+            self._quarantine(sample, sha, f"{skip}: {sample.scene_description!r}", stored)
             return
         existing = self.result.entries.get(sha)
         if existing is not None:
             self._merge(existing, sample)
             return
         path = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if sample.data is not None else Path(sample.path)
-        self.result.entries[sha] = Entry(sha, sample.label, path, sample.origin, width, height)
+        self.result.entries[sha] = Entry(sha, sample.label, path, sample.origin, width, height, sample.source,
+                                         sample.domain, sample.mask_center)
 
     def _merge(self, existing: Entry, sample: RawSample) -> None:
         if sample.label is None or sample.label == existing.label:
@@ -122,6 +129,7 @@ class Ingestor:
         elif existing.label is None:  # an unlabeled copy seen first: the labelled one defines it
             existing.merged_origins.append(existing.origin)
             existing.label, existing.origin = sample.label, sample.origin
+            existing.source, existing.domain = sample.source, sample.domain
         else:
             existing.conflicting = True
             existing.merged_origins.append(sample.origin)
@@ -136,7 +144,7 @@ class Ingestor:
             if entry.conflicting:
                 for origin in [entry.origin, *entry.merged_origins]:
                     self.result.quarantine.append({
-                        "origin": origin, "sha256": sha, "label": None,
+                        "origin": origin, "source": None, "sha256": sha, "label": None,
                         "reason": "duplicate with conflicting labels", "stored_path": str(entry.path),
                     })
                 del self.result.entries[sha]
@@ -166,20 +174,21 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
             "split": UNLABELED if entry.label is None else assign_split(sha, ratios, seed),
             "path": stored,
             "origin": entry.origin,
+            "source": entry.source,
+            "domain": entry.domain,
             "width": entry.width,
             "height": entry.height,
+            "mask_center_x": entry.mask_center[0] if entry.mask_center else None,
+            "mask_center_y": entry.mask_center[1] if entry.mask_center else None,
         })
     return rows
 
 
 def ingest_configured(data_cfg: dict, store_dir: Path, synthetic_cache: Path) -> IngestResult:
-    """Ingest every configured source: labelled samples first, so that an unlabeled copy of a labelled
+    """Ingest every configured source: all labelled samples first, so that an unlabeled copy of a labelled
     image joins the labelled one (and its split)."""
-    check = None
-    if data_cfg["source"] == "natix_parquet" and data_cfg["natix"]["check_scene_description"]:
-        check = DescriptionCheck(data_cfg["natix"]["positive_keywords"], data_cfg["natix"]["negative_phrases"])
-    ingestor = Ingestor(store_dir, check)
+    ingestor = Ingestor(store_dir)
     labelled, unlabeled = configured_samples(data_cfg, synthetic_cache)
-    ingestor.add_all(labelled)
-    ingestor.add_all(unlabeled)
+    for samples in labelled + unlabeled:
+        ingestor.add_all(samples)
     return ingestor.finish()

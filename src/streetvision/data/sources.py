@@ -22,13 +22,19 @@ class DataSourceError(StreetvisionError, ValueError):
     """Structural problem with an input; the message names the file/column/row."""
 
 
+NO_DESCRIPTION_COLUMN = object()  # a NATIX shard without the column (the validators' rule then cannot apply)
+
+
 @dataclass
 class RawSample:
     origin: str  # where it came from: a file path, or "shard.parquet#row"
     label: int | None  # None for unlabeled images
     data: bytes | None = None  # image bytes when the source holds them inline
     path: Path | None = None  # image file when the source references one
-    scene_description: str | None = None
+    scene_description: object = NO_DESCRIPTION_COLUMN  # str | None where the source has the column
+    mask_center: tuple[int, int] | None = None  # NATIX rows may carry one; the challenge crop moves to it
+    source: str = ""  # the configured source's name (set by ``samples_of``)
+    domain: str = ""  # its domain, e.g. real / synthetic (set by ``samples_of``)
 
     def read_bytes(self) -> bytes:
         return self.data if self.data is not None else Path(self.path).read_bytes()
@@ -115,8 +121,28 @@ def _inline_image_bytes(cell, where: str) -> bytes | None:
     raise DataSourceError(f"{where}: 'image' must be bytes or a struct {{bytes, path}}, got {type(cell).__name__}")
 
 
+def _mask_center(value, where: str) -> tuple[int, int] | None:
+    """A NATIX ``mask_center`` cell: null, or an (x, y) pair of integer pixel coordinates."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import json
+
+        value = json.loads(value)
+    try:
+        x, y = value
+    except (TypeError, ValueError):
+        raise DataSourceError(f"{where}: mask_center {value!r} is not an (x, y) pair") from None
+    if x is None or y is None:
+        return None
+    if int(x) != x or int(y) != y:
+        raise DataSourceError(f"{where}: mask_center {value!r} must hold integer pixel coordinates")
+    return int(x), int(y)
+
+
 def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
-    """Shards ``*.parquet`` (sorted) with columns ``image``, ``label``, optional ``scene_description``.
+    """Shards ``*.parquet`` (sorted) with columns ``image``, ``label``, optional ``scene_description`` and
+    ``mask_center`` (the point a validator's crop moves to).
 
     Streams row batches so memory stays bounded however large the shards are.
     """
@@ -135,11 +161,10 @@ def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
         missing = {"image", "label"} - names
         if missing:
             raise DataSourceError(f"{shard}: missing column(s) {sorted(missing)}; found {sorted(names)}")
-        columns = ["image", "label"] + (["scene_description"] if "scene_description" in names else [])
+        optional = [c for c in ("scene_description", "mask_center") if c in names]
         row = 0
         try:
-            batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
-            for batch in batches:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["image", "label", *optional]):
                 records = batch.to_pydict()
                 for i in range(batch.num_rows):
                     where = f"{shard} row {row}"
@@ -148,7 +173,9 @@ def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
                         origin=f"{shard}#{row}",
                         label=_check_label(records["label"][i], where),
                         data=data if data is not None else b"",
-                        scene_description=records.get("scene_description", [None] * batch.num_rows)[i],
+                        scene_description=(records["scene_description"][i] if "scene_description" in records
+                                           else NO_DESCRIPTION_COLUMN),
+                        mask_center=_mask_center(records["mask_center"][i], where) if "mask_center" in records else None,
                     )
                     row += 1
         except DataSourceError:
@@ -158,37 +185,104 @@ def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
 
 
 SYNTHETIC_CLASSES = {"roadwork": 1, "none": 0}
+KINDS = ("synthetic", "natix_parquet", "image_folder", "index")
 
 
-def _synthetic_samples(data_cfg: dict, cache_root: Path):
+@dataclass(frozen=True)
+class SourceSpec:
+    """One configured source: what to read, and the name and domain its images carry in the index."""
+
+    kind: str
+    name: str
+    domain: str
+    path: str | None = None
+    class_map: dict | None = None
+    synthetic: dict | None = None  # the demo generator's options (kind == synthetic)
+    where: str = "data"  # the config key it came from, for error messages
+
+
+def default_domain(kind: str, synthetic: dict | None) -> str:
+    """``real``, except the demo generator's ``generated`` style (SDXL-like scenes): ``synthetic``."""
+    return "synthetic" if kind == "synthetic" and (synthetic or {}).get("style") == "generated" else "real"
+
+
+def source_specs(data_cfg: dict) -> list[SourceSpec]:
+    """The configured sources: ``data.sources`` when given, else the single-source keys as one source.
+
+    Each entry's omitted options come from the top-level ``data`` keys (``class_map``, ``synthetic``); a
+    missing ``domain`` is ``default_domain``; a missing ``name`` is ``<source>:<path or style>``. Two
+    sources reading the same data (same path, or the same generator settings) are an error naming both.
+    """
+    entries = data_cfg.get("sources")
+    if entries:
+        raw = [(f"data.sources[{i}]", entry) for i, entry in enumerate(entries)]
+    else:
+        raw = [("data", {"source": data_cfg["source"], "path": data_cfg.get("path")})]
+    specs, seen = [], {}
+    for where, entry in raw:
+        kind = entry["source"]
+        synthetic = {**data_cfg["synthetic"], **(entry.get("synthetic") or {})} if kind == "synthetic" else None
+        path = entry.get("path")
+        if kind != "synthetic" and not path:
+            raise DataSourceError(f"config key '{where}.path' is required for source '{kind}'")
+        identity = ("synthetic", tuple(sorted(synthetic.items()))) if synthetic else (kind, str(Path(path).resolve()))
+        if identity in seen:
+            raise DataSourceError(f"config keys '{seen[identity]}' and '{where}' read the same data "
+                                  f"({path or 'the same generator settings'}): list each source once")
+        seen[identity] = where
+        label = path if path else synthetic["style"]
+        specs.append(SourceSpec(kind, entry.get("name") or f"{kind}:{label}",
+                                entry.get("domain") or default_domain(kind, synthetic), path,
+                                entry.get("class_map") or data_cfg["class_map"], synthetic, where))
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise DataSourceError(f"config key 'data.sources': source names must be unique, got {names}")
+    return specs
+
+
+def _synthetic_root(spec: SourceSpec, cache_root: Path) -> Path:
     """Scenes are generated once per generator config under ``<cache_root>/<hash>/`` and shared by every
     experiment that asks for the same ones (files are atomic and skipped when present)."""
     from streetvision.data.synthetic import generate_dataset
     from streetvision.io.hashing import config_hash
 
-    syn = data_cfg["synthetic"]
-    root = generate_dataset(Path(cache_root) / config_hash(syn)[:16], count=syn["count"], size=syn["image_size"],
+    syn = spec.synthetic
+    return generate_dataset(Path(cache_root) / config_hash(syn)[:16], count=syn["count"], size=syn["image_size"],
                             positive_fraction=syn["positive_fraction"], unlabeled_count=syn["unlabeled_count"],
-                            seed=syn["seed"])
-    labelled = read_image_folder(root / "labelled", SYNTHETIC_CLASSES)
-    unlabeled = read_unlabeled_folder(root / "unlabeled") if syn["unlabeled_count"] else iter(())
-    return labelled, unlabeled
+                            seed=syn["seed"], style=syn["style"])
 
 
-def configured_samples(data_cfg: dict, synthetic_cache: Path) -> tuple[Iterator[RawSample], Iterator[RawSample]]:
-    """(labelled samples, unlabeled samples) iterators for the configured source."""
-    source = data_cfg["source"]
-    if source == "synthetic":
-        labelled, unlabeled = _synthetic_samples(data_cfg, synthetic_cache)
+def samples_of(spec: SourceSpec, synthetic_cache: Path) -> tuple[Iterator[RawSample], Iterator[RawSample]]:
+    """(labelled, unlabeled) samples of one source, each tagged with the source's name and domain."""
+    unlabeled: Iterator[RawSample] = iter(())
+    if spec.kind == "synthetic":
+        root = _synthetic_root(spec, synthetic_cache)
+        labelled = read_image_folder(root / "labelled", SYNTHETIC_CLASSES)
+        if spec.synthetic["unlabeled_count"]:
+            unlabeled = read_unlabeled_folder(root / "unlabeled")
+    elif spec.kind == "image_folder":
+        labelled = read_image_folder(spec.path, spec.class_map)
+    elif spec.kind == "index":
+        labelled = read_index_file(spec.path)
     else:
-        if data_cfg["path"] is None:
-            raise DataSourceError(f"config key 'data.path' is required for data.source '{source}'")
-        readers = {
-            "image_folder": lambda p: read_image_folder(p, data_cfg["class_map"]),
-            "index": read_index_file,
-            "natix_parquet": read_natix_parquet,
-        }
-        labelled, unlabeled = readers[source](data_cfg["path"]), iter(())
+        labelled = read_natix_parquet(spec.path)
+    return _tagged(labelled, spec), _tagged(unlabeled, spec)
+
+
+def configured_samples(data_cfg: dict, synthetic_cache: Path) -> tuple[list, list]:
+    """(labelled, unlabeled) sample iterators of every configured source, plus ``data.unlabeled_path``."""
+    labelled, unlabeled = [], []
+    for spec in source_specs(data_cfg):
+        with_labels, without = samples_of(spec, synthetic_cache)
+        labelled.append(with_labels)
+        unlabeled.append(without)
     if data_cfg["unlabeled_path"]:
-        unlabeled = read_unlabeled_folder(data_cfg["unlabeled_path"])
+        extra = SourceSpec("image_folder", "unlabeled", "real", data_cfg["unlabeled_path"])
+        unlabeled.append(_tagged(read_unlabeled_folder(extra.path), extra))
     return labelled, unlabeled
+
+
+def _tagged(samples: Iterator[RawSample], spec: SourceSpec) -> Iterator[RawSample]:
+    for sample in samples:
+        sample.source, sample.domain = spec.name, spec.domain
+        yield sample

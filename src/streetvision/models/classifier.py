@@ -76,11 +76,16 @@ class RoadworkClassifier(nn.Module):
         """What the head reads (and what the gate of phase 3 consumes)."""
         if self.pooling == "pooled":
             return self.backbone(images)
-        tokens = self.backbone.forward_features(images)
+        return self.pool_tokens(self.backbone.forward_features(images))
+
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """A token head's input from the final-norm token sequence (class token first)."""
         if self.pooling == "token":
             return tokens[:, 0]
-        patches = tokens[:, self.backbone.num_prefix_tokens:]
-        return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
+        return torch.cat([tokens[:, 0], self.patch_tokens(tokens).mean(dim=1)], dim=-1)
+
+    def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, self.backbone.num_prefix_tokens:]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """One logit per image; sigmoid(logit) = P(roadwork)."""

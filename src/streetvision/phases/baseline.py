@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from streetvision import layout
+from streetvision.data.views import challenge_plan, samples_of
 from streetvision.logs import log_result
 from streetvision.metrics import compute_all_metrics
 from streetvision.models.backbone import count_parameters
@@ -26,7 +27,10 @@ from streetvision.train.trainer import (
 
 def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | None = None, out_dir: str | Path,
                  experiment: str, gpus: int = 0, workflow_dir: str | None = None) -> Path | None:
-    """Train and export phase 1. Returns the manifest path (None on non-zero DDP ranks)."""
+    """Train and export phase 1. Returns the manifest path (None on non-zero DDP ranks).
+
+    ``cfg`` holds the ``model``, ``train`` and ``challenge`` sections.
+    """
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     out_dir = Path(out_dir)
     upstream = [layout.manifest_of(data_dir)] + ([layout.manifest_of(explora_dir)] if explora_dir else [])
@@ -37,15 +41,14 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     # Phase 4's merged backbone, when there is one, takes the place of the pretrained weights.
     adapted = Path(explora_dir) / layout.Explora.BACKBONE if explora_dir else None
     model, spec = build_trainable_classifier(model_cfg, adapted)
-    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, train_cfg["batch_size"],
-                                 train_cfg["num_workers"], train_cfg["augment_levels"])
+    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, train_cfg, cfg["challenge"]["seed"])
     module = BaselineModule(model, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
                             warmup_fraction=train_cfg["warmup_fraction"], layer_decay=train_cfg["layer_decay"],
-                            pos_weight=train_cfg["pos_weight"])
+                            pos_weight=train_cfg["pos_weight"], aux_max_pool_weight=train_cfg["aux_max_pool_weight"])
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
         precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
-        tensorboard=train_cfg["tensorboard"])
+        tensorboard=train_cfg["tensorboard"], distributed_sampler=False)  # the domain sampler shards itself
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports
         return None
@@ -54,32 +57,37 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     recorder.write_tensors(layout.Baseline.MODEL, model.state_dict(), {"format": "streetvision-classifier"})
     recorder.write_json(layout.Baseline.MODEL_CONFIG, spec.to_record())
-    metrics = {split: export_split(recorder, model, datamodule, split, device)
-               for split in layout.Baseline.PREDICTED_SPLITS}
+    metrics = {split: {view: export_split(recorder, model, datamodule, split, view, device)
+                       for view in layout.Baseline.VIEWS} for split in layout.Baseline.PREDICTED_SPLITS}
     export_curves(recorder)
     recorder.write_json(layout.Baseline.METRICS, metrics)
     test = metrics["val_test"]
     recorder.metrics.update({
-        "val_test": {k: test[k] for k in ("mcc", "accuracy", "natix_reward", "auroc", "ece")},
+        "val_test": {view: {k: test[view][k] for k in ("mcc", "accuracy", "auroc", "ece")} for view in test},
+        "domain_weights": datamodule.domain_weights,
         "val_select_mcc_best": record["best_score"],
         "global_step": record["global_step"], "epochs": record["epochs"],
         "resumed_from_step": record["resumed_from_step"],
         "parameters": count_parameters(model),
     })
-    log_result("baseline", experiment, f"val_test MCC {test['mcc']:.3f}, accuracy {test['accuracy']:.3f} "
-                                       f"({record['epochs']} epochs)")
+    log_result("baseline", experiment, f"val_test MCC {test['challenge']['mcc']:.3f} on the challenge pass, "
+                                       f"{test['clean']['mcc']:.3f} clean (at 0.5; {record['epochs']} epochs)")
     return recorder.finish()
 
 
-def export_split(recorder, model, datamodule: SplitDataModule, split: str, device: torch.device) -> dict:
-    """Predictions (and, for the splits later phases fit on, pooled features) of one split; its metrics."""
+def export_split(recorder, model, datamodule: SplitDataModule, split: str, view: str, device: torch.device) -> dict:
+    """Predictions of one split through one view; for the challenge pass, the challenge each image got and,
+    for the splits later phases fit on, the pooled features. Returns the split's metrics at 0.5."""
     frame = datamodule.split(split)
-    logits, features = predict_with_features(model, datamodule.eval_loader(split), device)
+    logits, features = predict_with_features(model, datamodule.eval_loader(split, view), device)
     table = pd.DataFrame({"id": frame["id"], "label": frame["label"].astype("int8"),
+                          "domain": frame["domain"], "source": frame["source"],
                           "logit": logits.numpy().astype("float64"),
                           "probability": torch.sigmoid(logits.double()).numpy()})
-    recorder.write_parquet(layout.Baseline.predictions(split), table)
-    if split in layout.Baseline.FEATURE_SPLITS:
+    if view == "challenge":
+        table = pd.concat([table, challenge_plan(samples_of(frame), datamodule.challenge_seed)], axis=1)
+    recorder.write_parquet(layout.Baseline.predictions(split, view), table)
+    if view == "challenge" and split in layout.Baseline.FEATURE_SPLITS:
         recorder.write_tensors(layout.Baseline.features(split), {"features": features},
                                {"ids": json.dumps(frame["id"].tolist()), "order": "same as the predictions"})
     return compute_all_metrics(table["label"], table["probability"], threshold=0.5)

@@ -1,4 +1,5 @@
-"""Step ``bundle`` (phase 6): assemble the servable bundle, reload it verified, prove it reproduces phase 1."""
+"""Step ``bundle`` (phase 6): assemble the servable bundle, reload it verified, prove it reproduces phase 1 on
+the challenge pass (the 224x224 JPEGs a miner receives), and score it through each validator level."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from streetvision import layout
 from streetvision.bundle.export import build_policy, check_parity, model_card, robustness, write_bundle
 from streetvision.bundle.load import load_bundle
+from streetvision.data.views import EvaluationChallenge, samples_of
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
 
@@ -21,31 +23,38 @@ def bundle_files(policy: dict, baseline_dir: Path, gate_dir: Path | None) -> dic
     return files
 
 
-def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir, gate_dir=None, out_dir,
+def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=None, gate_dir=None, out_dir,
                experiment: str, workflow_dir: str | None = None) -> Path:
-    bundle_cfg = cfg["bundle"]
+    """``cfg`` holds the ``bundle``, ``challenge`` and ``demo`` sections; a ``threshold`` policy needs phases
+    1 and 2 only, the ``scrc`` policy also phase 5 (and the gate when it scores the selection)."""
+    bundle_cfg, seed = cfg["bundle"], cfg["challenge"]["seed"]
     data_dir, baseline_dir, out_dir = Path(data_dir), Path(baseline_dir), Path(out_dir)
     sources = [layout.manifest_of(d) for d in (baseline_dir, thresholds_dir, gate_dir, scrc_dir) if d]
     recorder = PhaseRecorder(out_dir, "phase6_bundle", experiment, cfg, consumes=sources, workflow_dir=workflow_dir)
-    policy = build_policy(bundle_cfg["policy"], layout.thresholds_of(thresholds_dir), layout.scrc_of(scrc_dir))
-    card = model_card(bundle_cfg["model_card"], layout.model_record_of(baseline_dir))
+    policy = build_policy(bundle_cfg["policy"], layout.thresholds_of(thresholds_dir),
+                          layout.scrc_of(scrc_dir) if bundle_cfg["policy"] == "scrc" else None)
+    card = model_card(bundle_cfg["model_card"], layout.model_record_of(baseline_dir), demo=cfg["demo"])
     write_bundle(layout.bundle_dir_of(out_dir), policy, card, bundle_files(policy, baseline_dir, gate_dir), sources)
     recorder.register_tree(layout.Bundle.DIR)
 
     detector = load_bundle(layout.bundle_dir_of(out_dir))
-    index = layout.load_index(data_dir)
-    test = index[index["split"] == "val_test"].reset_index(drop=True)
+    index = layout.load_index(data_dir).set_index("id", drop=False)
     expected = layout.predictions_of(baseline_dir, "val_test")
-    paths = index.set_index("id").loc[expected["id"], "path"].tolist()
-    parity = check_parity(detector, paths, expected, policy)
-    robust = robustness(detector, test, bundle_cfg["robustness_levels"], bundle_cfg["robustness_seed"])
-    recorder.write_json(layout.Bundle.PARITY, parity)
+    test = index.loc[expected["id"]].reset_index(drop=True)
+    challenge = EvaluationChallenge(seed)
+    parity = check_parity(detector, [challenge.image(sample) for sample in samples_of(test)], expected, policy)
+    robust = robustness(detector, test, bundle_cfg["robustness_levels"], seed)
+    recorder.write_json(layout.Bundle.PARITY, {**parity, "view": "challenge pass (224x224 JPEGs)"})
     recorder.write_json(layout.Bundle.ROBUSTNESS, robust)
     recorder.metrics.update({
         "policy": policy["type"], "parity": parity,
         "val_test_by_level": {level: {k: m[k] for k in ("mcc", "accuracy", "natix_reward")} for level, m in robust.items()},
     })
-    by_level = ", ".join(f"L{level.split('_')[-1]} {m['mcc']:.2f}" for level, m in robust.items())
-    log_result("bundle", experiment, f"{policy['type']} policy verified (parity max |Δp| "
+    by_level = ", ".join(f"L{level.split('_')[-1]} {_fmt(m['mcc'])}" for level, m in robust.items())
+    log_result("bundle", experiment, f"{policy['type']} policy verified on the challenge pass (parity max |Δp| "
                                      f"{parity['max_abs_probability_diff']:.1e}); val_test MCC by level: {by_level}")
     return recorder.finish()
+
+
+def _fmt(value) -> str:
+    return "undefined" if value is None else f"{value:.2f}"

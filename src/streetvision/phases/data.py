@@ -16,8 +16,9 @@ from streetvision.logs import log_result
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "width", "height"]
-QUARANTINE_COLUMNS = ["origin", "sha256", "label", "reason", "stored_path"]
+INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
+                 "mask_center_x", "mask_center_y"]
+QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
 DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
 
 
@@ -29,6 +30,7 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
     result = ingest_configured(data_cfg, out_dir / layout.Data.IMAGES, out_dir.parent.parent / layout.SYNTHETIC_CACHE)
     index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir), columns=INDEX_COLUMNS)
     index["label"] = index["label"].astype("Int8")
+    index[["mask_center_x", "mask_center_y"]] = index[["mask_center_x", "mask_center_y"]].astype("Int32")
     stats = split_statistics(index["split"], index["label"].astype(object).where(index["label"].notna(), None))
     check_splits_usable(stats)
     hashes_in_two_splits = int(index.groupby("sha256")["split"].nunique().gt(1).sum())
@@ -45,6 +47,9 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
         "quarantined": len(result.quarantine),
         "quarantined_by_reason": dict(Counter(row["reason"].split(":")[0] for row in result.quarantine)),
         "splits": stats,
+        "by_domain": {domain: split_statistics(part["split"], part["label"].astype(object).where(part["label"].notna(), None))
+                      for domain, part in index.groupby("domain")},
+        "sources": index["source"].value_counts().to_dict(),
         "hashes_in_two_splits": hashes_in_two_splits,
     })
     log_result("data", experiment, f"{len(index)} unique images from {result.rows_read} rows "

@@ -9,6 +9,7 @@ from streetvision import layout
 from streetvision.logs import log_result
 from streetvision.models.backbone import BackboneSpec, build_backbone, count_parameters, data_config
 from streetvision.train.explora import (
+    ChallengeCrops,
     ExploraModule,
     MultiCrop,
     add_lora,
@@ -43,7 +44,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     frame = explora_frame(index, ex_cfg["splits"])
     crops = MultiCrop(model_cfg["img_size"], ex_cfg["local_crop_size"] or model_cfg["img_size"], ex_cfg["n_local_crops"],
                       ex_cfg["global_scale"], ex_cfg["local_scale"], spec["mean"], spec["std"])
-    loader = explora_loader(index, ex_cfg["splits"], crops, ex_cfg["batch_size"], ex_cfg["num_workers"])
+    views = ChallengeCrops(crops, seed=ex_cfg["seed"]) if ex_cfg["challenge_views"] else crops
+    loader = explora_loader(index, ex_cfg["splits"], views, ex_cfg["batch_size"], ex_cfg["num_workers"])
     module = ExploraModule(add_lora(copy.deepcopy(base), ex_cfg), ex_cfg)
     trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,
                                         max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],

@@ -11,6 +11,7 @@ from streetvision import layout
 from streetvision.calibration.gate import (
     GateInputs,
     GateUnfittableError,
+    cross_fitted_gate_scores,
     fit_gate,
     gate_scores,
     risk_coverage,
@@ -41,6 +42,10 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         "in_dim": int(x.shape[1]), "hidden": gate_cfg["hidden"], "loss": gate_cfg["loss"],
         "inputs": "features + [logit, |p-0.5|, entropy(p)]", "decision_threshold": threshold})
 
+    # val_calib's own scores come from gates that never saw the row (phase 5 builds SCRC's candidates from them).
+    recorder.write_parquet(layout.Gate.scores("val_calib"), pd.DataFrame({
+        "id": calib["id"], "gate_score": cross_fitted_gate_scores(x, calib_correct, gate_cfg, gate_cfg["cross_fit_folds"]),
+        "max_probability": max_probability(calib["probability"]), "correct": calib_correct, "cross_fitted": True}))
     report = {"fit": fit_info}
     for split in layout.Gate.SCORED_SPLITS:
         table, features = layout.features_of(baseline_dir, split)

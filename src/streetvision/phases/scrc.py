@@ -1,7 +1,11 @@
-"""Step ``scrc`` (phase 5): temperature scaling on val_calib, then selective risk control on val_conformal.
+"""Step ``scrc`` (phase 5): selective risk control calibrated on val_conformal's challenge pass.
 
-The selection score is the gate's P(correct) or stage 1's calibrated confidence in its own decision. The
-decision itself never changes here: it is stage 1's at the phase-2 threshold.
+The selection score is the gate's P(correct) or stage 1's calibrated confidence in its own decision
+(temperature from phase 2). ``scrc.method`` certifies the selection threshold (docs/scrc.md); the
+default, split fixed-sequence testing, builds its candidates and start from val_calib (cross-fitted gate
+scores, so not optimistic) and tests them in order on val_conformal. ``scrc.per_decision`` fits one
+threshold for roadwork calls and one for the others, each at delta/2. Decisions never change here: they
+are stage 1's at the phase-2 threshold.
 """
 
 from __future__ import annotations
@@ -11,18 +15,22 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from streetvision import layout
 from streetvision.calibration.gate import risk_coverage
 from streetvision.calibration.scrc import (
+    GROUPS,
+    accepted_mask,
     conformal_risk_control,
-    fit_selection_threshold,
-    minimum_calibration_size,
+    fit_per_decision_thresholds,
+    fit_selection,
+    minimum_calibration_size_for,
     risk_upper_bound,
-    selective_counts,
+    selective_summary,
 )
 from streetvision.calibration.selection import decision_confidence, stage1_decisions
-from streetvision.calibration.temperature import apply_temperature, calibration_metrics, fit_temperature
+from streetvision.calibration.temperature import apply_temperature, calibration_metrics
 from streetvision.errors import StreetvisionError
 from streetvision.figures import reliability_figure, risk_coverage_figure
 from streetvision.io.manifest import PhaseRecorder
@@ -30,10 +38,10 @@ from streetvision.logs import log_result
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("val_conformal", "val_test")
+SPLITS = ("val_calib", "val_conformal", "val_test")  # reference, calibration, report
 
 
-def selection_scores(table, gate_dir: Path | None, temperature: float, threshold: float, kind: str,
+def selection_scores(table: pd.DataFrame, gate_dir: Path | None, temperature: float, threshold: float, kind: str,
                      split: str) -> np.ndarray:
     """Per image of ``split``: the gate's P(correct), or the calibrated confidence in stage 1's decision."""
     if kind == "gate":
@@ -49,53 +57,80 @@ def selection_scores(table, gate_dir: Path | None, temperature: float, threshold
     return scores
 
 
+def fit_policy(cfg: dict, scores: dict, errors: dict, calls: dict):
+    """The certified selection: one SelectionFit, or {"positive": fit, "negative": fit} per decision."""
+    method = cfg["method"]
+    kwargs = {"method": method, "where": f"val_conformal ({cfg['score']} scores)",
+              "grid_size": cfg["sequence_size"] if method == "split_fixed_sequence" else cfg["grid_size"]}
+    if method == "split_fixed_sequence":
+        kwargs.update(reference_scores=scores["val_calib"], reference_errors=errors["val_calib"])
+    if cfg["per_decision"]:
+        if method == "split_fixed_sequence":
+            kwargs["reference_positive_calls"] = calls["val_calib"]
+        return fit_per_decision_thresholds(scores["val_conformal"], errors["val_conformal"], calls["val_conformal"],
+                                           cfg["alpha"], cfg["delta"], **kwargs)
+    return fit_selection(scores["val_conformal"], errors["val_conformal"], cfg["alpha"], cfg["delta"], **kwargs)
+
+
+def split_summary(table: pd.DataFrame, accepted, errors, calls) -> dict:
+    """Coverage and selective risk overall, per decision group and per domain."""
+    summary = selective_summary(accepted, errors, calls)
+    summary["full_coverage_risk"] = float(np.mean(errors))
+    summary["by_domain"] = {domain: selective_summary(accepted[members], errors[members])
+                            for domain, members in ((d, (table["domain"] == d).to_numpy())
+                                                    for d in sorted(table["domain"].unique()))}
+    return summary
+
+
 def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path, gate_dir: str | Path | None = None,
              out_dir: str | Path, experiment: str, workflow_dir: str | None = None) -> Path:
     scrc_cfg = cfg["scrc"]
     consumed = [baseline_dir, thresholds_dir] + ([gate_dir] if gate_dir else [])
     recorder = PhaseRecorder(out_dir, "phase5_scrc", experiment, cfg, workflow_dir=workflow_dir,
                              consumes=[layout.manifest_of(d) for d in consumed])
-    threshold = layout.threshold_of(thresholds_dir)
+    threshold, temperature = layout.threshold_of(thresholds_dir), layout.temperature_of(thresholds_dir)
     alpha, delta, kind = scrc_cfg["alpha"], scrc_cfg["delta"], scrc_cfg["score"]
-
-    calib = layout.predictions_of(baseline_dir, "val_calib")
-    temperature = fit_temperature(calib["logit"], calib["label"])
-    tables, scores, errors = {}, {}, {}
+    tables, scores, errors, calls = {}, {}, {}, {}
     for split in SPLITS:
         tables[split] = layout.predictions_of(baseline_dir, split)
         scores[split] = selection_scores(tables[split], gate_dir, temperature, threshold, kind, split)
-        errors[split] = 1 - stage1_decisions(tables[split]["probability"], tables[split]["label"], threshold)[1]
+        predicted, correct = stage1_decisions(tables[split]["probability"], tables[split]["label"], threshold)
+        errors[split], calls[split] = 1 - correct, predicted.astype(bool)
 
-    warnings = []
-    where = f"val_conformal ({kind} scores)"
-    selection = fit_selection_threshold(scores["val_conformal"], errors["val_conformal"], alpha, delta,
-                                        grid_size=scrc_cfg["grid_size"], method="bonferroni", where=where)
-    if math.isinf(selection):
-        warnings.append(f"no threshold is certified at alpha={alpha}, delta={delta}: the policy abstains on every image")
-        log.warning(warnings[-1])
-    crc = conformal_risk_control(scores["val_conformal"], errors["val_conformal"], alpha, where=where)
+    fit = fit_policy(scrc_cfg, scores, errors, calls)
+    fits = fit if isinstance(fit, dict) else {"all": fit}
+    selection = {group: f.threshold for group, f in fits.items()} if scrc_cfg["per_decision"] else fit.threshold
+    warnings = [f"no threshold is certified at alpha={alpha}, delta={delta}: the policy abstains on "
+                f"{'every image' if group == 'all' else f'every {group} call'}" for group, f in fits.items()
+                if math.isinf(f.threshold)]
+    for warning in warnings:
+        log.warning(warning)
+    crc = conformal_risk_control(scores["val_conformal"], errors["val_conformal"], alpha,
+                                 where=f"val_conformal ({kind} scores)")
 
+    group_calls = calls if scrc_cfg["per_decision"] else dict.fromkeys(SPLITS)
     result = {
-        "alpha": alpha, "delta": delta, "selection_score": kind, "decision_threshold": threshold,
-        "temperature": temperature, "selection_threshold": selection, "crc_threshold": crc,
-        "grid_size": scrc_cfg["grid_size"], "n_val_conformal": len(tables["val_conformal"]),
-        "minimum_calibration_size": minimum_calibration_size(alpha, delta, scrc_cfg["grid_size"]),
-        "guarantee": f"P(error rate among accepted > {alpha}) <= {delta} over the val_conformal draw",
+        "alpha": alpha, "delta": delta, "selection_score": kind, "method": scrc_cfg["method"],
+        "per_decision": scrc_cfg["per_decision"], "decision_threshold": threshold, "temperature": temperature,
+        "selection_threshold": selection, "crc_threshold": crc, "view": "challenge",
+        "fits": {group: {"threshold": f.threshold, "method": f.method, "test_level": f.test_level, "start": f.start,
+                         "candidates": f.candidates} for group, f in fits.items()},
+        "n_val_conformal": len(tables["val_conformal"]),
+        "minimum_calibration_size": minimum_calibration_size_for(
+            scrc_cfg["method"], alpha, delta / 2 if scrc_cfg["per_decision"] else delta, grid_size=scrc_cfg["grid_size"]),
+        "guarantee": guarantee_text(alpha, delta, scrc_cfg["per_decision"]),
         "warnings": warnings,
     }
-    for split in SPLITS:
-        acc, wrong = selective_counts(scores[split], errors[split].astype(float), np.array([selection]))
-        n_acc, n_wrong = int(acc[0]), int(wrong[0])
-        result[split] = {
-            "coverage": n_acc / len(scores[split]), "accepted": n_acc, "errors_accepted": n_wrong,
-            "selective_risk": n_wrong / n_acc if n_acc else None,  # undefined when nothing is accepted
-            "full_coverage_risk": float(errors[split].mean()),
-            "crc_joint_risk": float(np.mean(errors[split] * (scores[split] >= crc))),
-        }
-        if split == "val_conformal":
-            result[split]["risk_upper_bound"] = risk_upper_bound(n_acc, n_wrong, 1 - delta / scrc_cfg["grid_size"])
+    for split in SPLITS[1:]:
+        accepted = accepted_mask(scores[split], selection, calls[split] if scrc_cfg["per_decision"] else None)
+        result[split] = split_summary(tables[split], accepted, errors[split], group_calls[split])
+        result[split]["crc_joint_risk"] = float(np.mean(errors[split] * (scores[split] >= crc)))
+    conformal = result["val_conformal"]
+    conformal["risk_upper_bound"] = {}  # Clopper-Pearson at the level each test ran at
+    for group, f in fits.items():
+        part = conformal if group == "all" else conformal[group]
+        conformal["risk_upper_bound"][group] = risk_upper_bound(part["accepted"], part["errors_accepted"], 1 - f.test_level)
     test = tables["val_test"]
-    result["calibration_val_calib"] = calibration_metrics(calib["label"], calib["logit"], temperature)
     result["calibration_val_test"] = calibration_metrics(test["label"], test["logit"], temperature)
 
     labels = test["label"].to_numpy()
@@ -107,13 +142,22 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     recorder.write_json(layout.Scrc.TEMPERATURE, {"temperature": temperature, **result["calibration_val_test"]})
     recorder.write_json(layout.Scrc.RESULT, result)
     recorder.metrics.update({
-        "selection_threshold": selection, "temperature": temperature, "warnings": warnings,
+        "selection_threshold": selection, "method": scrc_cfg["method"], "warnings": warnings,
         "val_test_coverage": result["val_test"]["coverage"], "val_test_selective_risk": result["val_test"]["selective_risk"],
-        "val_conformal_coverage": result["val_conformal"]["coverage"],
+        "val_test_by_domain": {d: {k: v[k] for k in ("coverage", "selective_risk")}
+                               for d, v in result["val_test"]["by_domain"].items()},
+        "val_conformal_coverage": conformal["coverage"],
         "val_conformal_risk_upper_bound": result["val_conformal"]["risk_upper_bound"],
         "ece_val_test_after": result["calibration_val_test"]["ece_after"],
     })
     risk = result["val_test"]["selective_risk"]
     log_result("scrc", experiment, f"val_test coverage {result['val_test']['coverage']:.3f}, selective risk "
-                                   f"{'undefined' if risk is None else f'{risk:.4f}'} (alpha {alpha})")
+                                   f"{'undefined' if risk is None else f'{risk:.4f}'} (alpha {alpha}, {scrc_cfg['method']})")
     return recorder.finish()
+
+
+def guarantee_text(alpha: float, delta: float, per_decision: bool) -> str:
+    if per_decision:
+        return (f"P(error rate among accepted {GROUPS[0]} calls > {alpha}) <= {delta / 2} and the same for "
+                f"{GROUPS[1]} calls, over the val_conformal draw")
+    return f"P(error rate among accepted > {alpha}) <= {delta} over the val_conformal draw"

@@ -1,6 +1,7 @@
-"""Step ``thresholds`` (phase 2): the MCC-optimal threshold on val_calib; val_test at it and at 0.5.
+"""Step ``thresholds`` (phase 2): on val_calib's challenge pass (what validators will send), the exact
+MCC-optimal threshold and the temperature; val_test scored at that threshold.
 
-Deliberately light: numpy, pandas and matplotlib only (no torch, no Lightning).
+Deliberately light: numpy, scipy, pandas and matplotlib only (no torch, no Lightning).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from streetvision import layout
+from streetvision.calibration.temperature import calibration_metrics, fit_temperature
 from streetvision.calibration.thresholds import select_threshold_max_mcc, sweep
 from streetvision.figures import sweep_figure
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
-from streetvision.metrics import compute_all_metrics
+from streetvision.metrics import compute_all_metrics, validator_metrics
 
 SWEEP_COLUMNS = ["threshold", "tp", "fp", "tn", "fn", "mcc", "accuracy", "fnr", "fpr"]
 TIE_BREAK = "highest threshold among exact MCC ties"
@@ -22,25 +24,35 @@ TIE_BREAK = "highest threshold among exact MCC ties"
 
 def run_thresholds(*, baseline_dir: str | Path, out_dir: str | Path, experiment: str,
                    workflow_dir: str | None = None) -> Path:
-    recorder = PhaseRecorder(out_dir, "phase2_thresholds", experiment, {"split": "val_calib", "tie_break": TIE_BREAK},
+    recorder = PhaseRecorder(out_dir, "phase2_thresholds", experiment,
+                             {"split": "val_calib", "view": "challenge", "tie_break": TIE_BREAK},
                              consumes=[layout.manifest_of(baseline_dir)], workflow_dir=workflow_dir)
     calib = layout.predictions_of(baseline_dir, "val_calib")
     test = layout.predictions_of(baseline_dir, "val_test")
+    clean_test = layout.predictions_of(baseline_dir, "val_test", "clean")
     curve = pd.DataFrame(sweep(calib["label"], calib["probability"], where="val_calib probabilities"))[SWEEP_COLUMNS]
     threshold, mcc = select_threshold_max_mcc(calib["label"], calib["probability"])
+    temperature = fit_temperature(calib["logit"], calib["label"])
     at_threshold = compute_all_metrics(test["label"], test["probability"], threshold=threshold)
-    at_half = compute_all_metrics(test["label"], test["probability"], threshold=0.5)
+    validator = validator_metrics(test["label"], (test["probability"] >= threshold).astype(float))
+    result = {
+        "threshold": threshold, "val_calib_mcc": mcc, "tie_break": TIE_BREAK, "rule": "positive iff probability >= threshold",
+        "view": "challenge", "n_val_calib": len(calib), "temperature": temperature,
+        "calibration_val_calib": calibration_metrics(calib["label"], calib["logit"], temperature),
+        "val_test_at_threshold": at_threshold, "val_test_validator": validator,
+        "val_test_at_0.5": compute_all_metrics(test["label"], test["probability"], threshold=0.5),
+        "val_test_clean_at_threshold": compute_all_metrics(clean_test["label"], clean_test["probability"], threshold),
+    }
     recorder.write_csv(layout.Thresholds.SWEEP, curve, float_format="%.10g")
     recorder.write_figure(layout.Thresholds.PLOT, sweep_figure(curve, threshold))
-    recorder.write_json(layout.Thresholds.RESULT, {
-        "threshold": threshold, "val_calib_mcc": mcc, "tie_break": TIE_BREAK, "rule": "positive iff probability >= threshold",
-        "n_val_calib": len(calib), "val_test_at_threshold": at_threshold, "val_test_at_0.5": at_half,
-    })
+    recorder.write_json(layout.Thresholds.RESULT, result)
     recorder.metrics.update({
-        "threshold": threshold, "val_calib_mcc": mcc,
-        "val_test_mcc_at_threshold": at_threshold["mcc"], "val_test_mcc_at_0.5": at_half["mcc"],
-        "val_test_accuracy_at_threshold": at_threshold["accuracy"],
+        "threshold": threshold, "val_calib_mcc": mcc, "temperature": temperature,
+        "val_test_mcc_at_threshold": at_threshold["mcc"], "val_test_mcc_at_0.5": result["val_test_at_0.5"]["mcc"],
+        "val_test_accuracy_at_threshold": at_threshold["accuracy"], "val_test_natix_reward": validator["natix_reward"],
+        "val_test_clean_mcc_at_threshold": result["val_test_clean_at_threshold"]["mcc"],
     })
-    log_result("thresholds", experiment, f"threshold {threshold:.4f} (val_calib MCC {mcc:.3f}); "
-                                         f"val_test MCC {at_threshold['mcc']:.3f} vs {at_half['mcc']:.3f} at 0.5")
+    log_result("thresholds", experiment, f"threshold {threshold:.4f} (val_calib MCC {mcc:.3f}), T = {temperature:.2f}; "
+                                         f"val_test challenge-pass MCC {at_threshold['mcc']:.3f} "
+                                         f"(clean {result['val_test_clean_at_threshold']['mcc']:.3f})")
     return recorder.finish()

@@ -1,34 +1,44 @@
-"""Data for phase 1 from the data step's index: lazy decoding in DataLoader workers."""
+"""Data for phase 1 from the data step's index: lazy decoding (and challenge simulation) in DataLoader workers.
+
+Training draws go through the exact validator challenge (``TrainingChallenge``), mixed by domain
+(``DomainWeightedSampler``); early stopping and the exported predictions use the seeded challenge pass
+(``EvaluationChallenge``), and the clean view is exported beside it.
+"""
 
 from __future__ import annotations
 
 import lightning as L
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 
 from streetvision.data.datasets import ImageDataset
-from streetvision.data.transforms import ValidatorAugment, eval_transform, level_transform
+from streetvision.data.transforms import eval_transform
+from streetvision.data.views import CleanView, EvaluationChallenge, TrainingChallenge, samples_of
 from streetvision.errors import StreetvisionError
+from streetvision.train.sampling import DomainWeightedSampler, domain_weights
+
+VIEWS = ("challenge", "clean")
 
 
-def labelled_dataset(frame: pd.DataFrame, transform) -> ImageDataset:
-    return ImageDataset(frame["path"].tolist(), transform, frame["label"].astype("float32").tolist())
+def _identity(item):
+    return item
 
 
 class SplitDataModule(L.LightningDataModule):
-    """Train on ``train`` with validator augmentation; early-stop on ``val_select``; predict any split."""
+    """Train on ``train`` (challenges, domain-weighted); early-stop on ``val_select``'s challenge pass;
+    predict any split through either view."""
 
-    def __init__(self, index: pd.DataFrame, data_spec: dict, batch_size: int, num_workers: int,
-                 augment_levels: list[int] | None = None):
+    def __init__(self, index: pd.DataFrame, data_spec: dict, train_cfg: dict, challenge_seed: int):
         super().__init__()
         self.index = index
-        self.spec = data_spec
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.augment_levels = augment_levels
-        self.eval_tf = eval_transform(data_spec["img_size"], data_spec["mean"], data_spec["std"],
-                                      data_spec["interpolation"])
+        self.cfg = train_cfg
+        self.challenge_seed = challenge_seed
+        self.preprocess = eval_transform(data_spec["img_size"], data_spec["mean"], data_spec["std"],
+                                         data_spec["interpolation"])
+        train = self.split("train")
+        domains = train["domain"].tolist() if "domain" in train else ["real"] * len(train)
+        self.domain_weights = domain_weights(domains, train_cfg["domain_weights"])
+        self._train_domains = domains
 
     def split(self, name: str) -> pd.DataFrame:
         frame = self.index[self.index["split"] == name].reset_index(drop=True)
@@ -36,24 +46,34 @@ class SplitDataModule(L.LightningDataModule):
             raise StreetvisionError(f"split '{name}' has no samples in the data index")
         return frame
 
-    def _train_transform(self):
-        size, mean, std = self.spec["img_size"], self.spec["mean"], self.spec["std"]
-        levels = self.augment_levels
-        if levels is None or sorted(levels) == [0, 1, 2, 3]:
-            return ValidatorAugment(size, mean, std)
-        chosen = [level_transform(level, size, mean, std) for level in levels]
-        return lambda image: chosen[int(torch.randint(len(chosen), ()).item())](image)
+    def view(self, name: str, cache: bool = False):
+        if name == "challenge":
+            return EvaluationChallenge(self.challenge_seed, self.preprocess, cache=cache)
+        if name == "clean":
+            return CleanView(self.preprocess)
+        raise ValueError(f"unknown view {name!r}; expected one of {VIEWS}")
 
-    def _loader(self, frame: pd.DataFrame, transform, shuffle: bool, every_epoch: bool) -> DataLoader:
-        return DataLoader(labelled_dataset(frame, transform), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0 and every_epoch,
-                          drop_last=shuffle and len(frame) > self.batch_size)
+    def dataset(self, frame: pd.DataFrame, transform) -> ImageDataset:
+        return ImageDataset(samples_of(frame), transform, frame["label"].astype("float32").tolist(), opener=_identity)
+
+    def _loader(self, frame, transform, every_epoch: bool, sampler=None) -> DataLoader:
+        workers = self.cfg["num_workers"]
+        return DataLoader(self.dataset(frame, transform), batch_size=self.cfg["batch_size"], sampler=sampler,
+                          num_workers=workers, persistent_workers=workers > 0 and every_epoch,
+                          drop_last=sampler is not None and len(sampler) > self.cfg["batch_size"])
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.split("train"), self._train_transform(), shuffle=True, every_epoch=True)
+        train = self.split("train")
+        trainer = self.trainer
+        sampler = DomainWeightedSampler(self._train_domains, self.domain_weights,
+                                        self.cfg["epoch_samples"] or len(train), seed=self.cfg["seed"],
+                                        rank=trainer.global_rank if trainer else 0,
+                                        world_size=trainer.world_size if trainer else 1)
+        challenge = TrainingChallenge(self.preprocess, self.cfg["level_probs"], seed=self.cfg["seed"])
+        return self._loader(train, challenge, every_epoch=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split("val_select"), self.eval_tf, shuffle=False, every_epoch=True)
+        return self._loader(self.split("val_select"), self.view("challenge", cache=True), every_epoch=True)
 
-    def eval_loader(self, split: str) -> DataLoader:
-        return self._loader(self.split(split), self.eval_tf, shuffle=False, every_epoch=False)
+    def eval_loader(self, split: str, view: str = "challenge") -> DataLoader:
+        return self._loader(self.split(split), self.view(view), every_epoch=False)

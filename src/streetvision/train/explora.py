@@ -123,6 +123,19 @@ def ema_momentum(step: int, total: int, base: float) -> float:
 
 # ---------------------------------------------------------------- data
 
+class ChallengeCrops:
+    """DINO's crops of a validator challenge of the image (a fresh one per draw), so self-supervision
+    adapts the backbone to what miners are actually sent (``explora.challenge_views``)."""
+
+    def __init__(self, crops: MultiCrop, seed: int | None = None):
+        from streetvision.data.challenge import ChallengeTransform
+
+        self.crops, self.challenge = crops, ChallengeTransform(seed=seed)
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        return self.crops(self.challenge(image).convert("RGB"))
+
+
 class MultiCrop:
     """2 global crops at the input size and N local crops (small regions), DINO-style photometric jitter."""
 

@@ -133,7 +133,8 @@ def show_progress_bar() -> bool:
 
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
                   monitor: str | None = None, patience: int = 0, tensorboard: bool = False,
-                  max_steps: int = -1, find_unused_parameters: bool = False, extra_callbacks=()) -> tuple[L.Trainer, ModelCheckpoint]:
+                  max_steps: int = -1, find_unused_parameters: bool = False, extra_callbacks=(),
+                  distributed_sampler: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     if monitor:  # best by the monitored metric, plus last.ckpt to resume from
         checkpoint = ModelCheckpoint(dirpath=phase_dir / CHECKPOINT_DIR, filename="best", monitor=monitor,
                                      mode="max", save_last=True, save_top_k=1)
@@ -166,6 +167,6 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
         accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
         max_epochs=max_epochs, max_steps=max_steps, callbacks=callbacks, logger=loggers, plugins=plugins,
         enable_progress_bar=show_progress_bar(), log_every_n_steps=10, enable_model_summary=False,
-        default_root_dir=phase_dir, num_sanity_val_steps=0,
+        default_root_dir=phase_dir, num_sanity_val_steps=0, use_distributed_sampler=distributed_sampler,
     )
     return trainer, checkpoint

@@ -1,0 +1,24 @@
+rule hf_export:
+    """The bundle's model as a Hugging Face repo the stock NATIX miner serves, checked the miner's way."""
+    input:
+        data=step_manifest("data"),
+        baseline=step_manifest("baseline"),
+        bundle=step_manifest("bundle"),
+    output:
+        manifest=step_manifest("hf_export"),
+    log:
+        step_log("hf_export"),
+    benchmark:
+        step_benchmark("hf_export")
+    conda:
+        "../envs/streetvision.yaml"
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=lambda wc: exp_config(wc, "hf_export", "bundle", "challenge", "demo"),
+        workflow_dir=WORKFLOW_DIR,
+    script:
+        "../scripts/hf_export.py"

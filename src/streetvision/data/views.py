@@ -1,0 +1,109 @@
+"""What a model is shown of an indexed image: the clean view, or a validator challenge.
+
+- ``TrainingChallenge``: a fresh challenge per draw (the level from ``train.level_probs``), then the model's
+  preprocessing: training sees exactly what validators send.
+- ``EvaluationChallenge``: the *challenge pass* — one seeded challenge per image (``challenge.seed``, the
+  image's content hash): phase 1, the bundle checks, the Hugging Face parity and the report all score
+  the same 224x224 JPEGs. With ``level`` set, every image goes through that level (per-level scores).
+- ``CleanView``: the source image itself, preprocessed (the pre-challenge view, kept for comparison).
+``challenge_plan`` says which level and distortions each image's challenge has, without rendering it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from streetvision.data.challenge import ChallengeTransform, draw_challenge_params, simulate_challenge
+from streetvision.data.datasets import open_rgb
+
+DISTORTIONS = ("CS", "CC", "JPEG", "GNC", "GB")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One indexed image as the views need it."""
+
+    path: str
+    key: int  # stable per image (from its content hash): seeds its evaluation challenge
+    width: int
+    height: int
+    mask_center: tuple[int, int] | None = None
+
+
+def samples_of(frame: pd.DataFrame) -> list[Sample]:
+    """Index rows -> Samples (``mask_center_x/y`` columns are optional)."""
+    has_mask = {"mask_center_x", "mask_center_y"} <= set(frame.columns)
+    samples = []
+    for row in frame.itertuples(index=False):
+        mask = None
+        if has_mask and not (pd.isna(row.mask_center_x) or pd.isna(row.mask_center_y)):
+            mask = (int(row.mask_center_x), int(row.mask_center_y))
+        samples.append(Sample(str(row.path), int(str(row.sha256)[:15], 16), int(row.width), int(row.height), mask))
+    return samples
+
+
+def challenge_rng(seed: int, key: int, level: int | None = None) -> np.random.Generator:
+    """The generator of one image's evaluation challenge (a separate stream per forced level)."""
+    return np.random.default_rng([seed, key] if level is None else [seed, key, 1 + level])
+
+
+class CleanView:
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, sample: Sample):
+        return self.preprocess(open_rgb(sample.path))
+
+
+class TrainingChallenge:
+    """A new challenge every time an image is drawn (per-worker generators, see ``ChallengeTransform``)."""
+
+    def __init__(self, preprocess, level_probs: list[float], seed: int | None = None):
+        self.preprocess = preprocess
+        self.challenge = ChallengeTransform(dict(enumerate(level_probs)), seed=seed)
+
+    def __call__(self, sample: Sample):
+        return self.preprocess(self.challenge(sample.path, mask_center=sample.mask_center).convert("RGB"))
+
+
+class EvaluationChallenge:
+    """The challenge pass: the same seeded challenge of each image every time (exact validator pixels).
+
+    ``cache=True`` keeps each challenge's JPEG bytes (about 10 kB) for the next request, e.g. for the
+    validation split a persistent DataLoader worker scores every epoch.
+    """
+
+    def __init__(self, seed: int, preprocess=None, level: int | None = None, cache: bool = False):
+        self.seed, self.preprocess, self.level = seed, preprocess, level
+        self._jpegs: dict[int, bytes] | None = {} if cache else None
+
+    def image(self, sample: Sample):
+        """The 224x224 JPEG the miner would receive, as PIL opens it."""
+        jpeg = self._jpegs.get(sample.key) if self._jpegs is not None else None
+        if jpeg is None:
+            _, info = simulate_challenge(sample.path, level=self.level,
+                                         rng=challenge_rng(self.seed, sample.key, self.level),
+                                         mask_center=sample.mask_center, exact=True)
+            jpeg = info["jpeg_bytes"]
+            if self._jpegs is not None:
+                self._jpegs[sample.key] = jpeg
+        return Image.open(io.BytesIO(jpeg))
+
+    def __call__(self, sample: Sample):
+        return self.preprocess(self.image(sample).convert("RGB"))
+
+
+def challenge_plan(samples: list[Sample], seed: int, level: int | None = None) -> pd.DataFrame:
+    """Per image: the level and distortion levels of its evaluation challenge (the same draws
+    ``EvaluationChallenge`` makes, replayed without decoding anything)."""
+    rows = []
+    for sample in samples:
+        params = draw_challenge_params(sample.width, sample.height, level=level,
+                                       rng=challenge_rng(seed, sample.key, level), mask_center=sample.mask_center)
+        rows.append({"level": params.level, **{kind: params.distortions[kind] for kind in DISTORTIONS}})
+    return pd.DataFrame(rows, columns=["level", *DISTORTIONS])

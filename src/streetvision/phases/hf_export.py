@@ -1,0 +1,79 @@
+"""Step ``hf_export``: the bundle's model as a Hugging Face repo the stock NATIX miner serves, checked the
+miner's way on the challenge pass (the 224x224 JPEGs validators send).
+
+The repo (``results/<exp>/hf_export/repo/``) holds a native transformers classifier with the phase-2
+threshold and temperature folded in (``streetvision.bundle.hf_export``). The check loads it exactly as the
+stock miner does — ``pipeline("image-classification", AutoModelForImageClassification, AutoImageProcessor
+(use_fast=True))`` — in the installed transformers and, when present, in the miner's pinned 4.45.2
+(``.ci/transformers-pin.sh``), and fails on any decision that differs from the bundle's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from streetvision import layout
+from streetvision.bundle.hf_convert import HFExportError
+from streetvision.bundle.hf_export import export_hf_repo
+from streetvision.bundle.hf_miner import find_transformers_pin, hf_parity
+from streetvision.bundle.load import load_bundle
+from streetvision.data.views import EvaluationChallenge, samples_of
+from streetvision.io.manifest import PhaseRecorder
+from streetvision.logs import log_result
+
+log = logging.getLogger(__name__)
+
+
+def evaluation_table(robustness: dict) -> dict[str, dict]:
+    """The README's numbers: the bundle's val_test scores per validator level (phase 6)."""
+    return {f"val_test, validator level {level.split('_')[-1]}": {
+        k: robustness[level][k] for k in ("n", "mcc", "accuracy", "natix_reward")} for level in sorted(robustness)}
+
+
+def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_dir, out_dir, experiment: str,
+                  workflow_dir: str | None = None) -> Path:
+    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge`` and ``demo`` sections."""
+    out_dir = Path(out_dir)
+    recorder = PhaseRecorder(out_dir, "hf_export", experiment, cfg, workflow_dir=workflow_dir,
+                             consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir, bundle_dir)])
+    bundle = layout.bundle_dir_of(bundle_dir)
+    record = layout.model_record_of(baseline_dir)
+    summary = export_hf_repo(
+        bundle, out_dir / layout.HFExport.REPO, description=cfg["bundle"]["model_card"]["description"],
+        license=cfg["hf_export"]["license"], hf_repo=cfg["bundle"]["hf_repo"], demo=cfg["demo"],
+        evaluation=evaluation_table(layout.robustness_of(bundle_dir)),
+        training=(f"{record['backbone']} at {record['img_size']} px, trained by the streetvision workflow on the "
+                  "validators' exact challenge pipeline (levels 0-3, 224x224 JPEG)."))
+    recorder.register_tree(layout.HFExport.REPO)
+
+    index = layout.load_index(data_dir).set_index("id", drop=False)
+    test = index.loc[layout.predictions_of(baseline_dir, "val_test")["id"]].reset_index(drop=True)
+    challenge = EvaluationChallenge(cfg["challenge"]["seed"])
+    images = [challenge.image(sample) for sample in samples_of(test)]
+    detector = load_bundle(bundle)
+    checks = {"installed": hf_parity(detector, out_dir / layout.HFExport.REPO, images)}
+    pin = find_transformers_pin()
+    if pin is not None:
+        checks["miner_pin"] = hf_parity(detector, out_dir / layout.HFExport.REPO, images, pin_dir=pin)
+    else:
+        log.warning("transformers 4.45.2 (the stock miner's pin) is not installed: checked with %s only; run "
+                    ".ci/transformers-pin.sh to check the miner's version too", checks["installed"]["transformers"])
+    recorder.write_json(layout.HFExport.SUMMARY, summary)
+    recorder.write_json(layout.HFExport.PARITY, checks)
+    bad = {name: c for name, c in checks.items() if c["decision_mismatches"] or c["exactly_one_half"]}
+    if bad:
+        raise HFExportError(f"{out_dir / layout.HFExport.REPO}: served the stock miner's way it decides differently "
+                            f"from the bundle on val_test's challenge pass: " + "; ".join(
+                                f"transformers {c['transformers']}: {c['decision_mismatches']} mismatch(es), "
+                                f"{c['exactly_one_half']} score(s) of exactly 0.5" for c in bad.values()))
+    recorder.metrics.update({
+        "architecture": summary["architecture"], "head": summary["head"],
+        "self_check_max_abs_logit_diff": summary["self_check_max_abs_logit_diff"],
+        "parity": {c["transformers"]: {k: c[k] for k in ("n", "decision_mismatches", "max_abs_probability_diff")}
+                   for c in checks.values()},
+    })
+    versions = ", ".join(f"{c['transformers']} max |Δp| {c['max_abs_probability_diff']:.1e}" for c in checks.values())
+    log_result("hf_export", experiment, f"{summary['architecture']} repo; 0 decision mismatches on "
+                                        f"{len(images)} challenges ({versions})")
+    return recorder.finish()
