@@ -88,10 +88,10 @@ def test_other_ranks_wait_for_rank_zero_to_settle_the_run_key(tmp_path, monkeypa
 
 def test_interval_checkpoints_write_last_ckpt_next_to_the_epoch_ones(tmp_path):
     with_interval = checkpoint_callbacks(tmp_path, "val/mcc", 2.5)
-    assert [c.filename for c in with_interval] == ["best", "last"]
-    assert with_interval[1]._train_time_interval == timedelta(minutes=2.5)
-    assert with_interval[0].save_last and not with_interval[0]._enable_version_counter
-    assert len(checkpoint_callbacks(tmp_path, None, 0)) == 1
+    assert [c.filename for c in with_interval] == ["best", "last", "last"]
+    assert with_interval[1].every_n_epochs == 1 and with_interval[2]._train_time_interval == timedelta(minutes=2.5)
+    assert not any(c._enable_version_counter for c in with_interval)
+    assert [c.filename for c in checkpoint_callbacks(tmp_path, None, 0)] == ["last"]
     assert rule_of("phase1_baseline") == "baseline" and rule_of("phase4_explora") == "explora"
 
 
@@ -160,6 +160,7 @@ def test_sigterm_saves_the_state_and_a_rerun_resumes_mid_epoch_past_a_torn_last_
     done = json.loads((tmp_path / "p1/training_done.json").read_text())
     assert done["resumed_from"] == "hpc_ckpt_1.ckpt" and done["resumed_from_step"] == stopped_at
     assert done["global_step"] == epochs * steps_per_epoch  # the interrupted epoch was finished, not redone
+    assert checkpoint_step(last) == done["global_step"]  # last.ckpt holds the final state
     assert not list((tmp_path / "p1/checkpoints").glob("hpc_ckpt_*"))  # only needed until the fit finished
     metrics = json.loads((tmp_path / "p1/manifest.json").read_text())["metrics"]
     assert metrics["resumed_from_step"] == stopped_at

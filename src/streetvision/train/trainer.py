@@ -321,22 +321,24 @@ def show_progress_bar() -> bool:
 
 
 def checkpoint_callbacks(checkpoint_dir: Path, monitor: str | None, interval_minutes: float) -> list[ModelCheckpoint]:
-    """The epoch-level checkpoint first (the one ``fit_resumable`` reports on), then the time-interval one.
+    """``best.ckpt`` by the monitored metric (when there is one; first, as ``fit_resumable`` reports on it),
+    ``last.ckpt`` at every epoch end, and ``last.ckpt`` every ``interval_minutes`` within an epoch.
 
-    Both write ``last.ckpt`` (atomically, see ``AtomicCheckpointIO``); version counters are off so that
-    neither ever writes ``last-v1.ckpt`` next to the other's file.
+    The epoch-end ``last.ckpt`` has its own callback: ``save_last`` of the best one writes it only in
+    epochs that improved the metric. Version counters are off, so no ``last-v1.ckpt`` appears next to
+    another callback's ``last.ckpt``.
     """
-    if monitor:  # best by the monitored metric, plus last.ckpt at every validation end
-        epochly = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max",
-                                  save_last=True, save_top_k=1, enable_version_counter=False)
-    else:  # nothing to rank by: keep only the newest, named last.ckpt, every epoch
-        epochly = ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST).stem, save_top_k=1, save_last=False,
-                                  every_n_epochs=1, enable_version_counter=False)
-    if interval_minutes <= 0:
-        return [epochly]
-    interval = ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST).stem, save_top_k=1, save_last=False,
-                               train_time_interval=timedelta(minutes=interval_minutes), enable_version_counter=False)
-    return [epochly, interval]
+    def last(**trigger) -> ModelCheckpoint:
+        return ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST).stem, save_top_k=1, save_last=False,
+                               enable_version_counter=False, **trigger)
+
+    callbacks = [last(every_n_epochs=1)]
+    if monitor:
+        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max",
+                                            save_last=False, save_top_k=1, enable_version_counter=False))
+    if interval_minutes > 0:
+        callbacks.append(last(train_time_interval=timedelta(minutes=interval_minutes)))
+    return callbacks
 
 
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
