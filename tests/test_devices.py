@@ -232,3 +232,33 @@ def test_two_training_jobs_at_once_use_different_gpus_and_hold_them_until_they_e
     early = start_job(tmp_path, "early", data_dir, env, query_cuda_first=True)
     _, err = early.communicate(input="", timeout=120)
     assert early.returncode != 0 and "torch.cuda.is_available() ran before CUDA_VISIBLE_DEVICES was set" in err
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+def test_on_real_gpus_one_job_more_than_devices_waits_for_a_free_one(data_dir, tmp_path, repo):
+    """The same jobs on the machine's real GPUs (real nvidia-smi, real CUDA): each trains on its own device;
+    one job more than there are devices waits until a device is released."""
+    gpus = physical_gpu_count()
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(STREETVISION_GPU_LOCK_DIR=str(tmp_path / "locks"), PYTHONPATH=str(repo / "src"))
+    jobs = {f"j{i}": start_job(tmp_path, f"j{i}", data_dir, env) for i in range(gpus)}
+    try:
+        reports = {name: wait_for(tmp_path / f"{name}.json", job) for name, job in jobs.items()}
+        assert sorted(r["visible"] for r in reports.values()) == [str(i) for i in range(gpus)]
+        for name in jobs:
+            assert json.loads((tmp_path / name / "manifest.json").read_text())["device"] == "gpux1"
+        extra = start_job(tmp_path, "extra", data_dir, env)
+        jobs["extra"] = extra
+        deadline = time.monotonic() + 60
+        while "waiting" not in ((tmp_path / "extra.log").read_text() if (tmp_path / "extra.log").exists() else ""):
+            assert time.monotonic() < deadline and extra.poll() is None, "the extra job did not wait for a GPU"
+            time.sleep(0.2)
+        jobs["j0"].stdin.write("exit\n")
+        jobs["j0"].stdin.flush()
+        assert jobs["j0"].wait(timeout=60) == 0
+        assert wait_for(tmp_path / "extra.json", extra)["visible"] == reports["j0"]["visible"]
+        assert json.loads((tmp_path / "extra" / "manifest.json").read_text())["device"] == "gpux1"
+    finally:
+        for job in jobs.values():
+            job.kill()
