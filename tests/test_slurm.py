@@ -1,5 +1,5 @@
-"""The demo pipeline (tiny) as SLURM jobs on a real single-node SLURM started on localhost: phase 1 as
-two SLURM tasks (CPU DDP with gloo, as two GPUs would run), and a training job that is requeued mid-run.
+"""The demo pipeline (tiny) as SLURM jobs on a real single-node SLURM started on localhost, phase 1 as two
+SLURM tasks (CPU DDP with gloo, as two GPUs would run) requeued mid-epoch; a failing rule retried.
 
 Needs the Debian packages (.ci/slurm/install.sh; .ci/run installs them). Without them the test is
 skipped, unless STREETVISION_REQUIRE_SLURM=1 (set by .ci/run), where it fails instead.
@@ -101,7 +101,7 @@ def requeue_when_mid_epoch(run, phase_dir, rule, timeout=400) -> str:
         job = running_job_of(rule)
         if job and early_in_an_epoch(phase_dir / "checkpoints/last.ckpt"):
             break
-        time.sleep(0.05)
+        time.sleep(0.2)
     assert subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=30).returncode == 0
     for _ in range(120):  # SLURM holds a requeued job back (BeginTime); let it start again now
         subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True, timeout=30)
