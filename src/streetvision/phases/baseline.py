@@ -48,7 +48,8 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
         precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
-        tensorboard=train_cfg["tensorboard"], distributed_sampler=False)  # the domain sampler shards itself
+        tensorboard=train_cfg["tensorboard"], checkpoint_interval_minutes=train_cfg["checkpoint_interval_minutes"],
+        distributed_sampler=False)  # the domain sampler shards itself
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports
         return None

@@ -49,7 +49,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     module = ExploraModule(add_lora(copy.deepcopy(base), ex_cfg), ex_cfg)
     trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,
                                         max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],
-                                        find_unused_parameters=True)
+                                        find_unused_parameters=True,
+                                        checkpoint_interval_minutes=ex_cfg["checkpoint_interval_minutes"])
     record = fit_resumable(trainer, checkpoint, module, out_dir, train_dataloaders=loader)
     if record is None:  # DDP ranks > 0: rank 0 exports
         return None

@@ -1,116 +1,233 @@
-"""Trainer wiring shared by the training phases: devices, precision, callbacks, logging, resume."""
+"""Trainer wiring shared by the training phases: devices, precision, callbacks, logging, resume.
+
+Order at the start of a phase (``start_training_phase``): a SLURM job of N tasks first becomes its N tasks
+(``train/slurm.py``); then this process takes its GPUs (``train/devices.py``) before anything queries CUDA;
+only then is ``torch.cuda`` asked whether it can use them.
+
+Checkpoints (``checkpoints/``, scratch of the phase folder): ``last.ckpt`` at every epoch end and every
+``checkpoint_interval_minutes`` within an epoch; ``best.ckpt`` by the monitored metric; ``hpc_ckpt_<n>.ckpt``
+when Lightning's SLURM handler gets SIGUSR1 or the process gets SIGTERM (preemption, ``scontrol requeue``,
+time limit). A re-run resumes from the newest readable one (by global step); unreadable ones are skipped
+with a warning and removed; a changed config or input discards them all.
+"""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from streetvision import layout
+from streetvision.io.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 from streetvision.io.hashing import config_hash, sha256_file
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.layout import Training
-from streetvision.train.devices import acquire_gpus
+from streetvision.runtime import process_rank
+from streetvision.train.devices import DeviceError, DeviceLease, lease_gpus
+from streetvision.train.slurm import StepTasks, launch_tasks_if_needed, step_tasks
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR, LAST, DONE_MARKER = Training.CHECKPOINTS, Training.LAST, Training.DONE
 RUN_KEY = Training.RUN_KEY  # hash of the config + input manifests the checkpoints belong to
+HPC_CHECKPOINT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")  # Lightning's name for its SLURM (SIGUSR1) saves
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically, so a kill mid-save never leaves a torn ``last.ckpt`` to resume from."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_with(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
-def resolve_devices(requested_gpus: int, cpu_devices: int = 1) -> tuple[str, int]:
-    """(accelerator, devices): GPUs when asked for and present, else CPU processes (gloo for DDP)."""
-    if requested_gpus > 0 and torch.cuda.is_available():
-        return "gpu", requested_gpus
-    if requested_gpus > 0:
-        log.warning("the rule asks for %d GPU(s) but none is visible: training on CPU", requested_gpus)
-    return "cpu", max(1, cpu_devices)
+# ------------------------------------------------------------------ devices
 
 
-def resume_checkpoint(phase_dir: Path) -> Path | None:
-    last = phase_dir / CHECKPOINT_DIR / LAST
-    return last if last.is_file() else None
+def rule_of(phase: str) -> str:
+    """The rule (step) that writes ``phase``'s folder, for messages: ``phase1_baseline`` -> ``baseline``."""
+    return next((step for step, folder in layout.STEP_DIRS.items() if folder == phase), phase)
 
 
-def discard_stale_training(out_dir: Path, run_key: str) -> None:
+def training_devices(gpus: int, cpu_devices: int, rule: str) -> tuple[str, int]:
+    """(accelerator, devices per node) for this process. Takes the job's GPUs *before* the first
+    ``torch.cuda`` call (see ``train/devices.py``); falls back to CPU, with a warning, when the rule asks
+    for GPUs that are absent or that PyTorch cannot use. Under SLURM tasks, their layout decides."""
+    lease = lease_gpus(gpus, rule=rule)
+    if lease.devices and torch.cuda.is_available():
+        accelerator, devices = "gpu", gpus
+    else:
+        if gpus > 0:
+            log.warning("%s: training on CPU", cpu_fallback_reason(rule, gpus, lease))
+        accelerator, devices = "cpu", cpu_devices
+    tasks = step_tasks()
+    return (accelerator, devices) if tasks is None else (accelerator, slurm_devices(accelerator, devices, tasks, rule))
+
+
+def cpu_fallback_reason(rule: str, gpus: int, lease: DeviceLease) -> str:
+    if not lease.devices:
+        return f"rule {rule} asks for gpu={gpus} but no GPU is visible (nvidia-smi lists none)"
+    build = "a CPU-only PyTorch build" if torch.version.cuda is None else "no usable CUDA driver"
+    return (f"rule {rule} holds GPU(s) {','.join(lease.devices)} but PyTorch cannot use CUDA "
+            f"({build}; torch.cuda.is_available() is False)")
+
+
+def slurm_devices(accelerator: str, devices: int, tasks: StepTasks, rule: str) -> int:
+    """Devices per node when this process is one of a SLURM step's tasks: one task per device."""
+    if accelerator == "gpu":
+        if tasks.per_node != devices:
+            raise DeviceError(f"rule {rule} asks for gpu={devices} but its SLURM job step runs {tasks.per_node} "
+                              f"task(s) per node: DDP under SLURM needs one task per GPU (keep `tasks_per_gpu: 1` "
+                              f"for {rule} in the SLURM profile)")
+        visible = torch.cuda.device_count()
+        if visible < devices:
+            raise DeviceError(f"rule {rule}: each of the {devices} SLURM tasks sees {visible} GPU(s); every task must "
+                              "see all of its node's GPUs (no per-task GPU binding, e.g. --gpu-bind)")
+        return devices
+    if devices not in (1, tasks.per_node):
+        log.warning("rule %s: %d CPU processes configured, but the SLURM job step runs %d task(s) per node: "
+                    "training with %d (request `tasks` for the rule to change it)", rule, devices, tasks.per_node,
+                    tasks.per_node)
+    return tasks.per_node
+
+
+def start_training_phase(out_dir: Path, phase: str, experiment: str, config_section: dict, *, seed: int,
+                         gpus: int, cpu_devices: int, upstream: list[Path], workflow_dir: str | None):
+    """Common start of a training phase: SLURM tasks, devices (GPU lease first), seed, recorder, stale
+    checkpoints. Returns (recorder, accelerator, devices)."""
+    rule = rule_of(phase)
+    launch_tasks_if_needed(rule)  # a SLURM job of N tasks: this process becomes srun (never returns)
+    accelerator, devices = training_devices(gpus, cpu_devices, rule)
+    L.seed_everything(seed, workers=True, verbose=False)
+    recorder = PhaseRecorder(out_dir, phase, experiment, config_section, consumes=upstream, seed=seed,
+                             workflow_dir=workflow_dir, device=f"{accelerator}x{devices}", scratch=Training.SCRATCH)
+    discard_stale_training(out_dir, config_hash([config_section, *map(sha256_file, upstream)]))
+    return recorder, accelerator, devices
+
+
+# ------------------------------------------------------------------ resume
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    path: Path
+    global_step: int
+
+
+def discard_stale_training(out_dir: Path, run_key: str, wait_s: float = 600.0) -> None:
     """Checkpoints resume only the same run: another config or other inputs start from scratch.
 
-    Runs on rank 0 only (DDP children start later, inside ``fit``).
+    Rank 0 removes the stale state, then records the run key; ranks > 0 (which may start at the same moment
+    under srun) wait for that key, so that they never resume from a checkpoint rank 0 is about to delete.
     """
-    if rank_zero_only.rank != 0:
-        return
     key_file = out_dir / RUN_KEY
+    if process_rank() != 0:
+        deadline = time.monotonic() + wait_s
+        while not (key_file.is_file() and key_file.read_text() == run_key):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {process_rank()}: rank 0 did not record run key {key_file} in {wait_s:g} s")
+            time.sleep(0.2)
+        return
     if key_file.is_file() and key_file.read_text() == run_key:
         return
+    (out_dir / DONE_MARKER).unlink(missing_ok=True)
     for stale in (out_dir / CHECKPOINT_DIR, out_dir / Training.LOGS, out_dir / Training.TENSORBOARD):
         shutil.rmtree(stale, ignore_errors=True)
-    (out_dir / DONE_MARKER).unlink(missing_ok=True)
     atomic_write_text(key_file, run_key)
+
+
+def resume_candidates(checkpoint_dir: Path) -> list[Path]:
+    """``last.ckpt`` and Lightning's SLURM saves (``hpc_ckpt_<n>.ckpt``)."""
+    if not checkpoint_dir.is_dir():
+        return []
+    hpc = [p for p in checkpoint_dir.iterdir() if HPC_CHECKPOINT.fullmatch(p.name)]
+    return [p for p in [checkpoint_dir / LAST] if p.is_file()] + sorted(hpc)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a training checkpoint was saved at; raises if the file is not one (torn, foreign)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+        raise ValueError("not a Lightning training checkpoint")
+    return int(state.get("global_step", 0))
+
+
+def newest_checkpoint(checkpoint_dir: Path) -> ResumePoint | None:
+    """The newest readable training state (highest global step, then newest file) among ``last.ckpt`` and
+    ``hpc_ckpt_*``. An unreadable one is skipped with a warning and removed, so it cannot be picked again."""
+    newest, newest_key = None, None
+    for path in resume_candidates(checkpoint_dir):
+        try:
+            step = checkpoint_step(path)
+            key = (step, path.stat().st_mtime_ns)
+        except FileNotFoundError:  # another rank removed it as unreadable
+            continue
+        except Exception as err:  # noqa: BLE001 - any failure to read it means: do not resume from it
+            if process_rank() == 0:
+                log.warning("checkpoint %s is unreadable (%s: %s): skipping and removing it", path,
+                            type(err).__name__, err)
+                path.unlink(missing_ok=True)
+            continue
+        if newest_key is None or key > newest_key:
+            newest, newest_key = ResumePoint(path, step), key
+    return newest
+
+
+def remove_interrupted_saves(checkpoint_dir: Path) -> None:
+    """SLURM-signal checkpoints are only needed to resume an unfinished fit."""
+    for path in resume_candidates(checkpoint_dir):
+        if path.name != LAST:
+            path.unlink(missing_ok=True)
 
 
 def fit_resumable(trainer: L.Trainer, checkpoint: ModelCheckpoint, module: L.LightningModule, out_dir: Path,
                   **fit_kwargs) -> dict | None:
-    """Fit, resuming from ``last.ckpt`` if one exists; skip fitting if a finished run is recorded.
+    """Fit, resuming from the newest valid checkpoint; skip fitting if a finished run is recorded.
 
-    Returns the run record (best checkpoint, steps, where it resumed from) on rank 0, None elsewhere.
+    Returns the run record (best checkpoint, steps, where it resumed from, throughput) on rank 0, None elsewhere.
     """
     marker = out_dir / DONE_MARKER
     if marker.is_file():
         log.info("training already complete (%s): skipping to export", marker)
-        return json.loads(marker.read_text())
-    resume = resume_checkpoint(out_dir)
-    resumed_from = None
+        return json.loads(marker.read_text()) if trainer.global_rank == 0 else None
+    resume = newest_checkpoint(out_dir / CHECKPOINT_DIR)
     if resume:
-        resumed_from = int(torch.load(resume, map_location="cpu", weights_only=False).get("global_step", 0))
-        log.info("resuming from %s at global step %d", resume, resumed_from)
-    trainer.fit(module, ckpt_path=resume, **fit_kwargs)
+        log.info("resuming from %s at global step %d", resume.path, resume.global_step)
+    try:
+        trainer.fit(module, ckpt_path=resume.path if resume else None, **fit_kwargs)
+    except SIGTERMException as stopped:  # Lightning's exit code would be 0: this run did not finish
+        raise SystemExit(128 + signal.SIGTERM) from stopped
     if trainer.global_rank != 0:
         return None
     record = {
         "best_checkpoint": Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None,
         "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed_from_step": resumed_from,
+        "global_step": trainer.global_step, "epochs": trainer.current_epoch,
+        "resumed_from_step": resume.global_step if resume else None,
+        "resumed_from": resume.path.name if resume else None,
         "accelerator": trainer.accelerator.__class__.__name__, "devices": trainer.num_devices,
+        "world_size": trainer.world_size,
     }
+    clock = next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
+    if clock is not None:
+        record.update(clock.summary(trainer))
+    remove_interrupted_saves(out_dir / CHECKPOINT_DIR)
     atomic_write_json(marker, record)
     return record
-
-
-def start_training_phase(out_dir: Path, phase: str, experiment: str, config_section: dict, *, seed: int,
-                         gpus: int, cpu_devices: int, upstream: list[Path], workflow_dir: str | None):
-    """Common start of a training phase: seed, devices (locking GPUs), recorder, inputs, stale checkpoints.
-
-    Returns (recorder, accelerator, devices).
-    """
-    L.seed_everything(seed, workers=True, verbose=False)
-    accelerator, devices = resolve_devices(gpus, cpu_devices)
-    if accelerator == "gpu":
-        acquire_gpus(devices)
-    recorder = PhaseRecorder(out_dir, phase, experiment, config_section, consumes=upstream, seed=seed,
-                             workflow_dir=workflow_dir, device=f"{accelerator}x{devices}", scratch=Training.SCRATCH)
-    discard_stale_training(out_dir, config_hash([config_section, *map(sha256_file, upstream)]))
-    return recorder, accelerator, devices
 
 
 def restore_checkpoint(module: L.LightningModule, out_dir: Path, name: str | None = None) -> None:
@@ -127,21 +244,110 @@ def export_curves(recorder: PhaseRecorder) -> None:
         recorder.copy_file(Training.CURVES, curves)
 
 
+# ------------------------------------------------------------------ callbacks
+
+
+def next_hpc_path(checkpoint_dir: Path) -> Path:
+    numbers = [int(m.group(1)) for p in resume_candidates(checkpoint_dir) if (m := HPC_CHECKPOINT.fullmatch(p.name))]
+    return checkpoint_dir / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
+
+
+class CheckpointOnTerminate(Callback):
+    """On SIGTERM (preemption, ``scontrol requeue``, a time limit) Lightning stops at the end of the current
+    training batch; save that state, so that the next run resumes from that batch."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, SIGTERMException) and not trainer.validating:
+            path = next_hpc_path(self.checkpoint_dir)
+            trainer.save_checkpoint(path)
+            log.warning("SIGTERM at global step %d: state saved to %s", trainer.global_step, path)
+
+
+class TrainingClock(Callback):
+    """Training throughput for the run record: wall time inside training epochs (in-epoch validation
+    excluded), samples seen by all ranks, and this process's peak GPU memory."""
+
+    def __init__(self):
+        self.seconds, self.samples, self._since = 0.0, 0, None
+
+    def _start(self):
+        self._since = time.perf_counter()
+
+    def _stop(self, trainer):
+        if self._since is not None:
+            if trainer.strategy.root_device.type == "cuda":
+                torch.cuda.synchronize()
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.samples += batch_size(batch)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._stop(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "fit":  # validation inside a training epoch: the clock runs on
+            self._start()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._stop(trainer)
+
+    def summary(self, trainer) -> dict:
+        peak = torch.cuda.max_memory_allocated() if trainer.strategy.root_device.type == "cuda" else None
+        return {"train_seconds": self.seconds, "train_samples": self.samples * trainer.world_size,
+                "peak_gpu_memory_bytes": peak}
+
+
+def batch_size(batch) -> int:
+    """Samples in a batch: the leading size of its first tensor (images, or the first crop of a multi-crop)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple) and batch:
+        return batch_size(batch[0])
+    return 0
+
+
 def show_progress_bar() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+def checkpoint_callbacks(checkpoint_dir: Path, monitor: str | None, interval_minutes: float) -> list[ModelCheckpoint]:
+    """``best.ckpt`` by the monitored metric (when there is one; first, as ``fit_resumable`` reports on it),
+    ``last.ckpt`` at every epoch end, and ``last.ckpt`` every ``interval_minutes`` within an epoch.
+
+    The epoch-end ``last.ckpt`` has its own callback: ``save_last`` of the best one writes it only in
+    epochs that improved the metric. Version counters are off, so no ``last-v1.ckpt`` appears next to
+    another callback's ``last.ckpt``.
+    """
+    def last(**trigger) -> ModelCheckpoint:
+        return ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST).stem, save_top_k=1, save_last=False,
+                               enable_version_counter=False, **trigger)
+
+    callbacks = [last(every_n_epochs=1)]
+    if monitor:
+        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max",
+                                            save_last=False, save_top_k=1, enable_version_counter=False))
+    if interval_minutes > 0:
+        callbacks.append(last(train_time_interval=timedelta(minutes=interval_minutes)))
+    return callbacks
+
+
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
                   monitor: str | None = None, patience: int = 0, tensorboard: bool = False,
-                  max_steps: int = -1, find_unused_parameters: bool = False, extra_callbacks=(),
-                  distributed_sampler: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
-    if monitor:  # best by the monitored metric, plus last.ckpt to resume from
-        checkpoint = ModelCheckpoint(dirpath=phase_dir / CHECKPOINT_DIR, filename="best", monitor=monitor,
-                                     mode="max", save_last=True, save_top_k=1)
-    else:  # nothing to rank by: keep only the newest, named last.ckpt, every epoch
-        checkpoint = ModelCheckpoint(dirpath=phase_dir / CHECKPOINT_DIR, filename=Path(LAST).stem, save_top_k=1,
-                                     save_last=False, every_n_epochs=1, enable_version_counter=False)
-    callbacks = [checkpoint, *extra_callbacks]
+                  max_steps: int = -1, find_unused_parameters: bool = False, checkpoint_interval_minutes: float = 0.0,
+                  extra_callbacks=(), distributed_sampler: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
+    checkpoint_dir = phase_dir / CHECKPOINT_DIR
+    checkpoints = checkpoint_callbacks(checkpoint_dir, monitor, checkpoint_interval_minutes)
+    callbacks = [*checkpoints, CheckpointOnTerminate(checkpoint_dir), TrainingClock(), *extra_callbacks]
     if monitor and patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))
     loggers = [CSVLogger(phase_dir, name=Training.LOGS, version="")]
@@ -152,21 +358,24 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
             loggers.append(TensorBoardLogger(phase_dir, name=Training.TENSORBOARD, version=""))
         except ModuleNotFoundError:
             log.warning("train.tensorboard is on but tensorboard is not installed: CSV logs only")
+    tasks = step_tasks()
+    num_nodes = tasks.nodes if tasks else 1
     strategy = "auto"
-    if devices > 1:
+    if devices * num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(find_unused_parameters=find_unused_parameters,
                                process_group_backend="gloo" if accelerator == "cpu" else None)
     plugins = [AtomicCheckpointIO()]
-    if os.environ.get("SLURM_JOB_ID"):
+    if "SLURM_NTASKS" in os.environ:  # ranks, world size and rendezvous from SLURM; SIGUSR1 -> save + requeue
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
     trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
         max_epochs=max_epochs, max_steps=max_steps, callbacks=callbacks, logger=loggers, plugins=plugins,
         enable_progress_bar=show_progress_bar(), log_every_n_steps=10, enable_model_summary=False,
-        default_root_dir=phase_dir, num_sanity_val_steps=0, use_distributed_sampler=distributed_sampler,
+        default_root_dir=checkpoint_dir,  # where Lightning's SLURM handler writes hpc_ckpt_<n>.ckpt
+        num_sanity_val_steps=0, use_distributed_sampler=distributed_sampler,
     )
-    return trainer, checkpoint
+    return trainer, checkpoints[0]
