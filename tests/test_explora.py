@@ -110,7 +110,7 @@ def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):
     reference.load_state_dict(good)
     batch = fixed_batch(explora_frame(pd.read_parquet(data_dir / "index.parquet").assign(
         path=lambda f: [str(data_dir / p) for p in f["path"]]), ["train"]),
-        {"img_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"})
+        {"img_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"})
     assert validate_export(reference, out / "backbone.safetensors", spec, batch, 1e-4) <= 1e-4
     base = build_backbone(config["model"]).state_dict()
     last = len(reference.blocks) - 1
@@ -133,7 +133,7 @@ def test_lora_goes_on_all_blocks_but_the_unfrozen_ones(config):
     assert any(".blocks.1.mlp.fc1.weight" in n for n in trainable)
     assert not any(".blocks.0.mlp.fc1.weight" in n for n in trainable)
     with torch.no_grad():
-        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 32)
     with pytest.raises(ValueError, match="leaves no block for LoRA"):
         add_lora(build_backbone(config["model"]), {**config["explora"], "unfreeze_blocks": 2})
 

@@ -19,7 +19,7 @@ from helpers import BIN, TINY_CONFIG, run_cli
 from streetvision.config import deep_merge
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-PHASES = ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle")
+PHASES = ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle", "hf_export")
 
 
 def slurm_running() -> bool:
@@ -117,7 +117,8 @@ def test_demo_pipeline_on_slurm_with_two_task_training_requeued_mid_epoch(repo, 
     fails on SLURM is reported as failed, retried per the profile, and fails its run."""
     epochs = 5
     config = deep_merge(TINY_CONFIG, {"train": {"batch_size": 4, "max_epochs": epochs,
-                                                "checkpoint_interval_minutes": 0.002}})  # every ~0.1 s
+                                                "checkpoint_interval_minutes": 0.002},  # every ~0.1 s
+                                      "bundle": {"policy": "scrc"}})  # every phase runs
     slurm_dir, local_dir, broken_dir = tmp_path / "slurm", tmp_path / "local", tmp_path / "broken"
     for workdir in (slurm_dir, local_dir, broken_dir):
         workdir.mkdir()
