@@ -12,4 +12,5 @@ with log_to_file(snakemake.log[0]):
         workflow_dir=snakemake.params.workflow_dir,
         cfg=snakemake.params.cfg,
         gpus=int(snakemake.resources.gpu),
+        threads=snakemake.threads,
     )

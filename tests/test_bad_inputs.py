@@ -16,6 +16,21 @@ Where the case's natural home is another module, its test lives there:
 | bundle with a flipped byte | test_bundle.py::test_flipped_byte_is_refused_naming_the_file |
 | `../` path in a bundle | test_bundle.py::test_path_escapes_are_refused |
 | pickle file | test_bundle.py::test_pickle_bearing_weights_are_never_unpickled; test_backbone.py (weights file) |
+| `--configfile` not a mapping / missing | test_config.py::test_a_config_file_must_be_a_mapping |
+| natix.yaml without its weights | test_real_config.py::test_natix_config_without_its_weights_fails_before_any_job |
+| image not RGB-convertible / smaller than 2x2 | test_ingest.py::test_images_too_small_to_challenge_are_quarantined_and_counted |
+| NATIX rows validators skip | test_ingest.py::test_natix_rows_are_skipped_exactly_as_validators_skip_them |
+| non-integer mask_center | test_ingest.py::test_shards_without_descriptions_keep_every_row_and_mask_centres_reach_the_index |
+| two sources with the same path | test_ingest.py::test_two_sources_reading_the_same_data_are_named |
+| unknown distortion kind / level | test_challenge.py::test_apply_distortion_rejects_bad_input, test_level_and_level_probs_are_checked |
+| unknown domain in train.domain_weights | below; test_domains.py::test_default_weights_are_the_validators_mix_else_uniform |
+| single-class domain in val_test | test_domains.py / test_metrics.py::test_validator_metrics_of_a_single_class_domain_are_undefined_not_zero |
+| backbone or head the stock miner cannot serve | below; test_hf_export.py::test_config_time_check_refuses_what_transformers_cannot_express |
+| submitted_by not a hotkey (outside a demo) | below; test_hf_export.py::test_export_refuses_a_bundle_whose_hotkey_is_not_one |
+| tampered Hugging Face repo file | below |
+| SCRC reference scores NaN/out of range, alpha/delta outside (0, 1) | test_scrc.py::test_bad_reference_scores_name_the_argument, test_alpha_and_delta_outside_the_unit_interval_are_errors |
+| gpu: 2 with one device; unwritable lock dir | test_devices.py::test_more_gpus_than_visible_is_an_error_before_training, test_an_unwritable_lock_directory_is_named |
+| corrupt last.ckpt / hpc_ckpt | test_checkpoints.py::test_unreadable_checkpoints_are_skipped_with_a_warning_and_removed |
 """
 
 import pyarrow as pa
@@ -52,3 +67,54 @@ def test_config_typo_in_a_nested_key_is_named(repo):
 
     with pytest.raises(ConfigError, match=r"unknown config key 'train\.max_epoch'"):
         resolved_config(repo, {"train": {"max_epoch": 3}})
+
+
+def plan_for(repo, overrides):
+    """describe_experiment on the tiny config: the config-time checks a Snakemake run makes before any job."""
+    from helpers import resolved_config
+
+    from streetvision.plan import describe_experiment
+
+    cfg = resolved_config(repo, overrides)
+    return describe_experiment("demo", cfg, demo=cfg["demo"])
+
+
+def test_an_unknown_training_domain_is_named_before_any_job(repo):
+    with pytest.raises(ConfigError, match=r"'experiments\.demo\.train\.domain_weights': unknown domain\(s\) "
+                                          r"\['sdxl'\]; the configured sources have \['real'\]"):
+        plan_for(repo, {"train": {"domain_weights": {"sdxl": 1.0}}})
+
+
+def test_level_probabilities_must_sum_to_one(repo):
+    with pytest.raises(ConfigError, match=r"train\.level_probs': \[0\.5, 0\.5, 0\.5, 0\.0\] must sum to 1"):
+        plan_for(repo, {"train": {"level_probs": [0.5, 0.5, 0.5, 0.0]}})
+
+
+def test_a_model_the_stock_miner_cannot_serve_is_refused_before_any_job(repo):
+    with pytest.raises(ConfigError, match=r"experiment demo: .*model\.head"):
+        plan_for(repo, {"model": {"head": "pooled", "backbone_kwargs": {"class_token": False, "global_pool": "max"}}})
+    assert plan_for(repo, {"model": {"head": "pooled", "backbone_kwargs": {"class_token": False, "global_pool": "max"}},
+                           "hf_export": {"enabled": False}})  # no export asked for: fine
+
+
+def test_submitted_by_must_be_a_hotkey_outside_demo_runs(repo):
+    with pytest.raises(ConfigError, match=r"'experiments\.demo\.bundle\.model_card\.submitted_by': 'anonymous' is not "
+                                          r"a hotkey"):
+        plan_for(repo, {"demo": False})
+    alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+    lines = plan_for(repo, {"demo": False, "bundle": {"model_card": {"submitted_by": alice}}})
+    assert "RANDOM weights" in lines[-1]  # and outside a demo, random init is warned about
+
+
+@pytest.mark.slow
+def test_a_tampered_hugging_face_repo_file_is_named_by_verify(tiny_run, tmp_path):
+    import shutil
+
+    from helpers import run_cli
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny_run["hf_export"].parent.parent, results)
+    config = results / "t" / "hf_export" / "repo" / "config.json"
+    config.write_text(config.read_text().replace('"Roadwork"', '"Roadworks"'))
+    done = run_cli("streetvision", "verify", str(results / "t" / "hf_export"))
+    assert done.returncode == 1 and "repo/config.json" in done.stdout and "SHA-256 differs" in done.stdout

@@ -1,6 +1,7 @@
 """Phase 4 ExPLoRA on a tiny ViT: leakage, export load-back (incl. a broken save), adapters."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -48,7 +49,8 @@ def phase_run(tmp_path_factory, config, data_dir):
     original_open, original_probe = Image.open, explora_step.linear_probe
 
     def recording_open(path, *args, **kwargs):
-        opened.append((str(path), in_probe[0]))
+        if isinstance(path, str | Path):  # files; in-memory JPEGs of the challenges made from them are not
+            opened.append((str(path), in_probe[0]))
         return original_open(path, *args, **kwargs)
 
     def flagged_probe(*args, **kwargs):

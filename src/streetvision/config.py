@@ -42,7 +42,7 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-ARCHITECTURE_KEYS = ("backbone_kwargs", "img_size", "pretrained_file", "head")
+ARCHITECTURE_KEYS = ("backbone_kwargs", "img_size", "interpolation", "pretrained_file", "head")
 
 
 def overlay(base: dict, layer: dict | None) -> dict:

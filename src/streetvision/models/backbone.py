@@ -180,14 +180,15 @@ def apply_freezing(backbone: nn.Module, policy: str, trainable_blocks: int) -> N
             module.requires_grad_(True)
 
 
-def data_config(backbone: nn.Module, img_size: int) -> dict:
-    """Input normalisation and interpolation from the backbone's pretrained config."""
+def data_config(backbone: nn.Module, img_size: int, interpolation: str | None = None) -> dict:
+    """Input normalisation and interpolation from the backbone's pretrained config (``interpolation``
+    overrides the latter: ``model.interpolation``)."""
     cfg = timm.data.resolve_data_config({}, model=backbone)
     return {
         "img_size": img_size,
         "mean": [float(v) for v in cfg["mean"]],
         "std": [float(v) for v in cfg["std"]],
-        "interpolation": cfg.get("interpolation", "bicubic"),
+        "interpolation": interpolation or cfg.get("interpolation", "bicubic"),
     }
 
 

@@ -69,6 +69,7 @@ def build_trainable_classifier(model_cfg: dict, adapted_backbone: str | os.PathL
     backbone_spec = BackboneSpec.from_config(model_cfg)
     backbone = build_backbone(model_cfg) if adapted_backbone is None else backbone_spec.load(adapted_backbone)
     apply_freezing(backbone, model_cfg["freeze"], model_cfg["trainable_blocks"])
-    spec = ClassifierSpec.from_config(model_cfg, data_config(backbone, model_cfg["img_size"]))
+    spec = ClassifierSpec.from_config(model_cfg, data_config(backbone, model_cfg["img_size"],
+                                                             model_cfg.get("interpolation")))
     model = spec.build(backbone)
     return model, replace(spec, head=model.pooling)  # "auto" resolved, so a loader rebuilds the same head

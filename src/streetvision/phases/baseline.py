@@ -26,7 +26,8 @@ from streetvision.train.trainer import (
 
 
 def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | None = None, out_dir: str | Path,
-                 experiment: str, gpus: int = 0, workflow_dir: str | None = None) -> Path | None:
+                 experiment: str, gpus: int = 0, threads: int | None = None,
+                 workflow_dir: str | None = None) -> Path | None:
     """Train and export phase 1. Returns the manifest path (None on non-zero DDP ranks).
 
     ``cfg`` holds the ``model``, ``train`` and ``challenge`` sections.
@@ -36,7 +37,8 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     upstream = [layout.manifest_of(data_dir)] + ([layout.manifest_of(explora_dir)] if explora_dir else [])
     recorder, accelerator, devices = start_training_phase(
         out_dir, "phase1_baseline", experiment, cfg, seed=train_cfg["seed"], gpus=gpus,
-        cpu_devices=train_cfg["cpu_devices"], upstream=upstream, workflow_dir=workflow_dir)
+        cpu_devices=train_cfg["cpu_devices"], upstream=upstream, workflow_dir=workflow_dir, threads=threads,
+        loader_workers=train_cfg["num_workers"])
 
     # Phase 4's merged backbone, when there is one, takes the place of the pretrained weights.
     adapted = Path(explora_dir) / layout.Explora.BACKBONE if explora_dir else None

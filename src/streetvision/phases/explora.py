@@ -31,12 +31,13 @@ from streetvision.train.trainer import (
 
 
 def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experiment: str, gpus: int = 0,
-                workflow_dir: str | None = None) -> Path | None:
+                threads: int | None = None, workflow_dir: str | None = None) -> Path | None:
     model_cfg, ex_cfg = cfg["model"], cfg["explora"]
     out_dir = Path(out_dir)
     recorder, accelerator, devices = start_training_phase(
         out_dir, "phase4_explora", experiment, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"],
-        upstream=[layout.manifest_of(data_dir)], workflow_dir=workflow_dir)
+        upstream=[layout.manifest_of(data_dir)], workflow_dir=workflow_dir, threads=threads,
+        loader_workers=ex_cfg["num_workers"])
 
     index = layout.load_index(data_dir)
     base = build_backbone(model_cfg)
