@@ -28,13 +28,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = {
+TINY = {  # tests/helpers.py's TINY_CONFIG with ExPLoRA on: every phase runs, in seconds each
+    "demo": True,
     "experiments": {"demo": {"explora": {"enabled": True}}},
     "data": {"synthetic": {"count": 300, "image_size": 48},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
-    "model": {"backbone": "vit_tiny_patch16_224", "img_size": 32, "init": "random",
-              "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
-                                  "class_token": False, "global_pool": "max"}},
+    "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
+              "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,
+                                  "class_token": True, "global_pool": "token"}},
     "train": {"max_epochs": 3, "batch_size": 32, "num_workers": 0, "patience": 0},
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 3,
                 "batch_size": 32, "num_workers": 0, "probe_max_train": 200, "lora_rank": 4},

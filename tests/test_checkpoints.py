@@ -133,7 +133,7 @@ def test_sigterm_saves_the_state_and_a_rerun_resumes_mid_epoch_past_a_torn_last_
     cfg = resolved_config(REPO, {"train": {"batch_size": batch, "max_epochs": epochs, "patience": 0,
                                            "checkpoint_interval_minutes": 0.002}})  # every ~0.1 s
     steps_per_epoch = int((pd.read_parquet(data_dir / "index.parquet")["split"] == "train").sum()) // batch
-    args = {"cfg": {"model": cfg["model"], "train": cfg["train"]}, "data_dir": str(data_dir),
+    args = {"cfg": {key: cfg[key] for key in ("model", "train", "challenge")}, "data_dir": str(data_dir),
             "out_dir": str(tmp_path / "p1"), "log": str(tmp_path / "p1.log")}
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     job = subprocess.Popen([sys.executable, "-c", JOB, json.dumps(args)], env=env, stderr=subprocess.PIPE, text=True)

@@ -182,7 +182,7 @@ def data_dir(tmp_path_factory, repo):
 
 def start_job(tmp_path, name, data_dir, env, **extra):
     cfg = resolved_config(REPO, {"train": {"max_epochs": 1}})
-    args = {"cfg": {"model": cfg["model"], "train": cfg["train"]}, "data_dir": str(data_dir),
+    args = {"cfg": {key: cfg[key] for key in ("model", "train", "challenge")}, "data_dir": str(data_dir),
             "out_dir": str(tmp_path / name), "log": str(tmp_path / f"{name}.log"),
             "report": str(tmp_path / f"{name}.json"), **extra}
     return subprocess.Popen([sys.executable, "-c", JOB, json.dumps(args)], stdin=subprocess.PIPE,

@@ -85,3 +85,26 @@ def test_each_gpu_needs_its_own_task(monkeypatch):
         slurm_devices("gpu", 2, two_tasks, "baseline")
     assert slurm_devices("cpu", 1, two_tasks, "baseline") == 2  # on CPU the tasks are the processes
     assert slurm_devices("cpu", 3, one_task, "baseline") == 1
+
+
+@pytest.mark.parametrize("environ, emptied", [
+    ({}, True),  # a plain job
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, True),  # the rule's own srun -n1 step
+    ({"SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}, False),  # rank 0 of the tasks it started
+    ({"SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}, False),
+    ({"LOCAL_RANK": "1"}, False),  # a child of Lightning's DDP launcher
+])
+def test_only_the_process_that_starts_a_step_empties_its_log(tmp_path, monkeypatch, environ, emptied):
+    """The tasks srun starts write into the log their launcher began: rank 0 must not erase rank 1's lines."""
+    from streetvision.logs import log_to_file
+
+    for variable in ("SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_PROCID", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    log = tmp_path / "phase1_baseline.log"
+    log.write_text("launcher: starting 2 tasks\n")
+    with log_to_file(log):
+        os.write(1, b"a rank's line\n")  # raw output, as a DDP child's
+    assert ("launcher: starting 2 tasks" in log.read_text()) is not emptied
+    assert "a rank's line" in log.read_text()

@@ -43,14 +43,23 @@ class _ConsoleFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
+def _starts_the_step(environ=os.environ) -> bool:
+    """True unless this process is a rank started by a launcher after the step began: the tasks of a
+    multi-task srun step (started by the step's first process, which already emptied the log) and
+    torchrun's workers start together, so rank 0 emptying the file could erase another rank's first lines.
+    """
+    srun_task = "SLURM_STEP_ID" in environ and environ.get("SLURM_NTASKS", "1") != "1"
+    return process_rank() == 0 and not srun_task and "TORCHELASTIC_RUN_ID" not in environ
+
+
 @contextlib.contextmanager
 def log_to_file(path: str | Path, level: int = logging.INFO):
     """Route this process's logging, warnings and raw output to ``path`` (see module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # DDP ranks > 0 run the same script and share the file: rank 0 truncates it, and everyone writes in
-    # append mode (O_APPEND), so no process overwrites another's lines at its own file offset.
-    if process_rank() == 0:
+    # DDP ranks run the same script and share the file, in append mode (O_APPEND) so that no process
+    # overwrites another's lines at its own file offset. Only the process that starts the step empties it.
+    if _starts_the_step():
         path.write_text("")
     log_file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     sys.stdout.flush()

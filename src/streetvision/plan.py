@@ -76,19 +76,40 @@ def _describe_sources(specs: list[SourceSpec]) -> str:
     return " + ".join(one(spec) for spec in specs)
 
 
+def _check_all(checks: list) -> list:
+    """Run every check, so that one run names every problem instead of one per attempt."""
+    from streetvision.errors import StreetvisionError
+
+    results, problems = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except StreetvisionError as err:
+            results.append(None)
+            problems.append(err)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  - {err}" for err in problems))
+    return results
+
+
 def describe_experiment(name: str, cfg: dict, *, demo: bool) -> list[str]:
     """Check one resolved experiment's inputs and return its plan line (plus a warning line if any).
 
-    Raises ConfigError / DataSourceError / WeightsNotFoundError naming the key when an input is missing.
+    Raises ConfigError / DataSourceError / WeightsNotFoundError naming the key when an input is missing
+    (a ConfigError listing them all when several are).
     """
     from streetvision.models.backbone import pretrained_weights
 
     prefix = f"experiments.{name}."
     model = cfg["model"]
-    specs = check_data_inputs(cfg["data"], prefix)
+    weights, specs, _ = _check_all([
+        lambda: pretrained_weights(model),
+        lambda: check_data_inputs(cfg["data"], prefix),
+        lambda: check_hf_export(cfg, prefix),
+    ])
     check_training_mix(cfg["train"], specs, prefix)
-    check_hf_export(cfg, prefix)
-    weights = pretrained_weights(model)
     source = {"random": "random init", "file": f"file {weights}", "hf_cache": f"HF cache {weights}"}[model["init"]]
     parameters = count_classifier_parameters(model)
     lines = [f"experiment {name}: {model['backbone']} ({parameters / 1e6:.2f}M parameters) at {model['img_size']} px, "
