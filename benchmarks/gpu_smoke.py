@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from streetvision import layout  # noqa: E402
 from streetvision.config import deep_merge, load_schema, resolve_experiments  # noqa: E402
 
-PHASES = ["data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle"]  # rules, in run order
+PHASES = ["data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle", "hf_export"]  # rules, in run order
 TRAINING = {"explora", "baseline"}
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets. First match wins.
@@ -42,7 +42,8 @@ PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0),
                     ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0)]
 
 GPU_CONFIG = {
-    "experiments": {"smoke": {"explora": {"enabled": True}}},
+    "demo": True,  # random init: a smoke run, never a model to mine with
+    "experiments": {"smoke": {"explora": {"enabled": True}, "bundle": {"policy": "scrc"}}},  # every phase
     "data": {"synthetic": {"count": 4000, "image_size": 256, "unlabeled_count": 1000}},
     "model": {"backbone": "vit_small_patch14_dinov2", "backbone_kwargs": {}, "img_size": 224, "init": "random"},
     "train": {"precision": "bf16-mixed", "batch_size": 128, "max_epochs": 2, "num_workers": 8, "patience": 0,
@@ -50,14 +51,15 @@ GPU_CONFIG = {
     "explora": {"precision": "bf16-mixed", "batch_size": 64, "max_epochs": 1, "num_workers": 8, "n_local_crops": 2,
                 "linear_probe": False, "lr": 0.002, "ema_momentum": 0.9},
 }
-# The same path, tiny: the demo's 2-block ViT at 32 px on 300 images, fp32.
+# The same path, tiny: a 2-block class-token ViT on the 224 px challenge (8 x 8 tokens), 300 images, fp32.
 CPU_CONFIG = {
-    "experiments": {"smoke": {"explora": {"enabled": True}}},
+    "demo": True,
+    "experiments": {"smoke": {"explora": {"enabled": True}, "bundle": {"policy": "scrc"}}},  # every phase
     "data": {"synthetic": {"count": 300, "image_size": 48, "unlabeled_count": 60},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
-    "model": {"backbone": "vit_tiny_patch16_224", "img_size": 32, "init": "random",
-              "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "class_token": False,
-                                  "global_pool": "max"}},
+    "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
+              "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2, "class_token": True,
+                                  "global_pool": "token"}},
     "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 3,
                 "batch_size": 16, "num_workers": 0, "linear_probe": False, "lora_rank": 4, "lr": 0.01,

@@ -110,6 +110,7 @@ def test_model_card_fields_and_errors_name_the_config_key():
 def test_demo_card_accepts_any_submitter_and_says_it_is_a_demo():
     demo = card(submitted_by="streetvision-demo", demo=True)
     assert demo["demo"] is True and "DEMO" in demo["notes"]
+    assert card(demo=True, notes=demo["notes"])["notes"] == demo["notes"]  # re-built from a demo card: said once
     assert "demo" not in card()
     assert "<hf-user>/<repo-name>" in miner_yaml(None) and "hf_repo: 'me/roadwork'" in miner_yaml("me/roadwork")
 
@@ -314,3 +315,25 @@ def test_export_refuses_a_bundle_whose_hotkey_is_not_one(tmp_path):
     with pytest.raises(ModelCardError, match=r"bundle\.model_card\.submitted_by"):
         export_hf_repo(bundle, tmp_path / "repo", description="d")
     assert not (tmp_path / "repo").exists()  # nothing written before the checks
+
+
+def test_only_a_flip_at_the_threshold_itself_is_forgiven_and_a_drifting_score_fails():
+    """A score within 1e-5 of 0.5 may round either way in two float32 implementations; nothing else may."""
+    from streetvision.bundle.hf_miner import compare_decisions
+    from streetvision.phases.hf_export import parity_problems
+
+    expected = np.array([0.2, 0.5 + 2e-6, 0.9, 0.5 - 3e-6])
+    decisions = np.array([0, 1, 1, 0])
+    served = expected + np.array([1e-7, -4e-6, 1e-7, 5e-6])  # the two near-ties cross 0.5
+    check = compare_decisions(served, expected, decisions)
+    assert check["decision_mismatches"] == 0 and check["borderline_flips"] == 2 and check["borderline_images"] == [1, 3]
+    assert parity_problems(check) == []
+
+    far_flip = compare_decisions(np.array([0.2, 0.49, 0.9, 0.4]), np.array([0.2, 0.51, 0.9, 0.4]), decisions)
+    assert far_flip["decision_mismatches"] == 1 and far_flip["mismatched_images"] == [1]
+    assert "1 decision mismatch(es) (images [1])" in parity_problems(far_flip)[0]
+
+    drift = compare_decisions(expected + 0.01, expected, decisions)  # same decisions, wrong scores
+    assert drift["decision_mismatches"] == 0 and "max |Δp| 1.0e-02" in parity_problems(drift)[0]
+    assert parity_problems(compare_decisions(np.array([0.5]), np.array([0.5 + 2.5e-6]), np.array([1])))[-1] == \
+        "1 score(s) of exactly 0.5"

@@ -59,6 +59,9 @@ def check_hf_repo(hf_repo: str | None) -> str | None:
     return hf_repo
 
 
+DEMO_NOTE = "DEMO export, not a NATIX submission."
+
+
 def build_model_card(*, model_name: str, description: str, version: str, submitted_by: str, architecture: str,
                      notes: str, demo: bool = False, submission_time: int | None = None) -> dict:
     """The NATIX card plus ``architecture`` and ``notes``; errors name the ``bundle.model_card`` key."""
@@ -77,7 +80,8 @@ def build_model_card(*, model_name: str, description: str, version: str, submitt
             "architecture": architecture, "notes": notes}
     if demo:
         card["demo"] = True
-        card["notes"] = f"DEMO export, not a NATIX submission. {notes}".strip()
+        if not notes.startswith(DEMO_NOTE):  # the HF export re-builds the bundle's card: say it once
+            card["notes"] = f"{DEMO_NOTE} {notes}".strip()
     return card
 
 

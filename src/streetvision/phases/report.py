@@ -53,8 +53,10 @@ def experiment_row(results: Path, experiment: str) -> dict:
         row.update(scrc_coverage=scrc["val_test"]["coverage"], scrc_selective_risk=scrc["val_test"]["selective_risk"])
     if step_exists(results, experiment, "hf_export"):
         checks = layout.hf_parity_of(step("hf_export")).values()
-        row["hf_parity"] = ", ".join(f"{c['decision_mismatches']} mismatches (transformers {c['transformers']})"
-                                     for c in checks)
+        row["hf_parity"] = ", ".join(
+            f"{c['decision_mismatches']} mismatches" + (f" + {c['borderline_flips']} borderline flips"
+                                                        if c.get("borderline_flips") else "")
+            + f" (transformers {c['transformers']})" for c in checks)
     return row
 
 
