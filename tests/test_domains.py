@@ -1,6 +1,7 @@
 """Several domains: the training mix, the validators' domain-weighted scores, and the challenge plan."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn.metrics as skm
 import torch
@@ -103,3 +104,28 @@ def test_challenge_plan_replays_the_evaluation_challenge(tmp_path):
     again = EvaluationChallenge(7).image(samples[0])
     assert np.array_equal(np.asarray(image), np.asarray(again))  # the same challenge every time
     assert set(challenge_plan(samples, seed=7, level=3)["level"]) == {3}
+
+
+def test_the_report_scores_each_domain_and_source_on_both_views_like_sklearn():
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    from streetvision.phases.report import group_scores
+
+    rng = np.random.default_rng(3)
+    n = 300
+    test = pd.DataFrame({"label": rng.integers(0, 2, n), "domain": rng.choice(["real", "synthetic"], n),
+                         "source": rng.choice(["natix", "sdxl"], n)})
+    test.loc[test["source"] == "sdxl", "label"] = 1  # a source holding one class
+    decisions = pd.Series(np.where(rng.random(n) < 0.8, test["label"], 1 - test["label"]), dtype=float)
+    clean_decisions = pd.Series(np.where(rng.random(n) < 0.9, test["label"], 1 - test["label"]), dtype=float)
+    by_domain = group_scores(test, decisions, test, clean_decisions, "domain")
+    for domain, scores in by_domain.items():
+        members = test["domain"] == domain
+        assert scores["n"] == members.sum()
+        assert scores["mcc"] == pytest.approx(matthews_corrcoef(test["label"][members], decisions[members]))
+        assert scores["accuracy"] == pytest.approx(accuracy_score(test["label"][members], decisions[members]))
+        assert scores["clean_mcc"] == pytest.approx(matthews_corrcoef(test["label"][members],
+                                                                      clean_decisions[members]))
+    by_source = group_scores(test, decisions, test, clean_decisions, "source")
+    assert by_source["sdxl"]["mcc"] is None and by_source["sdxl"]["mcc_undefined_reason"] == "only label 1 present"
+    assert by_source["natix"]["mcc"] is not None

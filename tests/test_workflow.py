@@ -60,8 +60,9 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     assert 0 <= scrc["val_test_coverage"] <= 1 and "val_test_selective_risk" in scrc
     summary = json.loads((workdir / "results/summary.json").read_text())["experiments"]
     assert [row["experiment"] for row in summary] == ["demo"] and "level_3" in summary[0]["by_level"]
-    assert set(summary[0]["by_domain"]) == {"real"} and {"mcc", "accuracy", "natix_reward", "n"} <= set(
-        summary[0]["by_domain"]["real"])
+    scored = {"mcc", "accuracy", "natix_reward", "n", "clean_mcc"}
+    assert set(summary[0]["by_domain"]) == {"real"} and scored <= set(summary[0]["by_domain"]["real"])
+    assert len(summary[0]["by_source"]) == 1 and scored <= set(next(iter(summary[0]["by_source"].values())))
     assert "0 mismatches" in summary[0]["hf_parity"]
     assert (workdir / "results/summary.md").read_text().startswith("# streetvision summary")
     report = snakemake(repo, workdir, "--report", str(workdir / "report.html"))

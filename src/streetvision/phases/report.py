@@ -26,6 +26,21 @@ def step_exists(results: Path, experiment: str, step: str) -> bool:
     return layout.manifest_of(layout.step_dir(results, experiment, step)).is_file()
 
 
+def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[str, dict]:
+    """MCC, accuracy, reward and n per value of ``column`` (domain or source) on the challenge pass, and
+    the clean view's MCC beside it; an undefined MCC (one class) carries its reason instead of a 0."""
+    groups = {}
+    for value in sorted(test[column].unique()):
+        members = (test[column] == value).to_numpy()
+        metrics = validator_metrics(test["label"][members], decisions[members])
+        groups[value] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
+        if metrics["mcc"] is None:
+            groups[value]["mcc_undefined_reason"] = metrics["undefined_reason"]
+        in_clean = (clean[column] == value).to_numpy()
+        groups[value]["clean_mcc"] = validator_metrics(clean["label"][in_clean], clean_decisions[in_clean])["mcc"]
+    return groups
+
+
 def experiment_row(results: Path, experiment: str) -> dict:
     def step(name):
         return layout.step_dir(results, experiment, name)
@@ -33,19 +48,17 @@ def experiment_row(results: Path, experiment: str) -> dict:
     thresholds = layout.thresholds_of(step("thresholds"))
     policy = layout.read_json(layout.bundle_dir_of(step("bundle")) / "policy.json", "the bundle's policy")
     test = layout.predictions_of(step("baseline"), "val_test")
+    clean = layout.predictions_of(step("baseline"), "val_test", view="clean")
     decisions = (test["probability"] >= thresholds["threshold"]).astype(float)
+    clean_decisions = (clean["probability"] >= thresholds["threshold"]).astype(float)
     mix = domain_weights(test["domain"], None)
     overall = validator_metrics(test["label"], decisions, domains=test["domain"], domain_weights=mix)
     row = {"experiment": experiment, "policy": policy["type"], "threshold": thresholds["threshold"],
            **{k: overall[k] for k in ("mcc", "accuracy", "natix_reward", "natix_reward_p10", "natix_reward_p90")},
            "clean_mcc": thresholds["val_test_clean_at_threshold"]["mcc"], "domain_mix": mix,
-           "by_domain": {}, "by_level": {}, "scrc_coverage": None, "scrc_selective_risk": None, "hf_parity": None}
-    for domain in sorted(test["domain"].unique()):
-        members = (test["domain"] == domain).to_numpy()
-        metrics = validator_metrics(test["label"][members], decisions[members])
-        row["by_domain"][domain] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
-        if metrics["mcc"] is None:
-            row["by_domain"][domain]["mcc_undefined_reason"] = metrics["undefined_reason"]
+           "by_domain": group_scores(test, decisions, clean, clean_decisions, "domain"),
+           "by_source": group_scores(test, decisions, clean, clean_decisions, "source"),
+           "by_level": {}, "scrc_coverage": None, "scrc_selective_risk": None, "hf_parity": None}
     for level, metrics in sorted(layout.robustness_of(step("bundle")).items()):
         row["by_level"][level] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
     if step_exists(results, experiment, "scrc"):
@@ -73,6 +86,8 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def summary_markdown(rows: list[dict]) -> str:
     by_domain = [{"experiment": r["experiment"], "domain": d, **m} for r in rows for d, m in r["by_domain"].items()]
+    by_source = [{"experiment": r["experiment"], "source": d, **m} for r in rows for d, m in r["by_source"].items()]
+    group_columns = ["n", "mcc", "accuracy", "natix_reward", "clean_mcc"]
     by_level = [{"experiment": r["experiment"], "level": level.split("_")[-1], **m}
                 for r in rows for level, m in r["by_level"].items()]
     mixes = "; ".join(f"{r['experiment']}: {r['domain_mix']}" for r in rows)
@@ -84,9 +99,10 @@ def summary_markdown(rows: list[dict]) -> str:
         f"validators' weights ({mixes}): each image of domain d weighs w_d / n_d. `clean_mcc` scores the source "
         "images without a challenge.\n\n"
         f"{markdown_table(rows, MAIN_COLUMNS)}\n\n"
-        "## By domain (val_test challenge pass)\n\n"
-        f"{markdown_table(by_domain, ['experiment', 'domain', 'n', 'mcc', 'accuracy', 'natix_reward'])}\n\n"
-        "MCC and the reward are undefined (—) for a domain whose val_test holds a single class.\n\n"
+        "## By domain and by source (val_test challenge pass; clean_mcc: the same images without a challenge)\n\n"
+        f"{markdown_table(by_domain, ['experiment', 'domain', *group_columns])}\n\n"
+        f"{markdown_table(by_source, ['experiment', 'source', *group_columns])}\n\n"
+        "MCC and the reward are undefined (—) for a domain or source whose val_test holds a single class.\n\n"
         "## By validator augmentation level (every val_test image at each level, through the bundle)\n\n"
         f"{markdown_table(by_level, ['experiment', 'level', 'n', 'mcc', 'accuracy', 'natix_reward'])}\n")
 
