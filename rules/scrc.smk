@@ -1,5 +1,5 @@
 rule scrc:
-    """Phase 5: temperature scaling (val_calib) + selective risk control (val_conformal)."""
+    """Phase 5: selective risk control certified on val_conformal (phase 2's temperature)."""
     input:
         baseline=step_manifest("baseline"),
         thresholds=step_manifest("thresholds"),

@@ -101,6 +101,8 @@ def test_submitted_by_must_be_a_hotkey_outside_demo_runs(repo):
     with pytest.raises(ConfigError, match=r"'experiments\.demo\.bundle\.model_card\.submitted_by': 'anonymous' is not "
                                           r"a hotkey"):
         plan_for(repo, {"demo": False})
+    with pytest.raises(ConfigError, match=r"submitted_by': 'anonymous' is not a hotkey"):  # the bundle's card needs it
+        plan_for(repo, {"demo": False, "hf_export": {"enabled": False}})
     alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
     lines = plan_for(repo, {"demo": False, "bundle": {"model_card": {"submitted_by": alice}}})
     assert "RANDOM weights" in lines[-1]  # and outside a demo, random init is warned about

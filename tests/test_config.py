@@ -29,6 +29,11 @@ def test_shipped_configs_are_valid(repo, schema, demo):
     assert resolved["train"]["level_probs"] == [0.25, 0.25, 0.25, 0.25]  # filled from schema defaults
 
 
+def test_a_config_without_experiments_runs_one_named_main(schema, demo):
+    del demo["experiments"]
+    assert list(resolve_experiments(demo, schema)) == ["main"]
+
+
 def test_unknown_key_is_named(schema, demo):
     demo["data"]["splitz"] = {}
     with pytest.raises(ConfigError, match=r"unknown config key 'data\.splitz'"):

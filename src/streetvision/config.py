@@ -148,9 +148,10 @@ def check_split_ratios(data_cfg: dict, prefix: str) -> None:
 
 def resolve_experiments(config: dict, schema: dict) -> dict[str, dict]:
     """Validate the whole config and return ``{experiment: resolved config}``."""
-    validate_section(fill_defaults(config, schema), schema)
+    filled = fill_defaults(config, schema)
+    validate_section(filled, schema)
     defaults = {k: v for k, v in config.items() if k not in ("experiments", "run_experiments")}
-    experiments = config.get("experiments") or {}
+    experiments = filled["experiments"] or {}
     selected = config.get("run_experiments") or list(experiments)
     unknown = [name for name in selected if name not in experiments]
     if unknown:

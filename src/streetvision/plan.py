@@ -39,21 +39,26 @@ def check_training_mix(train_cfg: dict, specs: list[SourceSpec], prefix: str) ->
 
 
 def check_hf_export(cfg: dict, prefix: str) -> None:
-    """The stock miner must be able to serve the model, and the card must name a real hotkey."""
+    """The stock miner must be able to serve the model."""
     if not cfg["hf_export"]["enabled"]:
         return
-    from streetvision.bundle.hf_card import ss58_problem
     from streetvision.bundle.hf_convert import hf_target_for_config
 
     try:
         hf_target_for_config(cfg["model"])
     except ConfigError as err:
         raise ConfigError(f"experiment {prefix.split('.')[1]}: {err} (or set hf_export.enabled: false)") from err
+
+
+def check_submitter(cfg: dict, prefix: str) -> None:
+    """Every bundle carries the NATIX card, whose submitted_by must be a real hotkey outside demo runs."""
+    from streetvision.bundle.hf_card import ss58_problem
+
     submitted_by = cfg["bundle"]["model_card"]["submitted_by"]
     problem = None if cfg["demo"] else ss58_problem(submitted_by)
     if problem:
         raise ConfigError(f"config key '{prefix}bundle.model_card.submitted_by': {submitted_by!r} is not a hotkey "
-                          f"({problem}); set your miner's ss58 hotkey, or hf_export.enabled: false")
+                          f"({problem}); set your miner's ss58 hotkey (or demo: true for a run not meant for mining)")
 
 
 def count_classifier_parameters(model_cfg: dict) -> int:
@@ -104,10 +109,11 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool) -> list[str]:
 
     prefix = f"experiments.{name}."
     model = cfg["model"]
-    weights, specs, _ = _check_all([
+    weights, specs, _, _ = _check_all([
         lambda: pretrained_weights(model),
         lambda: check_data_inputs(cfg["data"], prefix),
         lambda: check_hf_export(cfg, prefix),
+        lambda: check_submitter(cfg, prefix),
     ])
     check_training_mix(cfg["train"], specs, prefix)
     source = {"random": "random init", "file": f"file {weights}", "hf_cache": f"HF cache {weights}"}[model["init"]]

@@ -30,7 +30,8 @@ def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=No
     bundle_cfg, seed = cfg["bundle"], cfg["challenge"]["seed"]
     data_dir, baseline_dir, out_dir = Path(data_dir), Path(baseline_dir), Path(out_dir)
     sources = [layout.manifest_of(d) for d in (baseline_dir, thresholds_dir, gate_dir, scrc_dir) if d]
-    recorder = PhaseRecorder(out_dir, "phase6_bundle", experiment, cfg, consumes=sources, workflow_dir=workflow_dir)
+    recorder = PhaseRecorder(out_dir, "phase6_bundle", experiment, cfg, workflow_dir=workflow_dir,
+                             consumes=[layout.manifest_of(data_dir), *sources])  # the index: parity images
     policy = build_policy(bundle_cfg["policy"], layout.thresholds_of(thresholds_dir),
                           layout.scrc_of(scrc_dir) if bundle_cfg["policy"] == "scrc" else None)
     card = model_card(bundle_cfg["model_card"], layout.model_record_of(baseline_dir), demo=cfg["demo"])
