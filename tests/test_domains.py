@@ -6,9 +6,10 @@ import pytest
 import sklearn.metrics as skm
 import torch
 
+from streetvision.domains import domain_weights
 from streetvision.errors import StreetvisionError
 from streetvision.metrics import validator_metrics
-from streetvision.train.sampling import DomainWeightedSampler, domain_weights
+from streetvision.train.sampling import DomainWeightedSampler
 
 DOMAINS = ["real"] * 900 + ["synthetic"] * 100  # unbalanced on purpose
 

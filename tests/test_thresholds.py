@@ -57,9 +57,11 @@ def test_degenerate_input_is_a_clear_error(y, s, message):
         select_threshold_max_mcc(y, s)
 
 
-def test_phase2_does_not_import_torch_or_lightning():
+@pytest.mark.parametrize("step", ["thresholds", "scrc", "report"])
+def test_light_steps_do_not_import_torch_or_lightning(step):
+    """Phases 2 and 5 and the report read tables: a second of work must not pay for importing torch."""
     code = (
-        "import sys, streetvision.phases.thresholds as p; "
+        f"import sys, streetvision.phases.{step} as p; "
         "print(sorted(m for m in ('torch', 'lightning', 'peft', 'timm') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

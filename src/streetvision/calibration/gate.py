@@ -124,9 +124,3 @@ def cross_fitted_gate_scores(x: np.ndarray, correct: np.ndarray, cfg: dict, fold
     return scores
 
 
-def risk_coverage(scores: np.ndarray, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Selective risk when accepting the k most trusted samples, for every k (coverage k/n)."""
-    order = np.argsort(-scores, kind="mergesort")
-    cumulative_errors = np.cumsum(errors[order])
-    k = np.arange(1, len(scores) + 1)
-    return k / len(scores), cumulative_errors / k

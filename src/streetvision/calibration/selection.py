@@ -21,3 +21,11 @@ def decision_confidence(calibrated_probabilities, predicted) -> np.ndarray:
     """Calibrated probability of the decision actually taken: q for a roadwork call, 1 - q otherwise."""
     q = np.asarray(calibrated_probabilities, dtype=np.float64)
     return np.where(np.asarray(predicted).astype(bool), q, 1 - q)
+
+
+def risk_coverage(scores: np.ndarray, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Selective risk when accepting the k most trusted samples, for every k (coverage k/n)."""
+    order = np.argsort(-scores, kind="mergesort")
+    cumulative_errors = np.cumsum(errors[order])
+    k = np.arange(1, len(scores) + 1)
+    return k / len(scores), cumulative_errors / k

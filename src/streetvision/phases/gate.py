@@ -14,9 +14,8 @@ from streetvision.calibration.gate import (
     cross_fitted_gate_scores,
     fit_gate,
     gate_scores,
-    risk_coverage,
 )
-from streetvision.calibration.selection import max_probability, stage1_decisions
+from streetvision.calibration.selection import max_probability, risk_coverage, stage1_decisions
 from streetvision.figures import risk_coverage_figure
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from streetvision import layout
+from streetvision.domains import domain_weights
 from streetvision.figures import confusion_figure, training_curves_figure
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
 from streetvision.metrics import validator_metrics
-from streetvision.train.sampling import domain_weights
 
 MAIN_COLUMNS = ["experiment", "policy", "threshold", "mcc", "accuracy", "natix_reward", "natix_reward_p10",
                 "natix_reward_p90", "clean_mcc", "scrc_coverage", "scrc_selective_risk", "hf_parity"]

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from streetvision import layout
-from streetvision.calibration.gate import risk_coverage
 from streetvision.calibration.scrc import (
     GROUPS,
     accepted_mask,
@@ -29,7 +28,7 @@ from streetvision.calibration.scrc import (
     risk_upper_bound,
     selective_summary,
 )
-from streetvision.calibration.selection import decision_confidence, stage1_decisions
+from streetvision.calibration.selection import decision_confidence, risk_coverage, stage1_decisions
 from streetvision.calibration.temperature import apply_temperature, calibration_metrics
 from streetvision.errors import StreetvisionError
 from streetvision.figures import reliability_figure, risk_coverage_figure

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from streetvision.data.datasets import ImageDataset
 from streetvision.data.transforms import eval_transform
 from streetvision.data.views import CleanView, EvaluationChallenge, TrainingChallenge, samples_of
+from streetvision.domains import domain_weights
 from streetvision.errors import StreetvisionError
-from streetvision.train.sampling import DomainWeightedSampler, domain_weights
+from streetvision.train.sampling import DomainWeightedSampler
 
 VIEWS = ("challenge", "clean")
 

@@ -7,33 +7,6 @@ from collections import Counter
 import torch
 from torch.utils.data import Sampler
 
-from streetvision.errors import StreetvisionError
-
-VALIDATOR_MIX = {"real": 0.5, "synthetic": 0.5}
-
-
-def domain_weights(domains, configured: dict | None) -> dict[str, float]:
-    """The share of training draws per domain present, summing to 1.
-
-    ``configured`` (``train.domain_weights``) names domains explicitly (domains it omits get 0); None means
-    the validators' 0.5 / 0.5 when the domains present are exactly real and synthetic, else uniform.
-    """
-    present = sorted(set(domains))
-    if configured:
-        unknown = sorted(set(configured) - set(present))
-        if unknown:
-            raise StreetvisionError(f"config key 'train.domain_weights': unknown domain(s) {unknown}; the train "
-                                    f"split has {present}")
-        weights = {domain: float(configured.get(domain, 0.0)) for domain in present}
-    elif set(present) == set(VALIDATOR_MIX):
-        weights = dict(VALIDATOR_MIX)
-    else:
-        weights = dict.fromkeys(present, 1.0)
-    total = sum(weights.values())
-    if total <= 0:
-        raise StreetvisionError(f"config key 'train.domain_weights': {configured} gives no domain a positive weight")
-    return {domain: weight / total for domain, weight in weights.items()}
-
 
 class DomainWeightedSampler(Sampler[int]):
     """Draws (with replacement) so that each domain makes up its weight of the draws in expectation.
