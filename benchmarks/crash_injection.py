@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 TINY = {  # tests/helpers.py's TINY_CONFIG with ExPLoRA on: every phase runs, in seconds each
     "demo": True,
     "experiments": {"demo": {"explora": {"enabled": True}}},
-    "data": {"synthetic": {"count": 300, "image_size": 48},
+    "data": {"source": "synthetic", "synthetic": {"count": 300, "image_size": 48},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
     "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
               "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,

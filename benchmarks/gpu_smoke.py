@@ -44,7 +44,7 @@ PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0),
 GPU_CONFIG = {
     "demo": True,  # random init: a smoke run, never a model to mine with
     "experiments": {"smoke": {"explora": {"enabled": True}, "bundle": {"policy": "scrc"}}},  # every phase
-    "data": {"synthetic": {"count": 4000, "image_size": 256, "unlabeled_count": 1000}},
+    "data": {"source": "synthetic", "synthetic": {"count": 4000, "image_size": 256, "unlabeled_count": 1000}},
     "model": {"backbone": "vit_small_patch14_dinov2", "backbone_kwargs": {}, "img_size": 224, "init": "random"},
     "train": {"precision": "bf16-mixed", "batch_size": 128, "max_epochs": 2, "num_workers": 8, "patience": 0,
               "lr": 0.0003},
@@ -55,7 +55,7 @@ GPU_CONFIG = {
 CPU_CONFIG = {
     "demo": True,
     "experiments": {"smoke": {"explora": {"enabled": True}, "bundle": {"policy": "scrc"}}},  # every phase
-    "data": {"synthetic": {"count": 300, "image_size": 48, "unlabeled_count": 60},
+    "data": {"source": "synthetic", "synthetic": {"count": 300, "image_size": 48, "unlabeled_count": 60},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
     "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
               "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2, "class_token": True,

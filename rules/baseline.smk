@@ -1,8 +1,7 @@
 rule baseline:
     """Phase 1: train the stage-1 classifier; export weights, predictions and features."""
     input:
-        data=step_manifest("data"),
-        explora=manifest_if("explora", explora_on),
+        unpack(step_inputs("baseline")),
     output:
         manifest=step_manifest("baseline"),
     log:

@@ -1,11 +1,7 @@
 rule bundle:
     """Phase 6: the servable bundle (one policy), reloaded verified and checked against phase 1."""
     input:
-        data=step_manifest("data"),
-        baseline=step_manifest("baseline"),
-        thresholds=step_manifest("thresholds"),
-        gate=manifest_if("gate", bundle_uses_gate),
-        scrc=manifest_if("scrc", bundle_uses_scrc),
+        unpack(step_inputs("bundle")),
     output:
         manifest=step_manifest("bundle"),
     log:

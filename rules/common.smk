@@ -11,43 +11,77 @@ from snakemake.logging import logger
 
 from streetvision import layout
 from streetvision.config import (
+    key_origins,
     load_config_file,
     load_schema,
     merge_layers,
     resolve_experiments,
     typed_cli_values,
 )
+from streetvision.data.sources import source_signature
 from streetvision.plan import describe_experiment
 from streetvision.runtime import prepend_pythonpath
+from streetvision.steps import final_steps, inputs_of, planned_steps
 
 prepend_pythonpath(SRC)
 
 
 def config_layers():
-    """The config files in the order given (the demo file only when none is), then --config values.
+    """(name, values) of the config files in the order given (the demo file only when none is), then of
+    the --config values.
 
     Merged by streetvision.config (key by key, plus the backbone rule), not by Snakemake's plain
     dict update, so that a layer that switches the backbone never inherits another one's architecture.
     """
     files = workflow.overwrite_configfiles or [DEMO_CONFIGFILE]
-    return [load_config_file(f) for f in files] + [
-        typed_cli_values(dict(workflow.config_settings.config or {}))
+    return [(str(f), load_config_file(f)) for f in files] + [
+        ("--config", typed_cli_values(dict(workflow.config_settings.config or {})))
     ]
 
 
-RUN_CONFIG = merge_layers(config_layers())
+LAYERS = config_layers()
+RUN_CONFIG = merge_layers([values for _, values in LAYERS])
 EXPERIMENTS = resolve_experiments(
-    RUN_CONFIG, load_schema(workflow.source_path("../config/schema.yaml"))
+    RUN_CONFIG,
+    load_schema(workflow.source_path("../config/schema.yaml")),
+    origins=key_origins(LAYERS),
 )
 
 
+def command_line_targets():
+    """The targets this run was asked for, read from the main process's command line with Snakemake's own
+    parser (the workflow itself is not told them while this file is parsed); [] (everything) when Snakemake
+    was not started from its command line."""
+    import contextlib
+    import io
+
+    from snakemake.cli import get_argument_parser
+
+    if Path(sys.argv[0]).name not in ("snakemake", "__main__.py"):
+        return []
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return sorted(
+                get_argument_parser().parse_known_args(sys.argv[1:])[0].targets
+            )
+    except SystemExit:
+        return []
+
+
 def announce_plan():
-    """One line per experiment before any job (and the input checks that stop a run early)."""
-    for name, cfg in EXPERIMENTS.items():
-        lines = describe_experiment(name, cfg, demo=cfg["demo"])
-        if workflow.is_main_process:
-            for line in lines:
-                (logger.warning if line.startswith("WARNING") else logger.info)(line)
+    """One line per experiment before any job, and the input checks that stop a run early, in the main
+    process only (a job re-parses this file: on SLURM it would repeat them in every job). Checked is what
+    the steps this run can reach need: a data-only target needs neither weights nor a hotkey.
+    """
+    if not workflow.is_main_process:
+        return
+    for name, steps in planned_steps(command_line_targets(), EXPERIMENTS).items():
+        if not steps:
+            continue
+        for line in describe_experiment(
+            name, EXPERIMENTS[name], demo=EXPERIMENTS[name]["demo"], steps=steps
+        ):
+            (logger.warning if line.startswith("WARNING") else logger.info)(line)
 
 
 announce_plan()
@@ -81,42 +115,25 @@ def step_benchmark(step):
     return f"{RESULTS}/{{exp}}/{layout.BENCHMARKS}/{layout.STEP_DIRS[step]}.tsv"
 
 
-def manifest_if(step, needed):
-    """An input function: the step's manifest for experiments where ``needed(config)`` holds, else nothing
-    (so the DAG shows the edge only where it exists)."""
+def step_inputs(step):
+    """An input function: {consumed step: its manifest} for one experiment's ``step`` (streetvision.steps
+    owns the graph; the DAG shows an edge only where it exists, e.g. the gate only for a gate-scored SCRC).
+    """
 
     def input_function(wildcards):
-        if needed(EXPERIMENTS[wildcards.exp]):
-            return step_manifest(step).format(exp=wildcards.exp)
-        return []
+        return {
+            name: step_manifest(name).format(exp=wildcards.exp)
+            for name in inputs_of(step, EXPERIMENTS[wildcards.exp])
+        }
 
     return input_function
 
 
-def explora_on(cfg):
-    return cfg["explora"]["enabled"]
-
-
-def scrc_uses_gate(cfg):
-    return cfg["scrc"]["score"] == "gate"
-
-
-def bundle_uses_scrc(cfg):
-    return cfg["bundle"]["policy"] == "scrc"
-
-
-def bundle_uses_gate(cfg):
-    return bundle_uses_scrc(cfg) and scrc_uses_gate(cfg)
-
-
-def hf_export_on(cfg):
-    return cfg["hf_export"]["enabled"]
-
-
-def final_steps(exp):
+def final_manifests(exp):
     """What an experiment ends in: its bundle, and its Hugging Face export when enabled."""
-    steps = ["bundle"] + (["hf_export"] if hf_export_on(EXPERIMENTS[exp]) else [])
-    return [step_manifest(step).format(exp=exp) for step in steps]
+    return [
+        step_manifest(step).format(exp=exp) for step in final_steps(EXPERIMENTS[exp])
+    ]
 
 
 def all_targets():

@@ -15,6 +15,8 @@ rule data:
         runtime=60,
     params:
         cfg=lambda wc: exp_config(wc, "data"),
+        # Files added, removed or replaced under data.path re-run the step ("Params have changed").
+        source_signature=lambda wc: source_signature(EXPERIMENTS[wc.exp]["data"]),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/data.py"

@@ -1,7 +1,7 @@
 rule explora:
     """Phase 4: ExPLoRA on train + unlabeled images; exports a merged, load-back-validated backbone."""
     input:
-        data=step_manifest("data"),
+        unpack(step_inputs("explora")),
     output:
         manifest=step_manifest("explora"),
     log:

@@ -1,8 +1,7 @@
 rule gate:
     """Phase 3: the trust-or-defer gate on stage-1 signals, fitted on val_calib (CPU, plain torch)."""
     input:
-        baseline=step_manifest("baseline"),
-        thresholds=step_manifest("thresholds"),
+        unpack(step_inputs("gate")),
     output:
         manifest=step_manifest("gate"),
         plot=report(

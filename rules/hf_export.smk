@@ -1,9 +1,7 @@
 rule hf_export:
     """The bundle's model as a Hugging Face repo the stock NATIX miner serves, checked the miner's way."""
     input:
-        data=step_manifest("data"),
-        baseline=step_manifest("baseline"),
-        bundle=step_manifest("bundle"),
+        unpack(step_inputs("hf_export")),
     output:
         manifest=step_manifest("hf_export"),
     log:

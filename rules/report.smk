@@ -1,7 +1,7 @@
 rule report:
     """Summary table of every experiment + figures for `snakemake --report`."""
     input:
-        finals=[path for exp in EXPERIMENTS for path in final_steps(exp)],
+        finals=[path for exp in EXPERIMENTS for path in final_manifests(exp)],
     output:
         manifest=f"{RESULTS}/report/manifest.json",
         summary_json=f"{RESULTS}/summary.json",

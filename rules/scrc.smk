@@ -1,9 +1,7 @@
 rule scrc:
     """Phase 5: selective risk control certified on val_conformal (phase 2's temperature)."""
     input:
-        baseline=step_manifest("baseline"),
-        thresholds=step_manifest("thresholds"),
-        gate=manifest_if("gate", scrc_uses_gate),
+        unpack(step_inputs("scrc")),
     output:
         manifest=step_manifest("scrc"),
         reliability=report(

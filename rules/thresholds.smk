@@ -1,7 +1,7 @@
 rule thresholds:
     """Phase 2: exact MCC-optimal threshold on val_calib (CPU, no torch)."""
     input:
-        baseline=step_manifest("baseline"),
+        unpack(step_inputs("thresholds")),
     output:
         manifest=step_manifest("thresholds"),
         plot=report(

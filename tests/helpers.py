@@ -36,7 +36,7 @@ def run_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.Completed
 TINY_CONFIG = {
     "demo": True,
     "experiments": {"demo": {}},
-    "data": {"synthetic": {"count": 300, "image_size": 48},
+    "data": {"source": "synthetic", "synthetic": {"count": 300, "image_size": 48},
              "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
     "model": {  # exportable as transformers' ViTForImageClassification; 8 x 8 tokens of the 224 px challenge
         "backbone": "vit_tiny_patch16_224",

@@ -120,11 +120,12 @@ def data_dir(tmp_path_factory):
 
 
 def mid_epoch_step(path, steps_per_epoch):
+    """The step of a checkpoint inside an epoch after the first (so curves.csv already holds a validation row)."""
     try:
         step = checkpoint_step(path)
     except Exception:  # noqa: BLE001 - not there yet
         return None
-    return step if step % steps_per_epoch else None
+    return step if step % steps_per_epoch and step > steps_per_epoch else None
 
 
 @pytest.mark.slow
@@ -164,3 +165,47 @@ def test_sigterm_saves_the_state_and_a_rerun_resumes_mid_epoch_past_a_torn_last_
     assert not list((tmp_path / "p1/checkpoints").glob("hpc_ckpt_*"))  # only needed until the fit finished
     metrics = json.loads((tmp_path / "p1/manifest.json").read_text())["metrics"]
     assert metrics["resumed_from_step"] == stopped_at
+    curves = pd.read_csv(tmp_path / "p1/curves.csv")  # the epochs before the stop are kept, none twice
+    assert curves.dropna(subset=["val_select/mcc"])["epoch"].tolist() == list(range(epochs))
+    assert curves.dropna(subset=["train/loss_step"])["step"].is_unique
+
+
+class PlantedCode:
+    """Unpickling this (``weights_only=False``) would create ``path``: code run from a checkpoint file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.slow
+def test_a_planted_checkpoint_never_runs_and_a_truncated_best_ckpt_trains_again(data_dir, tmp_path):
+    cfg = resolved_config(REPO, {"train": {"max_epochs": 2, "patience": 0}})
+    args = {"cfg": {key: cfg[key] for key in ("model", "train", "challenge")}, "data_dir": str(data_dir),
+            "out_dir": str(tmp_path / "p1"), "log": str(tmp_path / "p1.log")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    def run_job():
+        done = subprocess.run([sys.executable, "-c", JOB, json.dumps(args)], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return (tmp_path / "p1.log").read_text()
+
+    run_job()
+    best = tmp_path / "p1/checkpoints/best.ckpt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])  # truncated after training finished
+    log = run_job()
+    assert "is not the file it wrote (truncated or replaced): training again" in log
+    assert json.loads((tmp_path / "p1/manifest.json").read_text())["metrics"]["epochs"] == 2
+
+    # An interrupted run (same config and data, no finished record) whose last.ckpt someone replaced.
+    (tmp_path / "p1/training_done.json").unlink()
+    best.unlink()
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "loops": {}, "global_step": 10**6, "payload": PlantedCode(marker)},
+               tmp_path / "p1/checkpoints/last.ckpt")
+    log = run_job()
+    assert not marker.exists(), "a checkpoint file ran code"
+    assert "last.ckpt is unreadable" in log and "resuming from" not in log.split("last.ckpt is unreadable")[-1]

@@ -3,7 +3,14 @@ import json
 import pytest
 from helpers import run_cli
 
-from streetvision.io.manifest import PhaseRecorder, lineage, read_manifest, verify_tree
+from streetvision.io.manifest import (
+    JOURNAL_NAME,
+    ForeignFilesError,
+    PhaseRecorder,
+    lineage,
+    read_manifest,
+    verify_tree,
+)
 
 
 def make_phase(root, name="data", consumed=()):
@@ -55,6 +62,36 @@ def test_rerun_removes_the_previous_run_but_not_scratch(tmp_path):
     PhaseRecorder(tmp_path / "data", "data", "exp", {}, scratch=["checkpoints"])
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["checkpoints"]
     assert (tmp_path / "data" / "checkpoints" / "last.ckpt").read_text() == "resume me"
+
+
+def test_a_recorder_never_removes_files_its_step_did_not_write(tmp_path):
+    """The folder of a step holding someone else's files (a user's notes, or another experiment's outputs under
+    a colliding name) stops the step before anything is removed."""
+    make_phase(tmp_path)
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    (tmp_path / "data" / "phase1_baseline").mkdir()
+    (tmp_path / "data" / "phase1_baseline" / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ForeignFilesError, match=r"holds 2 file\(s\) that step 'data' did not write \(notes\.txt, "
+                                                r"phase1_baseline/model\.safetensors\); nothing was removed"):
+        PhaseRecorder(tmp_path / "data", "data", "exp", {})
+    assert (tmp_path / "data" / "a.txt").read_text() == "alpha" and (tmp_path / "data" / "manifest.json").is_file()
+    assert (tmp_path / "data" / "phase1_baseline" / "model.safetensors").read_bytes() == b"weights"
+    # A manifest of another phase owns nothing in this one either.
+    with pytest.raises(ForeignFilesError, match="step 'report' did not write"):
+        PhaseRecorder(tmp_path / "data", "report", "exp", {})
+
+
+def test_a_killed_run_is_cleaned_up_through_its_journal(tmp_path):
+    rec = PhaseRecorder(tmp_path / "p", "p", "exp", {})
+    rec.write_json("first.json", {})
+    (rec.folder("bundle") / "weights.bin").write_bytes(b"w")  # a library function fills a claimed folder
+    assert sorted(json.loads((tmp_path / "p" / JOURNAL_NAME).read_text())["claimed"]) == ["bundle/", "first.json"]
+    # killed here: no manifest. The next run removes what the journal claims, and only that.
+    again = PhaseRecorder(tmp_path / "p", "p", "exp", {})
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == []
+    again.write_json("second.json", {})
+    again.finish()
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["manifest.json", "second.json"]
 
 
 def test_every_writer_lists_what_it_writes(tmp_path):

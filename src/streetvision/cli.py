@@ -17,7 +17,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not root.exists():
         print(f"error: {root} does not exist", file=sys.stderr)
         return 2
-    checked, problems = verify_tree(root)
+    checked, problems = verify_tree(root, deep=args.deep)
     for line in problems:
         print(f"MISMATCH {line}")
     if checked == 0:
@@ -75,30 +75,38 @@ def load_detector(path: str, device: str):
     return load_hf_detector(path) if is_hf_repo(path) else load_bundle(path, device=device)
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    """One JSON line per image on stdout; unreadable images are reported on stderr and skipped."""
-    import json
-
-    from PIL import Image, UnidentifiedImageError
+def _finite_answer(details: dict) -> dict:
+    """The detector's answer for one image; a non-finite number is an error, never printed (JSON has none)."""
+    import math
 
     from streetvision.errors import StreetvisionError
 
-    try:
-        detector = load_detector(args.model, args.device)
-    except (StreetvisionError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    bad = [key for key, value in details.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise StreetvisionError(f"the model returned non-finite {', '.join(bad)}")
+    return details
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """One JSON line per image on stdout; an image that cannot be read (or is larger than --max-pixels) is
+    reported on stderr and skipped, and the exit code is then 1."""
+    import json
+
+    from streetvision.data.images import display_name, read_rgb
+    from streetvision.errors import StreetvisionError
+
+    detector = load_detector(args.model, args.device)
     failures = 0
     for path in args.images:
+        shown = display_name(path)
         try:
-            with Image.open(path) as image:
-                image.load()
-                details = detector.predict_details([image])[0]
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            details = _finite_answer(detector.predict_details([read_rgb(path, args.max_pixels)])[0])
+        except (StreetvisionError, OSError) as err:
             failures += 1
-            print(json.dumps({"path": path, "error": f"cannot read image: {err}"}), file=sys.stderr)
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            print(json.dumps({"path": shown, "error": f"cannot read image: {reason}"}), file=sys.stderr)
             continue
-        print(json.dumps({"path": path, **details}), flush=True)
+        print(json.dumps({"path": shown, **details}, allow_nan=False), flush=True)
     return 1 if failures else 0
 
 
@@ -107,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     verify = sub.add_parser("verify", help="re-hash every artifact of every manifest under DIR")
     verify.add_argument("directory")
+    verify.add_argument("--deep", action="store_true",
+                        help="also re-hash every image the data indexes list (sizes are always checked); reads "
+                             "every image byte, so it costs about the disk's read time for the data set")
     verify.set_defaults(func=cmd_verify)
     inspect = sub.add_parser("inspect", help="print the lineage of a phase manifest")
     inspect.add_argument("manifest")
@@ -116,14 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a bundle (results/<exp>/phase6_bundle/bundle) or a Hugging Face repo folder "
                               "(results/<exp>/hf_export/repo, served the stock miner's way)")
     predict.add_argument("--device", default="cpu")
+    predict.add_argument("--max-pixels", type=int, default=None,
+                         help="refuse images with more pixels than this (default: data.max_pixels' default, 40 MP)")
     predict.add_argument("images", nargs="+")
     predict.set_defaults(func=cmd_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input (a streetvision error: it names the file or key) is one line on stderr and exit code 2."""
+    from streetvision.errors import StreetvisionError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if getattr(args, "max_pixels", 0) is None:
+        from streetvision.data.images import DEFAULT_MAX_PIXELS
+
+        args.max_pixels = DEFAULT_MAX_PIXELS
+    try:
+        return args.func(args)
+    except StreetvisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ Layers merge key by key (``deep_merge``) with one exception, the *backbone rule*
 (``ARCHITECTURE_KEYS``) it does not set itself fall back to the schema defaults instead of being
 inherited from a layer that described another backbone. The result is filled with schema defaults and
 validated against ``config/schema.yaml``; an error names the offending key path.
+
+Never a silent fallback: a YAML file with a duplicated key, a number that is not finite, an experiment
+name that would collide with a shared folder under ``results/``, both ``data.source`` and ``data.sources``
+set, or neither of them, are errors naming the key (and, where known, the file that set it).
 """
 
 from __future__ import annotations
@@ -27,9 +31,24 @@ class ConfigError(StreetvisionError, ValueError):
     """A config problem; the message names the key."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key] + 1}, again on line "
+                                f"{key_node.start_mark.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_schema(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -69,9 +88,11 @@ def load_config_file(path: str | Path) -> dict:
     """One YAML/JSON config file; a file that is not a mapping is an error naming it."""
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({err})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path}: not valid YAML ({err})") from err
     if loaded is None:
@@ -146,12 +167,76 @@ def check_split_ratios(data_cfg: dict, prefix: str) -> None:
         raise ConfigError(f"config key '{prefix}data.splits': ratios must sum to 1, they sum to {total:.6g}")
 
 
-def resolve_experiments(config: dict, schema: dict) -> dict[str, dict]:
-    """Validate the whole config and return ``{experiment: resolved config}``."""
+def key_origins(named_layers: list[tuple[str, dict]]) -> dict[str, str]:
+    """``{"data.source": "my.yaml", ...}``: the last layer (by name) that set each key, two levels deep."""
+    origins = {}
+    for name, layer in named_layers:
+        for key, value in (layer or {}).items():
+            origins[key] = name
+            if isinstance(value, dict) and key != "experiments":
+                origins.update({f"{key}.{sub}": name for sub in value})
+    return origins
+
+
+def _set_by(key: str, origins: dict[str, str], prefix: str, overrides: dict) -> str:
+    """``'data.source' (set in my.yaml)``: a key with where it came from, for messages."""
+    section, _, sub = key.partition(".")
+    if sub in ((overrides or {}).get(section) or {}):
+        return f"'{prefix}{key}'"
+    return f"'{key}'" + (f" (set in {origins[key]})" if key in origins else "")
+
+
+def check_data_source(data_cfg: dict, prefix: str, origins: dict[str, str], overrides: dict) -> None:
+    """Exactly one of ``data.source`` and ``data.sources``: never two sets of data that one of them silently
+    overrides, and never the demo generator as a fallback."""
+    single, several = data_cfg.get("source"), data_cfg.get("sources")
+    if single is not None and several:
+        raise ConfigError(
+            f"config keys {_set_by('data.source', origins, prefix, overrides)} and "
+            f"{_set_by('data.sources', origins, prefix, overrides)} are both set: give one of them (a later config "
+            "file that replaces an earlier file's list sets 'data.sources: null')")
+    if single is None and not several:
+        raise ConfigError(f"config key '{prefix}data.source' (or 'data.sources') is required: say where the images "
+                          "come from (e.g. source: natix_parquet with path: data/natix); nothing falls back to the "
+                          "demo's synthetic scenes")
+
+
+def check_finite_numbers(value, where: str) -> None:
+    """YAML reads ``.inf`` and ``.nan`` as numbers, which no setting accepts."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite_numbers(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite_numbers(item, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{where}': {value} is not a finite number")
+
+
+def check_experiment_name(name: str) -> None:
+    """An experiment's folder is ``results/<name>/``: it must not be one of the folders or files every
+    experiment shares there (compared case-insensitively, for case-insensitive file systems)."""
+    from streetvision.layout import SHARED_RESULTS_ENTRIES
+
+    clash = next((entry for entry in SHARED_RESULTS_ENTRIES if entry.lower() == name.lower()), None)
+    if clash:
+        raise ConfigError(f"config key 'experiments.{name}': the name is taken by results/{clash}, which the workflow "
+                          f"writes for every experiment; reserved names: {', '.join(sorted(SHARED_RESULTS_ENTRIES))}")
+
+
+def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | None = None) -> dict[str, dict]:
+    """Validate the whole config and return ``{experiment: resolved config}``.
+
+    ``origins`` (``key_origins`` of the layers) lets errors name the file that set a key.
+    """
+    origins = origins or {}
+    check_finite_numbers(config, "")
     filled = fill_defaults(config, schema)
     validate_section(filled, schema)
     defaults = {k: v for k, v in config.items() if k not in ("experiments", "run_experiments")}
     experiments = filled["experiments"] or {}
+    for name in experiments:
+        check_experiment_name(name)
     selected = config.get("run_experiments") or list(experiments)
     unknown = [name for name in selected if name not in experiments]
     if unknown:
@@ -169,5 +254,6 @@ def resolve_experiments(config: dict, schema: dict) -> dict[str, dict]:
         merged.pop("run_experiments", None)
         validate_section(merged, schema, prefix)
         check_split_ratios(merged["data"], prefix + ".")
+        check_data_source(merged["data"], prefix + ".", origins, overrides or {})
         resolved[name] = merged
     return resolved

@@ -128,6 +128,12 @@ class Report:
         return f"{experiment}/{name}.png"
 
 
+# What the workflow writes under results/ beside the experiments' folders: no experiment may take one of these
+# names (config.check_experiment_name), or its folder would be another step's folder.
+SHARED_RESULTS_ENTRIES = (STEP_DIRS["report"], LOGS, BENCHMARKS, SYNTHETIC_CACHE, Report.SUMMARY_JSON,
+                          Report.SUMMARY_MD)
+
+
 # ---------------------------------------------------------------- paths
 
 def step_dir(results: str | Path, experiment: str, step: str) -> Path:

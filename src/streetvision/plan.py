@@ -62,7 +62,10 @@ def check_submitter(cfg: dict, prefix: str) -> None:
 
 
 def count_classifier_parameters(model_cfg: dict) -> int:
-    """Parameters of the classifier the config builds, counted on the meta device (no memory, no weights)."""
+    """Parameters of the classifier the config builds, counted on the meta device (no memory, no weights).
+
+    Raises ``UnknownBackboneError`` naming ``model.backbone`` when timm has no such model.
+    """
     import torch
 
     from streetvision.models.spec import ClassifierSpec
@@ -99,29 +102,51 @@ def _check_all(checks: list) -> list:
     return results
 
 
-def describe_experiment(name: str, cfg: dict, *, demo: bool) -> list[str]:
-    """Check one resolved experiment's inputs and return its plan line (plus a warning line if any).
+TRAINING_STEPS = {"explora", "baseline"}  # they build the backbone with its pretrained weights
+CARD_STEPS = {"bundle", "hf_export"}  # they write the NATIX model card, whose submitted_by must be a hotkey
 
-    Raises ConfigError / DataSourceError / WeightsNotFoundError naming the key when an input is missing
-    (a ConfigError listing them all when several are).
+
+def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | None = None) -> list[str]:
+    """Check one resolved experiment's inputs for the ``steps`` a run will reach (default: all of them) and
+    return its plan line (plus warning lines if any).
+
+    Raises ConfigError / DataSourceError / WeightsNotFoundError / UnknownBackboneError naming the key when an
+    input is missing (a ConfigError listing them all when several are): the data paths for the data step,
+    the weights for a training step, the hotkey for the bundle and the export, exportability for the export.
     """
     from streetvision.models.backbone import pretrained_weights
+    from streetvision.steps import STEPS
 
+    steps = set(STEPS) if steps is None else set(steps)
     prefix = f"experiments.{name}."
     model = cfg["model"]
-    weights, specs, _, _ = _check_all([
-        lambda: pretrained_weights(model),
-        lambda: check_data_inputs(cfg["data"], prefix),
-        lambda: check_hf_export(cfg, prefix),
-        lambda: check_submitter(cfg, prefix),
-    ])
+    checks = {
+        "parameters": lambda: count_classifier_parameters(model),  # the backbone name, whatever runs
+        "specs": lambda: check_data_inputs(cfg["data"], prefix) if "data" in steps else source_specs(cfg["data"]),
+    }
+    if steps & TRAINING_STEPS:
+        checks["weights"] = lambda: pretrained_weights(model)
+    if steps & CARD_STEPS:
+        checks["hotkey"] = lambda: check_submitter(cfg, prefix)
+    found = dict(zip(checks, _check_all(list(checks.values())), strict=True))
+    if "hf_export" in steps:  # after the backbone check: a model timm cannot build is not an export problem
+        check_hf_export(cfg, prefix)
+    specs = found["specs"]
     check_training_mix(cfg["train"], specs, prefix)
+    weights = found.get("weights")
     source = {"random": "random init", "file": f"file {weights}", "hf_cache": f"HF cache {weights}"}[model["init"]]
-    parameters = count_classifier_parameters(model)
+    if "weights" not in found and model["init"] != "random":
+        source = f"{model['init']} (not needed by this run)"
+    parameters = found["parameters"]
     lines = [f"experiment {name}: {model['backbone']} ({parameters / 1e6:.2f}M parameters) at {model['img_size']} px, "
              f"weights: {source}; data: {_describe_sources(specs)}; "
              f"ExPLoRA {'on' if cfg['explora']['enabled'] else 'off'}"]
-    if model["init"] == "random" and not demo:
+    if steps != set(STEPS):
+        lines[0] += f"; this run reaches: {', '.join(step for step in STEPS if step in steps)}"
+    if model["init"] == "random" and not demo and steps & TRAINING_STEPS:
         lines.append(f"WARNING: experiment {name} trains from RANDOM weights (model.init: random). That is for tests "
                      "and demos only: a miner needs a pretrained backbone (model.init: file or hf_cache).")
+    if demo and any(spec.kind != "synthetic" for spec in specs):
+        lines.append(f"WARNING: experiment {name} is a demo run (demo: true) on real data: the hotkey is not checked "
+                     "and the model card says the model is not for mining. Set demo: false for a model to mine with.")
     return lines

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from streetvision.bundle.load import BUNDLE_FILE, FORMAT
+from streetvision.bundle.policy import validate_policy
 from streetvision.data.views import EvaluationChallenge, samples_of
 from streetvision.errors import StreetvisionError
 from streetvision.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -40,7 +41,7 @@ def build_policy(kind: str, thresholds: dict, scrc: dict | None = None) -> dict:
         policy.update({"selection_threshold": scrc["selection_threshold"], "selection_score": scrc["selection_score"],
                        "alpha": scrc["alpha"], "delta": scrc["delta"], "guarantee": scrc["guarantee"],
                        "abstained_images": "still get the calibrated output, with accepted = false"})
-    return policy
+    return validate_policy(policy, "the policy being exported")
 
 
 def bundle_readme(policy: dict, card: dict) -> str:

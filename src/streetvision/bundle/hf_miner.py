@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from streetvision.bundle.hf_convert import LABEL, TIE_MARGIN
+from streetvision.errors import StreetvisionError
 
 PIN_VERSION = "4.45.2"
 # Two float32 implementations of one network differ by ~1e-7 in the score; an image whose exact score is
@@ -130,12 +131,33 @@ def compare_decisions(scores: np.ndarray, expected: np.ndarray, decisions: np.nd
             "exactly_one_half": int(np.sum(scores == 0.5)), "positives": int(decisions.sum())}
 
 
+class HFRepoError(StreetvisionError, ValueError):
+    """A Hugging Face model folder the stock miner could not serve; the message names the file."""
+
+
+def check_miner_labels(repo: Path) -> None:
+    """The stock miner answers the score of the label ``Roadwork``: the repo's config must have it."""
+    config_path = repo / "config.json"
+    try:
+        config = json.loads(config_path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HFRepoError(f"{config_path}: not a readable JSON file ({err})") from None
+    labels = config.get("id2label") if isinstance(config, dict) else None
+    if not isinstance(labels, dict) or LABEL not in labels.values():
+        raise HFRepoError(f"{config_path}: id2label is {labels!r}, without the label {LABEL!r} whose score the "
+                          "stock miner returns")
+
+
 class HFDetector:
     """A Hugging Face repo served the stock miner's way, with the bundle ``Detector``'s interface."""
 
     def __init__(self, repo: str | Path):
         self.repo = Path(repo)
-        self.pipe = load_miner_pipeline(repo)
+        check_miner_labels(self.repo)
+        try:
+            self.pipe = load_miner_pipeline(repo)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # what transformers raises for a broken folder
+            raise HFRepoError(f"{self.repo}: transformers cannot load it the stock miner's way ({err})") from None
         card = self.repo / "model_card.json"
         self.model_card = json.loads(card.read_text()) if card.is_file() else {}
 
@@ -159,7 +181,7 @@ def is_hf_repo(path: str | Path) -> bool:
 def load_hf_detector(repo: str | Path) -> HFDetector:
     """For ``streetvision predict --model <hf repo folder>``: the repo served as the stock miner does."""
     if not is_hf_repo(repo):
-        raise FileNotFoundError(f"{repo}: not a Hugging Face model folder (no config.json, or it is a bundle)")
+        raise HFRepoError(f"{repo}: not a Hugging Face model folder (no config.json, or it is a bundle)")
     return HFDetector(repo)
 
 

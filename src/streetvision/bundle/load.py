@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from streetvision.bundle.policy import outputs
+from streetvision.data.images import to_rgb
 from streetvision.errors import StreetvisionError
 from streetvision.io.hashing import sha256_file
 
@@ -41,28 +42,66 @@ def _safe_member(root: Path, relative: str) -> Path:
     return resolved
 
 
+REQUIRED_ROLES = ("weights", "model_config", "policy")
+OPTIONAL_ROLES = ("model_card", "readme", "gate_weights", "gate_config")
+_ENTRY_KEYS = {"path": str, "role": str, "sha256": str, "bytes": int}
+
+
+def _read_bundle_index(index_path: Path) -> dict:
+    """``bundle.json``, parsed and checked for shape: an object with the format and a list of file entries."""
+    if not index_path.is_file() or index_path.is_symlink():
+        raise BundleError(f"{index_path}: missing (or a symlink); not a streetvision bundle")
+    try:
+        index = json.loads(index_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{index_path}: not UTF-8 text ({err})") from None
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{index_path}: not valid JSON ({err})") from None
+    if not isinstance(index, dict):
+        raise BundleError(f"{index_path}: must be a JSON object, got {type(index).__name__}")
+    if index.get("format") != FORMAT:
+        raise BundleError(f"{index_path}: format is {index.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(index.get("files"), list):
+        raise BundleError(f"{index_path}: 'files' must be a list of file entries, got {type(index.get('files')).__name__}")
+    for i, entry in enumerate(index["files"]):
+        if not isinstance(entry, dict):
+            raise BundleError(f"{index_path}: files[{i}] must be an object, got {type(entry).__name__}")
+        for key, kind in _ENTRY_KEYS.items():
+            if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+                raise BundleError(f"{index_path}: files[{i}] ({entry.get('path', '?')}) lacks '{key}' "
+                                  f"({kind.__name__}), got {entry.get(key)!r}")
+    return index
+
+
+def _files_by_role(index_path: Path, entries: list[dict]) -> dict[str, dict]:
+    """Exactly one file per role: a bundle holds one policy, one model, one record."""
+    by_role: dict[str, dict] = {}
+    for entry in entries:
+        role = entry["role"]
+        if role not in REQUIRED_ROLES + OPTIONAL_ROLES:
+            raise BundleError(f"{index_path}: {entry['path']} has unknown role {role!r}")
+        if role in by_role:
+            raise BundleError(f"{index_path}: two files with role '{role}' ({by_role[role]['path']}, {entry['path']}): "
+                              f"a bundle holds exactly one")
+        by_role[role] = entry
+    missing = [role for role in REQUIRED_ROLES if role not in by_role]
+    if missing:
+        raise BundleError(f"{index_path}: no file with role {', '.join(repr(r) for r in missing)}")
+    return by_role
+
+
 def verify_bundle(path: str | Path) -> dict:
     """Check every listed file; return the parsed ``bundle.json`` with absolute paths per role."""
     root = Path(path).resolve()
     index_path = root / BUNDLE_FILE
-    if not index_path.is_file() or index_path.is_symlink():
-        raise BundleError(f"{index_path}: missing (or a symlink); not a streetvision bundle")
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{index_path}: not valid JSON ({err})") from err
-    if index.get("format") != FORMAT:
-        raise BundleError(f"{index_path}: format is {index.get('format')!r}, expected {FORMAT!r}")
+    index = _read_bundle_index(index_path)
     files = {}
-    for entry in index.get("files", []):
+    for role, entry in _files_by_role(index_path, index["files"]).items():
         member = _safe_member(root, entry["path"])
         size = member.stat().st_size
         if size != entry["bytes"] or sha256_file(member) != entry["sha256"]:
             raise BundleError(f"{entry['path']}: checksum mismatch (the file changed after export)")
-        files[entry["role"]] = member
-    for role in ("weights", "model_config", "policy"):
-        if role not in files:
-            raise BundleError(f"{index_path}: no file with role '{role}'")
+        files[role] = member
     return {**index, "paths": files}
 
 
@@ -73,16 +112,35 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix != ".safetensors":
         raise BundleError(f"{path.name}: weights must be .safetensors (refusing to unpickle anything)")
     try:
-        return load_file(path)
+        tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise BundleError(f"{path.name}: not a valid safetensors file (refusing to unpickle): {err}") from err
+    bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise BundleError(f"{path.name}: tensor(s) {bad[:5]} hold NaN or infinite values")
+    return tensors
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{path.name}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise BundleError(f"{path.name}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _classifier_spec(path: Path):
+    from streetvision.models.spec import ClassifierSpec
+
+    record = _read_json(path)
+    try:
+        return ClassifierSpec.from_record(record)
+    except KeyError as err:
+        raise BundleError(f"{path.name}: missing key {err}") from None
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"{path.name}: {err}") from None
 
 
 class Detector:
@@ -104,7 +162,7 @@ class Detector:
         return logits.double().cpu().numpy(), features
 
     def tensors(self, images) -> torch.Tensor:
-        return torch.stack([self.transform(image.convert("RGB")) for image in images])
+        return torch.stack([self.transform(to_rgb(image)) for image in images])
 
     def details_from_tensors(self, tensors: torch.Tensor) -> list[dict]:
         logits, features = self._forward(tensors)
@@ -141,31 +199,53 @@ class Detector:
         return self.predict_batch([image])[0]
 
 
+def _build_model(spec, path: Path):
+    from streetvision.errors import StreetvisionError as _Base
+
+    if not {"img_size", "mean", "std", "interpolation"} <= set(spec.data):
+        raise BundleError(f"{path.name}: 'data' must give img_size, mean, std and interpolation, got {sorted(spec.data)}")
+    try:
+        return spec.build()
+    except _Base as err:  # an unknown timm name or arguments
+        raise BundleError(f"{path.name}: {err}") from None
+
+
+def _load_gate(paths: dict, policy_path: Path):
+    from streetvision.calibration.gate import GateMLP
+
+    if "gate_weights" not in paths or "gate_config" not in paths:
+        raise BundleError(f"{policy_path.name}: the scrc policy needs the gate, which the bundle lacks")
+    gate_config = _read_json(paths["gate_config"])
+    state = _load_safetensors(paths["gate_weights"])
+    try:
+        gate = GateMLP(int(gate_config["in_dim"]), int(gate_config["hidden"]), state["mean"], state["std"])
+        gate.load_state_dict(state)
+    except KeyError as err:
+        raise BundleError(f"{paths['gate_config'].name} / {paths['gate_weights'].name}: missing {err}") from None
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise BundleError(f"{paths['gate_weights'].name}: does not fit {paths['gate_config'].name}: {err}") from None
+    return gate.eval()
+
+
 def load_bundle(path: str | Path, device: str = "cpu") -> Detector:
-    """Verify, then load a bundle written by phase 6."""
-    from streetvision.models.spec import ClassifierSpec
+    """Verify, then load a bundle written by phase 6. Every value is checked (``BundleError`` naming the file
+    and key): the policy's numbers in range, finite weights, a model record timm can build."""
+    from streetvision.bundle.policy import PolicyError, validate_policy
 
     index = verify_bundle(path)
     paths = index["paths"]
-    spec = ClassifierSpec.from_record(_read_json(paths["model_config"]))
-    policy = _read_json(paths["policy"])
-    if policy.get("type") not in ("threshold", "scrc"):
-        raise BundleError(f"{paths['policy'].name}: unknown policy type {policy.get('type')!r}")
-    model = spec.build()
+    spec = _classifier_spec(paths["model_config"])
+    try:
+        policy = validate_policy(_read_json(paths["policy"]), paths["policy"].name)
+    except PolicyError as err:
+        raise BundleError(str(err)) from None
+    model = _build_model(spec, paths["model_config"])
     try:
         model.load_state_dict(_load_safetensors(paths["weights"]), strict=True)
     except RuntimeError as err:
         raise BundleError(f"{paths['weights'].name}: does not fit {spec.backbone.name}: {err}") from err
     gate = None
     if policy["type"] == "scrc" and policy["selection_score"] == "gate":
-        from streetvision.calibration.gate import GateMLP
-
-        if "gate_weights" not in paths or "gate_config" not in paths:
-            raise BundleError(f"{paths['policy'].name}: the scrc policy needs the gate, which the bundle lacks")
-        gate_config = _read_json(paths["gate_config"])
-        state = _load_safetensors(paths["gate_weights"])
-        gate = GateMLP(gate_config["in_dim"], gate_config["hidden"], state["mean"], state["std"])
-        gate.load_state_dict(state)
-        gate.eval()
+        gate = _load_gate(paths, paths["policy"])
     card = _read_json(paths["model_card"]) if "model_card" in paths else None
     return Detector(model, spec.eval_transform(), policy, gate, device, card, img_size=spec.data["img_size"])

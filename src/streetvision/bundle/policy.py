@@ -15,10 +15,66 @@ threshold; temperature scaling is monotone, so t_q = sigmoid(logit(t) / T)).
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
+from streetvision.errors import StreetvisionError
+
 EPSILON = 1e-6
+POLICY_TYPES = ("threshold", "scrc")
+SELECTION_SCORES = ("gate", "confidence")
+
+
+class PolicyError(StreetvisionError, ValueError):
+    """A policy value out of its range; the message names the key."""
+
+
+def _number(policy: dict, key: str, where: str) -> float:
+    value = policy.get(key)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise PolicyError(f"{where}: '{key}' must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise PolicyError(f"{where}: '{key}' must be finite, got {value!r}")
+    return float(value)
+
+
+def _selection_threshold(value, where: str) -> None:
+    """A selection threshold: a score in [0, 1], or infinity (JSON "inf"): abstain on everything."""
+    if value == "inf" or (isinstance(value, float) and value == math.inf):
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+        raise PolicyError(f"{where}: must be a score in [0, 1] or \"inf\" (abstain on everything), got {value!r}")
+
+
+def validate_policy(policy, where: str = "policy.json") -> dict:
+    """Every value a decision depends on, checked: the type, threshold in [0, 1], temperature finite and > 0;
+    for ``scrc`` the selection score, its threshold(s) and alpha, delta in (0, 1). Returns ``policy``."""
+    if not isinstance(policy, dict):
+        raise PolicyError(f"{where}: must be a JSON object, got {type(policy).__name__}")
+    if policy.get("type") not in POLICY_TYPES:
+        raise PolicyError(f"{where}: unknown policy type {policy.get('type')!r} (expected one of {POLICY_TYPES})")
+    if not 0.0 <= _number(policy, "threshold", where) <= 1.0:
+        raise PolicyError(f"{where}: 'threshold' must lie in [0, 1], got {policy['threshold']!r}")
+    if not _number(policy, "temperature", where) > 0.0:
+        raise PolicyError(f"{where}: 'temperature' must be > 0, got {policy['temperature']!r}")
+    if policy["type"] == "scrc":
+        if policy.get("selection_score") not in SELECTION_SCORES:
+            raise PolicyError(f"{where}: 'selection_score' must be one of {SELECTION_SCORES}, "
+                              f"got {policy.get('selection_score')!r}")
+        selection = policy.get("selection_threshold")
+        if isinstance(selection, dict):
+            if set(selection) != {"positive", "negative"}:
+                raise PolicyError(f"{where}: 'selection_threshold' per decision needs exactly the keys positive and "
+                                  f"negative, got {sorted(selection)}")
+            for key, value in selection.items():
+                _selection_threshold(value, f"{where}: 'selection_threshold.{key}'")
+        else:
+            _selection_threshold(selection, f"{where}: 'selection_threshold'")
+        for key in ("alpha", "delta"):
+            if not 0.0 < _number(policy, key, where) < 1.0:
+                raise PolicyError(f"{where}: '{key}' must lie in (0, 1), got {policy[key]!r}")
+    return policy
 
 
 def logit(p: float) -> float:

@@ -74,6 +74,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streetvision.data.images import to_rgb
+
 TARGET_SIZE = 224
 LEVEL_PROBS = {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}
 ROTATION_DEGREES = 20.0
@@ -321,7 +323,7 @@ def _decode_rgb(source: Image.Image, reduction: int) -> np.ndarray:
     if reduction > 1 and source.format == "JPEG":
         # DCT-domain scaling; a no-op when the image is already loaded (then INTER_AREA below does it).
         source.draft("RGB", (width // reduction, height // reduction))
-    rgb = np.asarray(source if source.mode == "RGB" else source.convert("RGB"))  # no copy when already RGB
+    rgb = np.asarray(to_rgb(source))  # no copy when already RGB
     if reduction > 1 and rgb.shape[1] > math.ceil(width / reduction):
         size = (math.ceil(width / reduction), math.ceil(height / reduction))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -380,7 +382,7 @@ def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) ->
     given_width, given_height = source.size
     if reduction > 1 and source.format == "JPEG":
         source.draft("RGB", (given_width // reduction, given_height // reduction))
-    rgb = source if source.mode == "RGB" else source.convert("RGB")
+    rgb = to_rgb(source)
     if reduction > 1 and rgb.width > math.ceil(given_width / reduction):  # not drafted: box-average instead
         rgb = rgb.reduce(reduction)
     scale_x, scale_y = rgb.width / width, rgb.height / height
@@ -475,10 +477,10 @@ def store_copy(image) -> tuple[Image.Image, tuple[int, int]]:
     original = source.size
     target = store_size(*original)
     if target == original:
-        return source.convert("RGB"), original
+        return to_rgb(source), original
     if source.format == "JPEG":
         source.draft("RGB", target)  # at most halves the work; INTER_AREA does the exact size
-    rgb = cv2.resize(np.asarray(source.convert("RGB")), target, interpolation=cv2.INTER_AREA)
+    rgb = cv2.resize(np.asarray(to_rgb(source)), target, interpolation=cv2.INTER_AREA)
     return Image.fromarray(rgb), original
 
 

@@ -8,10 +8,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from streetvision.data.images import to_rgb
+
 
 def open_rgb(path: str) -> Image.Image:
+    """The image decoded as 8-bit RGB (``data.images.to_rgb``: 16-bit, alpha and palette images too)."""
     with Image.open(path) as image:
-        return image.convert("RGB")
+        rgb = to_rgb(image)
+        rgb.load()
+        return rgb
 
 
 class ImageDataset(Dataset):

@@ -2,22 +2,22 @@
 
 Streaming: a sample's bytes are held only while it is processed. Exact duplicates (same SHA-256), also
 across sources, are merged (the first copy keeps its source and domain); if their labels conflict, every
-copy is quarantined. Quarantined with a reason: images that do not decode, cannot become RGB or are
-smaller than 2x2 pixels, and NATIX rows a validator would skip (``validator_skip_reason``). Nothing is
-dropped silently: every input row ends in the index, the duplicates list or the quarantine list.
+copy is quarantined. Quarantined with a reason: images that do not decode, have no 8-bit RGB meaning, are
+smaller than 2x2 pixels or larger than ``data.max_pixels`` (checked from the header, before decoding), and
+NATIX rows a validator would skip (``validator_skip_reason``). Nothing is dropped silently: every input row
+ends in the index, the duplicates list or the quarantine list, and files of a folder that are not images
+are counted (``IngestResult.unsupported_files``).
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from streetvision.data.sources import NO_DESCRIPTION_COLUMN, RawSample, configured_samples
+from streetvision.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, open_image, read_rgb
+from streetvision.data.sources import NO_DESCRIPTION_COLUMN, RawSample, SkippedFiles, configured_samples
 from streetvision.data.splits import UNLABELED, assign_split
 from streetvision.io.atomic import atomic_write_bytes
 from streetvision.io.hashing import sha256_bytes
@@ -36,6 +36,7 @@ class Entry:
     origin: str
     width: int
     height: int
+    size: int = 0  # bytes of the image file (verify compares it; --deep re-hashes)
     source: str = ""
     domain: str = ""
     mask_center: tuple[int, int] | None = None
@@ -49,17 +50,18 @@ class IngestResult:
     quarantine: list[dict]
     duplicates: list[dict]
     rows_read: int = 0
+    unsupported_files: SkippedFiles = field(default_factory=SkippedFiles)
 
 
-def decode_check(data: bytes) -> tuple[str, int, int]:
-    """Fully decode the image (truncated JPEGs fail only on load) and convert it to RGB, as every consumer
-    does; return (format, width, height). Raises ValueError for images too small to challenge."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        if min(image.size) < MIN_SIDE:
-            raise ValueError(f"{image.width}x{image.height} pixels, smaller than {MIN_SIDE}x{MIN_SIDE}")
-        image.convert("RGB")
-        return image.format or "unknown", image.width, image.height
+def decode_check(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """Check the size from the header, fully decode the image (truncated JPEGs fail only on load) and convert it
+    to 8-bit RGB as every consumer does (``data.images``); return (format, width, height). Raises
+    ``ImageError`` (with the reason) when any of that fails or the image is too small to challenge."""
+    opened = open_image(data, max_pixels)
+    image = read_rgb(opened)
+    if min(image.size) < MIN_SIDE:
+        raise ImageError(f"{image.width}x{image.height} pixels, smaller than {MIN_SIDE}x{MIN_SIDE}")
+    return opened.format or "unknown", image.width, image.height
 
 
 def validator_skip_reason(label: int | None, description) -> str | None:
@@ -79,8 +81,9 @@ def validator_skip_reason(label: int | None, description) -> str | None:
 
 
 class Ingestor:
-    def __init__(self, store_dir: Path):
+    def __init__(self, store_dir: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.store_dir = Path(store_dir)
+        self.max_pixels = max_pixels
         self.result = IngestResult(entries={}, quarantine=[], duplicates=[])
 
     def _quarantine(self, sample: RawSample, sha: str | None, reason: str, stored: Path | None = None) -> None:
@@ -104,24 +107,27 @@ class Ingestor:
             self._quarantine(sample, None, f"unreadable: {err.strerror or err}")
             return
         sha = sha256_bytes(data)
+        keep_copy = sample.data is not None or sample.copy_to_store  # else the index points at the user's file
         try:
-            fmt, width, height = decode_check(data)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            stored = self._store(data, sha, ".bin") if sample.data is not None else None
-            self._quarantine(sample, sha, f"undecodable: {err}", stored)
+            fmt, width, height = decode_check(data, self.max_pixels)
+        except ImageTooLargeError as err:
+            self._quarantine(sample, sha, f"too large: {err}", self._store(data, sha, ".bin") if keep_copy else None)
+            return
+        except ImageError as err:
+            self._quarantine(sample, sha, f"undecodable: {err}", self._store(data, sha, ".bin") if keep_copy else None)
             return
         skip = validator_skip_reason(sample.label, sample.scene_description)
         if skip:
-            stored = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if sample.data is not None else None
+            stored = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if keep_copy else None
             self._quarantine(sample, sha, f"{skip}: {sample.scene_description!r}", stored)
             return
         existing = self.result.entries.get(sha)
         if existing is not None:
             self._merge(existing, sample)
             return
-        path = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if sample.data is not None else Path(sample.path)
-        self.result.entries[sha] = Entry(sha, sample.label, path, sample.origin, width, height, sample.source,
-                                         sample.domain, sample.mask_center)
+        path = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if keep_copy else Path(sample.path)
+        self.result.entries[sha] = Entry(sha, sample.label, path, sample.origin, width, height, len(data),
+                                         sample.source, sample.domain, sample.mask_center)
 
     def _merge(self, existing: Entry, sample: RawSample) -> None:
         if sample.label is None or sample.label == existing.label:
@@ -178,6 +184,7 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
             "domain": entry.domain,
             "width": entry.width,
             "height": entry.height,
+            "bytes": entry.size,
             "mask_center_x": entry.mask_center[0] if entry.mask_center else None,
             "mask_center_y": entry.mask_center[1] if entry.mask_center else None,
         })
@@ -187,8 +194,8 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
 def ingest_configured(data_cfg: dict, store_dir: Path, synthetic_cache: Path) -> IngestResult:
     """Ingest every configured source: all labelled samples first, so that an unlabeled copy of a labelled
     image joins the labelled one (and its split)."""
-    ingestor = Ingestor(store_dir)
-    labelled, unlabeled = configured_samples(data_cfg, synthetic_cache)
+    ingestor = Ingestor(store_dir, data_cfg["max_pixels"])
+    labelled, unlabeled = configured_samples(data_cfg, synthetic_cache, ingestor.result.unsupported_files)
     for samples in labelled + unlabeled:
         ingestor.add_all(samples)
     return ingestor.finish()

@@ -7,11 +7,16 @@ that do not decode, a missing image file) are left to ingest, which quarantines 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import os
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from streetvision.data.images import display_name, is_text_name
 from streetvision.errors import StreetvisionError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -35,6 +40,7 @@ class RawSample:
     mask_center: tuple[int, int] | None = None  # NATIX rows may carry one; the challenge crop moves to it
     source: str = ""  # the configured source's name (set by ``samples_of``)
     domain: str = ""  # its domain, e.g. real / synthetic (set by ``samples_of``)
+    copy_to_store: bool = False  # a file the index cannot name (not UTF-8): ingest stores a copy
 
     def read_bytes(self) -> bytes:
         return self.data if self.data is not None else Path(self.path).read_bytes()
@@ -52,45 +58,83 @@ def _check_label(value, where: str) -> int:
     return int(as_float)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+@dataclass
+class SkippedFiles:
+    """Files of an image folder that are not read as images: counted per reason, with a few examples."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)
+
+    def add(self, path: Path, reason: str) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(display_name(path))
+
+    def summary(self) -> dict:
+        return {"total": sum(self.counts.values()), "by_reason": dict(self.counts), "examples": self.examples}
 
 
-def read_image_folder(root: str | Path, class_map: dict[str, int]) -> Iterator[RawSample]:
-    """``root/<class>/**/*.jpg`` with class folder names mapped to labels by ``class_map``."""
+def _image_files(folder: Path, skipped: SkippedFiles | None) -> list[Path]:
+    """The image files under ``folder`` (by suffix); every other file is counted in ``skipped``."""
+    images = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        elif skipped is not None:
+            skipped.add(path, f"unsupported extension {path.suffix.lower() or '(none)'}")
+    return images
+
+
+def _file_sample(image: Path, label: int | None) -> RawSample:
+    """A sample read from a file; a name that is not UTF-8 cannot go into the index, so its bytes are copied
+    into the store (its origin keeps the name, bytes escaped)."""
+    if is_text_name(image):
+        return RawSample(origin=str(image), label=label, path=image)
+    return RawSample(origin=display_name(image), label=label, path=image, copy_to_store=True)
+
+
+def read_image_folder(root: str | Path, class_map: dict[str, int],
+                      skipped: SkippedFiles | None = None) -> Iterator[RawSample]:
+    """``root/<class>/**/*.jpg`` with class folder names mapped to labels by ``class_map``; files that are not
+    images, and files outside the class folders, are counted in ``skipped``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataSourceError(f"data.path {root}: not a directory")
+        raise DataSourceError(f"data.path {display_name(root)}: not a directory")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
-    unknown = [p.name for p in folders if p.name not in class_map]
+    unknown = [display_name(p.name) for p in folders if p.name not in class_map]
     if unknown:
-        raise DataSourceError(f"{root}: class folder(s) {unknown} not in data.class_map {sorted(class_map)}")
+        raise DataSourceError(f"{display_name(root)}: class folder(s) {unknown} not in data.class_map "
+                              f"{sorted(class_map)}")
+    for loose in sorted(p for p in root.iterdir() if p.is_file()):
+        if skipped is not None:
+            skipped.add(loose, "outside the class folders")
     found = 0
     for folder in folders:
         label = _check_label(class_map[folder.name], f"data.class_map.{folder.name}")
-        for image in _image_files(folder):
+        for image in _image_files(folder, skipped):
             found += 1
-            yield RawSample(origin=str(image), label=label, path=image)
+            yield _file_sample(image, label)
     if found == 0:
-        raise DataSourceError(f"{root}: no images found (expected class folders {sorted(class_map)} with images)")
+        raise DataSourceError(f"{display_name(root)}: no images found (expected class folders {sorted(class_map)} "
+                              "with images)")
 
 
-def read_unlabeled_folder(root: str | Path) -> Iterator[RawSample]:
+def read_unlabeled_folder(root: str | Path, skipped: SkippedFiles | None = None) -> Iterator[RawSample]:
     root = Path(root)
     if not root.is_dir():
-        raise DataSourceError(f"data.unlabeled_path {root}: not a directory")
-    images = _image_files(root)
+        raise DataSourceError(f"data.unlabeled_path {display_name(root)}: not a directory")
+    images = _image_files(root, skipped)
     if not images:
-        raise DataSourceError(f"data.unlabeled_path {root}: no images found")
+        raise DataSourceError(f"data.unlabeled_path {display_name(root)}: no images found")
     for image in images:
-        yield RawSample(origin=str(image), label=None, path=image)
+        yield _file_sample(image, None)
 
 
-def read_index_file(index_path: str | Path) -> Iterator[RawSample]:
-    """A CSV or parquet with ``path,label``; relative paths are relative to the index file."""
+def _index_rows(index_path: Path) -> list[tuple[Path, object]]:
+    """(image path, raw label) per row of an index file; relative paths are relative to the index file."""
     import pandas as pd
 
-    index_path = Path(index_path)
     if not index_path.is_file():
         raise DataSourceError(f"data.path {index_path}: index file not found")
     try:
@@ -102,12 +146,18 @@ def read_index_file(index_path: str | Path) -> Iterator[RawSample]:
         raise DataSourceError(f"{index_path}: missing column(s) {sorted(missing)}; found {list(table.columns)}")
     if table.empty:
         raise DataSourceError(f"{index_path}: no rows")
-    for row_number, (path, label) in enumerate(zip(table["path"], table["label"], strict=True), start=1):
-        where = f"{index_path} row {row_number}"
+    rows = []
+    for path, label in zip(table["path"], table["label"], strict=True):
         image = Path(str(path))
-        if not image.is_absolute():
-            image = index_path.parent / image
-        yield RawSample(origin=str(image), label=_check_label(label, where), path=image)
+        rows.append((image if image.is_absolute() else index_path.parent / image, label))
+    return rows
+
+
+def read_index_file(index_path: str | Path) -> Iterator[RawSample]:
+    """A CSV or parquet with ``path,label``; relative paths are relative to the index file."""
+    index_path = Path(index_path)
+    for row_number, (image, label) in enumerate(_index_rows(index_path), start=1):
+        yield RawSample(origin=str(image), label=_check_label(label, f"{index_path} row {row_number}"), path=image)
 
 
 def _inline_image_bytes(cell, where: str) -> bytes | None:
@@ -240,6 +290,54 @@ def source_specs(data_cfg: dict) -> list[SourceSpec]:
     return specs
 
 
+@functools.lru_cache(maxsize=64)
+def _files_signature(kind: str, path: str) -> tuple[int, int, str]:
+    """(files, bytes, digest of every file's name, size and modification time) of what a source reads."""
+    root = Path(path)
+    if kind == "natix_parquet":
+        files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
+    elif kind == "index":
+        files = [root, *(Path(p) for p in _index_paths(root))]
+    else:  # a folder of images: every file, so a new, removed or replaced one is seen (unsupported ones too)
+        files = sorted(p for p in root.rglob("*") if not p.is_dir())
+    digest, total, count = hashlib.sha256(), 0, 0
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            digest.update(b"missing:" + os.fsencode(file))
+            continue
+        count, total = count + 1, total + stat.st_size
+        name = os.fsencode(file.relative_to(root) if file.is_relative_to(root) and file != root else file)
+        digest.update(name + b"\0" + f"{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return count, total, digest.hexdigest()
+
+
+def _index_paths(index_path: Path) -> list[str]:
+    try:
+        return [str(path) for path, _ in _index_rows(index_path)]
+    except DataSourceError:
+        return []  # the data step itself reports the problem
+
+
+def source_signature(data_cfg: dict) -> dict:
+    """What the data step reads, summarised from the file system without reading any image: per source the
+    number of files, their bytes and a digest of their names, sizes and modification times.
+
+    As a rule parameter it re-runs the data step (and everything after it) when images are added, removed
+    or replaced under ``data.path`` (or ``data.unlabeled_path``); ``snakemake -n`` then says "Params have
+    changed". The demo generator's sources are described by their config alone.
+    """
+    entries = [(spec.name, spec.kind, spec.path) for spec in source_specs(data_cfg) if spec.kind != "synthetic"]
+    if data_cfg.get("unlabeled_path"):
+        entries.append(("unlabeled", "image_folder", data_cfg["unlabeled_path"]))
+    signature = {}
+    for name, kind, path in entries:
+        files, size, digest = _files_signature(kind, str(Path(path).resolve()))
+        signature[name] = {"files": files, "bytes": size, "digest": digest[:16]}
+    return signature
+
+
 def _synthetic_root(spec: SourceSpec, cache_root: Path) -> Path:
     """Scenes are generated once per generator config under ``<cache_root>/<hash>/`` and shared by every
     experiment that asks for the same ones (files are atomic and skipped when present)."""
@@ -252,7 +350,8 @@ def _synthetic_root(spec: SourceSpec, cache_root: Path) -> Path:
                             seed=syn["seed"], style=syn["style"])
 
 
-def samples_of(spec: SourceSpec, synthetic_cache: Path) -> tuple[Iterator[RawSample], Iterator[RawSample]]:
+def samples_of(spec: SourceSpec, synthetic_cache: Path,
+               skipped: SkippedFiles | None = None) -> tuple[Iterator[RawSample], Iterator[RawSample]]:
     """(labelled, unlabeled) samples of one source, each tagged with the source's name and domain."""
     unlabeled: Iterator[RawSample] = iter(())
     if spec.kind == "synthetic":
@@ -261,7 +360,7 @@ def samples_of(spec: SourceSpec, synthetic_cache: Path) -> tuple[Iterator[RawSam
         if spec.synthetic["unlabeled_count"]:
             unlabeled = read_unlabeled_folder(root / "unlabeled")
     elif spec.kind == "image_folder":
-        labelled = read_image_folder(spec.path, spec.class_map)
+        labelled = read_image_folder(spec.path, spec.class_map, skipped)
     elif spec.kind == "index":
         labelled = read_index_file(spec.path)
     else:
@@ -269,16 +368,18 @@ def samples_of(spec: SourceSpec, synthetic_cache: Path) -> tuple[Iterator[RawSam
     return _tagged(labelled, spec), _tagged(unlabeled, spec)
 
 
-def configured_samples(data_cfg: dict, synthetic_cache: Path) -> tuple[list, list]:
-    """(labelled, unlabeled) sample iterators of every configured source, plus ``data.unlabeled_path``."""
+def configured_samples(data_cfg: dict, synthetic_cache: Path,
+                       skipped: SkippedFiles | None = None) -> tuple[list, list]:
+    """(labelled, unlabeled) sample iterators of every configured source, plus ``data.unlabeled_path``; files
+    of the folders that are not images are counted in ``skipped``."""
     labelled, unlabeled = [], []
     for spec in source_specs(data_cfg):
-        with_labels, without = samples_of(spec, synthetic_cache)
+        with_labels, without = samples_of(spec, synthetic_cache, skipped)
         labelled.append(with_labels)
         unlabeled.append(without)
     if data_cfg["unlabeled_path"]:
         extra = SourceSpec("image_folder", "unlabeled", "real", data_cfg["unlabeled_path"])
-        unlabeled.append(_tagged(read_unlabeled_folder(extra.path), extra))
+        unlabeled.append(_tagged(read_unlabeled_folder(extra.path, skipped), extra))
     return labelled, unlabeled
 
 

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from streetvision.errors import StreetvisionError
 from streetvision.io.atomic import (
     TEMP_SUFFIX,
     atomic_save_tensors,
@@ -68,13 +69,26 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+JOURNAL_NAME = ".streetvision-writing.json"  # what a run has claimed before its manifest exists
+
+
+class ForeignFilesError(StreetvisionError):
+    """A step's folder holds files the step did not write; nothing was removed."""
+
+
 class PhaseRecorder:
     """Writes a phase's artifacts, lists each one as it is written, and writes the manifest last.
 
     Every ``write_*`` method writes atomically *and* lists the artifact, so a file cannot land in a
     phase folder without being recorded; ``finish`` refuses to vouch for a folder holding any file it
     did not list (apart from the declared ``scratch`` entries: checkpoints, logs, the data phase's image
-    store). A new recorder removes the previous run's manifest and artifacts first.
+    store).
+
+    A recorder replaces only what its own step wrote: the artifacts of the folder's previous manifest of
+    this phase, and what an interrupted run of it claimed in the journal (``JOURNAL_NAME``: every artifact
+    is claimed there before it is written, so a kill mid-step leaves nothing unowned). Any other file in
+    the folder (a file the user put there, or another step's output under a colliding name) stops the step
+    with ``ForeignFilesError`` before anything is removed.
 
     Usage::
 
@@ -94,6 +108,7 @@ class PhaseRecorder:
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         self._artifacts: set[str] = set()
+        self._claimed: set[str] = set()
         self._consumed = [self._check_consumed(Path(m)) for m in consumes]
         self._started_wall, self._started = _utc_now(), time.monotonic()
         self.phase_dir.mkdir(parents=True, exist_ok=True)
@@ -106,21 +121,87 @@ class PhaseRecorder:
             raise FileNotFoundError(f"input manifest {manifest_path} is missing: run its phase first")
         return manifest_path
 
+    # ------------------------------------------------------------ what this step owns
+
+    def _previously_owned(self) -> set[str]:
+        """Paths (relative to the folder; a trailing '/' claims a whole folder) that earlier runs of this
+        phase wrote: its last manifest's artifacts and an interrupted run's journal."""
+        owned: set[str] = set()
+        manifest = self.phase_dir / MANIFEST_NAME
+        if manifest.is_file():
+            try:
+                recorded = json.loads(manifest.read_text(encoding="utf-8"))
+                if recorded.get("phase") == self.phase:
+                    owned |= {entry["path"] for entry in recorded.get("artifacts", [])}
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass  # unreadable: it vouches for nothing, and owns nothing
+        journal = self.phase_dir / JOURNAL_NAME
+        if journal.is_file():
+            try:
+                owned |= {str(entry) for entry in json.loads(journal.read_text(encoding="utf-8"))["claimed"]}
+            except (ValueError, TypeError, KeyError):
+                pass
+        return owned
+
+    def _is_bookkeeping(self, rel: Path) -> bool:
+        return (rel.parts[0] in self.scratch or rel.as_posix() in (MANIFEST_NAME, JOURNAL_NAME)
+                or rel.name.endswith(TEMP_SUFFIX))
+
     def _clear_previous_run(self) -> None:
-        """A manifest left from an earlier run must not vouch for artifacts about to be rewritten, and no
-        file of that run may linger unlisted."""
+        """Remove what earlier runs of this phase wrote, after checking that nothing else is in the folder: a
+        manifest left from an earlier run must not vouch for artifacts about to be rewritten, no file of that
+        run may linger unlisted, and no file the step does not own is ever deleted."""
+        owned = self._previously_owned()
+        folders = tuple(entry for entry in owned if entry.endswith("/"))
+
+        def is_owned(rel: str) -> bool:
+            return rel in owned or rel.startswith(folders)
+
+        files = [path for path in self.phase_dir.rglob("*") if path.is_file() or path.is_symlink()]
+        relative = [(path, path.relative_to(self.phase_dir)) for path in files]
+        foreign = sorted(rel.as_posix() for path, rel in relative
+                         if not self._is_bookkeeping(rel) and not is_owned(rel.as_posix()))
+        if foreign:
+            shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+            raise ForeignFilesError(
+                f"{self.phase_dir}: holds {len(foreign)} file(s) that step '{self.phase}' did not write ({shown}); "
+                "nothing was removed. Move them elsewhere: a step only replaces its own outputs")
         (self.phase_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        for entry in self.phase_dir.iterdir():
-            if entry.name in self.scratch:
-                continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        for entry in owned:  # artifacts listed with '..' (outside the folder) are owned too
+            target = self.phase_dir / entry
+            if entry.endswith("/"):
+                shutil.rmtree(target, ignore_errors=True)
+            elif not target.is_dir():
+                target.unlink(missing_ok=True)
+        for path in sorted(self.phase_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            rel = path.relative_to(self.phase_dir)
+            if path.is_dir() and not path.is_symlink() and rel.parts[0] not in self.scratch and not any(path.iterdir()):
+                path.rmdir()  # folders emptied above
+        (self.phase_dir / JOURNAL_NAME).unlink(missing_ok=True)
+
+    def _claim(self, relative: str) -> None:
+        """Record in the journal, before writing, that this step owns ``relative`` (a file, or a folder with
+        a trailing '/'), so that a run killed mid-step can be cleaned up by the next one."""
+        if relative in self._claimed:
+            return
+        self._claimed.add(relative)
+        atomic_write_json(self.phase_dir / JOURNAL_NAME, {"phase": self.phase, "claimed": sorted(self._claimed)})
 
     # ------------------------------------------------------------ writing = listing
 
     def path(self, relative: str) -> Path:
-        """Where an artifact goes (parent folders created); prefer the ``write_*`` methods."""
+        """Where an artifact goes (claimed, parent folders created); prefer the ``write_*`` methods."""
+        self._claim(Path(relative).as_posix())
         target = self.phase_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def folder(self, relative: str) -> Path:
+        """A folder that a library function fills (e.g. the bundle): claimed as a whole before it is written;
+        list its files with ``register_tree`` afterwards."""
+        self._claim(Path(relative).as_posix().rstrip("/") + "/")
+        target = self.phase_dir / relative
+        target.mkdir(parents=True, exist_ok=True)
         return target
 
     def add_artifact(self, relative: str | os.PathLike) -> Path:
@@ -131,6 +212,7 @@ class PhaseRecorder:
         target = self.phase_dir / rel
         if not target.is_file():
             raise FileNotFoundError(f"artifact {target} was registered but does not exist")
+        self._claim(rel.as_posix())
         self._artifacts.add(rel.as_posix())
         return target
 
@@ -181,8 +263,7 @@ class PhaseRecorder:
         unlisted = []
         for path in self.phase_dir.rglob("*"):
             rel = path.relative_to(self.phase_dir)
-            if (not path.is_file() or rel.parts[0] in self.scratch or rel.as_posix() == MANIFEST_NAME
-                    or path.name.endswith(TEMP_SUFFIX) or rel.as_posix() in self._artifacts):
+            if not path.is_file() or self._is_bookkeeping(rel) or rel.as_posix() in self._artifacts:
                 continue
             unlisted.append(rel.as_posix())
         return sorted(unlisted)
@@ -217,7 +298,9 @@ class PhaseRecorder:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             **self.extra,
         }
-        return atomic_write_json(self.phase_dir / MANIFEST_NAME, manifest)
+        written = atomic_write_json(self.phase_dir / MANIFEST_NAME, manifest)
+        (self.phase_dir / JOURNAL_NAME).unlink(missing_ok=True)  # the manifest now says what the step owns
+        return written
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -233,8 +316,39 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return manifest
 
 
-def verify_manifest(path: str | os.PathLike) -> list[str]:
-    """Re-hash every artifact and consumed manifest of one manifest; return one line per mismatch."""
+MAX_LISTED_PROBLEMS = 20  # per content index: a missing store should not print a line per image
+
+
+def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str]:
+    """The images a content index (a parquet with ``path``, ``sha256``, ``bytes``) lists: each must exist with
+    its size; with ``deep``, its SHA-256 too (reads every byte: about the disk's read speed)."""
+    import pyarrow.parquet as pq
+
+    index_path = phase_dir / relative
+    try:
+        table = pq.read_table(index_path, columns=["path", "sha256", "bytes"]).to_pydict()
+    except Exception as err:  # noqa: BLE001 - pyarrow raises many types; the artifact check names the file too
+        return [f"{index_path}: cannot list its images ({err})"]
+    problems = []
+    for path, sha, size in zip(table["path"], table["sha256"], table["bytes"], strict=True):
+        image = Path(path) if Path(path).is_absolute() else phase_dir / path
+        if not image.is_file():
+            problems.append(f"{image}: missing (listed in {index_path})")
+        elif image.stat().st_size != size:
+            problems.append(f"{image}: size {image.stat().st_size} != {size} recorded in {index_path}")
+        elif deep and sha256_file(image) != sha:
+            problems.append(f"{image}: SHA-256 differs from {index_path}")
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        problems = problems[:MAX_LISTED_PROBLEMS] + [
+            f"{index_path}: {len(problems) - MAX_LISTED_PROBLEMS} more image(s) missing or changed"]
+    return problems
+
+
+def verify_manifest(path: str | os.PathLike, deep: bool = False) -> list[str]:
+    """Re-hash every artifact and consumed manifest of one manifest; return one line per mismatch.
+
+    A manifest naming a ``content_index`` (the data step's index) also vouches for the images it lists:
+    their sizes are checked, and with ``deep`` their SHA-256."""
     path = Path(path)
     phase_dir = path.parent
     try:
@@ -258,6 +372,8 @@ def verify_manifest(path: str | os.PathLike) -> list[str]:
             problems.append(f"{target}: consumed manifest missing (listed in {path})")
         elif sha256_file(target) != entry["sha256"]:
             problems.append(f"{target}: consumed manifest changed since {path} was written")
+    if manifest.get("content_index") and not problems:
+        problems += verify_content_index(phase_dir, manifest["content_index"], deep)
     return problems
 
 
@@ -268,10 +384,10 @@ def find_manifests(root: str | os.PathLike) -> list[Path]:
     return sorted(root.rglob(MANIFEST_NAME))
 
 
-def verify_tree(root: str | os.PathLike) -> tuple[int, list[str]]:
+def verify_tree(root: str | os.PathLike, deep: bool = False) -> tuple[int, list[str]]:
     """Verify every manifest under ``root``; returns (manifests checked, mismatch lines)."""
     manifests = find_manifests(root)
-    problems = [line for manifest in manifests for line in verify_manifest(manifest)]
+    problems = [line for manifest in manifests for line in verify_manifest(manifest, deep)]
     return len(manifests), problems
 
 

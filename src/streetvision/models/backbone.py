@@ -26,6 +26,22 @@ class WeightsNotFoundError(StreetvisionError, FileNotFoundError):
     """Pretrained weights were requested but are not on this machine."""
 
 
+class BackboneConfigError(StreetvisionError, ValueError):
+    """timm cannot build the configured backbone; the message names the key."""
+
+
+class UnknownBackboneError(BackboneConfigError):
+    """``model.backbone`` names no timm model (or a pretrained tag timm does not have)."""
+
+
+def unknown_backbone(name: str, err: Exception) -> UnknownBackboneError:
+    import difflib
+
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3)
+    hint = f"; close names: {', '.join(close)}" if close else "; `timm.list_models('vit_*')` lists them"
+    return UnknownBackboneError(f"config key 'model.backbone': {name!r} is not a timm model ({err}){hint}")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Everything needed to rebuild the backbone architecture (saved with the weights)."""
@@ -88,12 +104,20 @@ def cached_weights(name: str) -> Path | None:
 def _create(spec: BackboneSpec, **extra) -> nn.Module:
     kwargs = {"num_classes": 0, "img_size": spec.img_size, **spec.kwargs, **extra}
     try:
-        return timm.create_model(spec.name, **kwargs)
-    except TypeError as err:  # convnets take no img_size: they adapt to any input size
-        if "img_size" not in str(err):
-            raise
-        kwargs.pop("img_size")
-        return timm.create_model(spec.name, **kwargs)
+        try:
+            return timm.create_model(spec.name, **kwargs)
+        except TypeError as err:  # convnets take no img_size: they adapt to any input size
+            if "img_size" not in str(err) or "img_size" in spec.kwargs:
+                raise
+            kwargs.pop("img_size")
+            return timm.create_model(spec.name, **kwargs)
+    except TypeError as err:
+        raise BackboneConfigError(f"config key 'model.backbone_kwargs': {spec.name} does not take "
+                                  f"{sorted(spec.kwargs)} ({err})") from None
+    except RuntimeError as err:
+        if str(err).startswith(("Unknown model", "Invalid pretrained tag")):
+            raise unknown_backbone(spec.name, err) from None
+        raise
 
 
 def pretrained_weights(model_cfg: dict) -> Path | None:
@@ -199,5 +223,5 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
     }
 
 
-__all__ = ["BackboneSpec", "WeightsNotFoundError", "build_backbone", "pretrained_weights", "unit_layer_scales", "apply_freezing",
+__all__ = ["BackboneConfigError", "BackboneSpec", "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "pretrained_weights", "unit_layer_scales", "apply_freezing",
            "backbone_blocks", "data_config", "count_parameters"]

@@ -55,7 +55,7 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports
         return None
-    restore_checkpoint(module, out_dir, record["best_checkpoint"])
+    restore_checkpoint(module, out_dir, record)
 
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     recorder.write_tensors(layout.Baseline.MODEL, model.state_dict(), {"format": "streetvision-classifier"})

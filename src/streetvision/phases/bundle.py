@@ -35,7 +35,7 @@ def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=No
     policy = build_policy(bundle_cfg["policy"], layout.thresholds_of(thresholds_dir),
                           layout.scrc_of(scrc_dir) if bundle_cfg["policy"] == "scrc" else None)
     card = model_card(bundle_cfg["model_card"], layout.model_record_of(baseline_dir), demo=cfg["demo"])
-    write_bundle(layout.bundle_dir_of(out_dir), policy, card, bundle_files(policy, baseline_dir, gate_dir), sources)
+    write_bundle(recorder.folder(layout.Bundle.DIR), policy, card, bundle_files(policy, baseline_dir, gate_dir), sources)
     recorder.register_tree(layout.Bundle.DIR)
 
     detector = load_bundle(layout.bundle_dir_of(out_dir))

@@ -16,14 +16,18 @@ from streetvision.logs import log_result
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
+INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height", "bytes",
                  "mask_center_x", "mask_center_y"]
 QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
 DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
 
 
-def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: str | None = None) -> Path:
-    """Build ``index.parquet`` (+ quarantine and duplicates lists) and the phase manifest."""
+def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: str | None = None,
+             source_signature: dict | None = None) -> Path:
+    """Build ``index.parquet`` (+ quarantine and duplicates lists) and the phase manifest.
+
+    ``source_signature`` (the rule's rerun trigger, ``data.sources.source_signature``) is recorded in the
+    manifest as what the step read."""
     data_cfg, out_dir = cfg["data"], Path(out_dir)
     recorder = PhaseRecorder(out_dir, "data", experiment, cfg, seed=data_cfg["seed"], workflow_dir=workflow_dir,
                              scratch=[layout.Data.IMAGES])
@@ -37,6 +41,8 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
     if hashes_in_two_splits or index["id"].duplicated().any():
         raise LeakError(f"{out_dir}: a content hash or id appears in two index rows")
 
+    recorder.extra["source_signature"] = source_signature
+    recorder.extra["content_index"] = layout.Data.INDEX  # `streetvision verify` checks the images it lists
     recorder.write_parquet(layout.Data.INDEX, index)
     recorder.write_csv(layout.Data.QUARANTINE, pd.DataFrame(result.quarantine, columns=QUARANTINE_COLUMNS))
     recorder.write_csv(layout.Data.DUPLICATES, pd.DataFrame(result.duplicates, columns=DUPLICATE_COLUMNS))
@@ -51,7 +57,10 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
                       for domain, part in index.groupby("domain")},
         "sources": index["source"].value_counts().to_dict(),
         "hashes_in_two_splits": hashes_in_two_splits,
+        "unsupported_files": result.unsupported_files.summary(),  # files in the folders that are not images
     })
+    skipped = result.unsupported_files.summary()["total"]
     log_result("data", experiment, f"{len(index)} unique images from {result.rows_read} rows "
-                                   f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} quarantined)")
+                                   f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} quarantined"
+                                   + (f", {skipped} files that are not images counted" if skipped else "") + ")")
     return recorder.finish()

@@ -52,10 +52,10 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
                                         max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],
                                         find_unused_parameters=True,
                                         checkpoint_interval_minutes=ex_cfg["checkpoint_interval_minutes"])
-    record = fit_resumable(trainer, checkpoint, module, out_dir, train_dataloaders=loader)
+    record = fit_resumable(trainer, checkpoint, module, out_dir, restore="last", train_dataloaders=loader)
     if record is None:  # DDP ranks > 0: rank 0 exports
         return None
-    restore_checkpoint(module, out_dir)  # the teacher too
+    restore_checkpoint(module, out_dir, record)  # the teacher too
 
     teacher = module.teacher.cpu()  # the EMA teacher is DINO's output model
     batch = fixed_batch(frame, spec)

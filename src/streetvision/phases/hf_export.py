@@ -51,8 +51,9 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_dir, out_dir, exp
                              consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir, bundle_dir)])
     bundle = layout.bundle_dir_of(bundle_dir)
     record = layout.model_record_of(baseline_dir)
+    repo = recorder.folder(layout.HFExport.REPO)
     summary = export_hf_repo(
-        bundle, out_dir / layout.HFExport.REPO, description=cfg["bundle"]["model_card"]["description"],
+        bundle, repo, description=cfg["bundle"]["model_card"]["description"],
         license=cfg["hf_export"]["license"], hf_repo=cfg["bundle"]["hf_repo"], demo=cfg["demo"],
         evaluation=evaluation_table(layout.robustness_of(bundle_dir)),
         training=(f"{record['backbone']} at {record['img_size']} px, trained by the streetvision workflow on the "
@@ -64,10 +65,10 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_dir, out_dir, exp
     challenge = EvaluationChallenge(cfg["challenge"]["seed"])
     images = [challenge.image(sample) for sample in samples_of(test)]
     detector = load_bundle(bundle)
-    checks = {"installed": hf_parity(detector, out_dir / layout.HFExport.REPO, images)}
+    checks = {"installed": hf_parity(detector, repo, images)}
     pin = find_transformers_pin()
     if pin is not None:
-        checks["miner_pin"] = hf_parity(detector, out_dir / layout.HFExport.REPO, images, pin_dir=pin)
+        checks["miner_pin"] = hf_parity(detector, repo, images, pin_dir=pin)
     else:
         log.warning("transformers 4.45.2 (the stock miner's pin) is not installed: checked with %s only; run "
                     ".ci/transformers-pin.sh to check the miner's version too", checks["installed"]["transformers"])
@@ -75,7 +76,7 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_dir, out_dir, exp
     recorder.write_json(layout.HFExport.PARITY, checks)
     bad = {name: c for name, c in checks.items() if parity_problems(c)}
     if bad:
-        raise HFExportError(f"{out_dir / layout.HFExport.REPO}: served the stock miner's way it decides differently "
+        raise HFExportError(f"{repo}: served the stock miner's way it decides differently "
                             f"from the bundle on val_test's challenge pass: " + "; ".join(
                                 f"transformers {c['transformers']}: {', '.join(parity_problems(c))}"
                                 for c in bad.values()))

@@ -9,6 +9,10 @@ Checkpoints (``checkpoints/``, scratch of the phase folder): ``last.ckpt`` at ev
 when Lightning's SLURM handler gets SIGUSR1 or the process gets SIGTERM (preemption, ``scontrol requeue``,
 time limit). A re-run resumes from the newest readable one (by global step); unreadable ones are skipped
 with a warning and removed; a changed config or input discards them all.
+
+Checkpoints are only ever read with ``torch.load(weights_only=True)``: a file planted in ``checkpoints/``
+cannot run code. A finished fit records the SHA-256 of the checkpoint the phase exports from; if that file
+later differs (truncated, replaced), the phase warns and trains again instead of failing on every rerun.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,6 +41,7 @@ from streetvision.io.hashing import config_hash, sha256_file
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.layout import Training
 from streetvision.runtime import process_rank
+from streetvision.train.curves import CurvesLogger
 from streetvision.train.devices import DeviceError, DeviceLease, lease_gpus
 from streetvision.train.slurm import StepTasks, launch_tasks_if_needed, step_tasks
 
@@ -48,11 +52,20 @@ RUN_KEY = Training.RUN_KEY  # hash of the config + input manifests the checkpoin
 HPC_CHECKPOINT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")  # Lightning's name for its SLURM (SIGUSR1) saves
 
 
+def load_training_state(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint's contents, read without unpickling code (tensors, containers and numbers only)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written atomically, so a kill mid-save never leaves a torn ``last.ckpt`` to resume from."""
+    """Checkpoints written atomically, so a kill mid-save never leaves a torn ``last.ckpt`` to resume from, and
+    read with ``weights_only=True`` whatever Lightning or the environment would default to."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         atomic_write_with(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return load_training_state(Path(path))
 
 
 # ------------------------------------------------------------------ devices
@@ -174,7 +187,7 @@ def resume_candidates(checkpoint_dir: Path) -> list[Path]:
 
 def checkpoint_step(path: Path) -> int:
     """The global step a training checkpoint was saved at; raises if the file is not one (torn, foreign)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    state = load_training_state(path, mmap=True)
     if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
         raise ValueError("not a Lightning training checkpoint")
     return int(state.get("global_step", 0))
@@ -208,28 +221,68 @@ def remove_interrupted_saves(checkpoint_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def restored_checkpoint_name(checkpoint: ModelCheckpoint, restore: str) -> str | None:
+    """The file the phase exports from after fitting: the best by the monitored metric, or ``last.ckpt``."""
+    if restore == "best":
+        return Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None
+    return LAST
+
+
+def finished_run(out_dir: Path) -> dict | None:
+    """The record of a finished fit, if its checkpoint is still the one it wrote; else None (after a warning,
+    with the stale state removed, so that the phase trains again instead of failing on every rerun)."""
+    marker = out_dir / DONE_MARKER
+    if not marker.is_file():
+        return None
+    record = json.loads(marker.read_text())
+    name, expected = record.get("restore_checkpoint"), record.get("restore_sha256")
+    path = out_dir / CHECKPOINT_DIR / (name or LAST)
+    actual = sha256_file(path) if path.is_file() else None
+    if expected is not None and actual == expected:
+        return record
+    if process_rank() == 0:
+        log.warning("training finished earlier, but %s is %s: training again", path,
+                    "missing" if actual is None else "not the file it wrote (truncated or replaced)")
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        shutil.rmtree(out_dir / Training.LOGS, ignore_errors=True)
+    return None
+
+
+def curves_logger(trainer: L.Trainer) -> CurvesLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, CurvesLogger)), None)
+
+
 def fit_resumable(trainer: L.Trainer, checkpoint: ModelCheckpoint, module: L.LightningModule, out_dir: Path,
-                  **fit_kwargs) -> dict | None:
+                  restore: str = "best", **fit_kwargs) -> dict | None:
     """Fit, resuming from the newest valid checkpoint; skip fitting if a finished run is recorded.
 
-    Returns the run record (best checkpoint, steps, where it resumed from, throughput) on rank 0, None elsewhere.
+    ``restore`` names the checkpoint the phase exports from (``best`` or ``last``); its SHA-256 goes into the
+    run record. Returns the run record (that checkpoint, steps, where it resumed from, throughput) on rank 0,
+    None elsewhere.
     """
-    marker = out_dir / DONE_MARKER
-    if marker.is_file():
-        log.info("training already complete (%s): skipping to export", marker)
-        return json.loads(marker.read_text()) if trainer.global_rank == 0 else None
+    finished = finished_run(out_dir)
+    if finished is not None:
+        log.info("training already complete (%s): skipping to export", out_dir / DONE_MARKER)
+        return finished if trainer.global_rank == 0 else None
     resume = newest_checkpoint(out_dir / CHECKPOINT_DIR)
     if resume:
         log.info("resuming from %s at global step %d", resume.path, resume.global_step)
+    curves = curves_logger(trainer)
+    if curves is not None:
+        curves.resume_from(resume.global_step if resume else 0)
     try:
         trainer.fit(module, ckpt_path=resume.path if resume else None, **fit_kwargs)
     except SIGTERMException as stopped:  # Lightning's exit code would be 0: this run did not finish
         raise SystemExit(128 + signal.SIGTERM) from stopped
     if trainer.global_rank != 0:
         return None
+    restored = restored_checkpoint_name(checkpoint, restore)
     record = {
         "best_checkpoint": Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None,
         "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "restore_checkpoint": restored,
+        "restore_sha256": sha256_file(out_dir / CHECKPOINT_DIR / (restored or LAST)),
         "global_step": trainer.global_step, "epochs": trainer.current_epoch,
         "resumed_from_step": resume.global_step if resume else None,
         "resumed_from": resume.path.name if resume else None,
@@ -240,15 +293,15 @@ def fit_resumable(trainer: L.Trainer, checkpoint: ModelCheckpoint, module: L.Lig
     if clock is not None:
         record.update(clock.summary(trainer))
     remove_interrupted_saves(out_dir / CHECKPOINT_DIR)
-    atomic_write_json(marker, record)
+    atomic_write_json(out_dir / DONE_MARKER, record)
     return record
 
 
-def restore_checkpoint(module: L.LightningModule, out_dir: Path, name: str | None = None) -> None:
-    """Load a checkpoint's weights (default ``last.ckpt``) into ``module``: training may have ended in an
+def restore_checkpoint(module: L.LightningModule, out_dir: Path, record: dict) -> None:
+    """Load the weights of the checkpoint the run record names into ``module``: training may have ended in an
     earlier run, so the final state always comes from disk, never from memory."""
-    path = out_dir / CHECKPOINT_DIR / (name or LAST)
-    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+    path = out_dir / CHECKPOINT_DIR / (record.get("restore_checkpoint") or LAST)
+    module.load_state_dict(load_training_state(path)["state_dict"])
 
 
 def export_curves(recorder: PhaseRecorder) -> None:
@@ -364,7 +417,7 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
     callbacks = [*checkpoints, CheckpointOnTerminate(checkpoint_dir), TrainingClock(), *extra_callbacks]
     if monitor and patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))
-    loggers = [CSVLogger(phase_dir, name=Training.LOGS, version="")]
+    loggers = [CurvesLogger(phase_dir, Training.LOGS)]
     if tensorboard:
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
