@@ -74,7 +74,7 @@ def file_is_whole(path: Path) -> bool:
         elif path.suffix == ".ckpt":
             import torch
 
-            torch.load(path, map_location="cpu", weights_only=False)
+            torch.load(path, map_location="cpu", weights_only=True)
         elif path.suffix in (".jpg", ".jpeg"):
             from PIL import Image
 

@@ -6,6 +6,7 @@ from helpers import run_cli
 from streetvision.io.manifest import (
     JOURNAL_NAME,
     ForeignFilesError,
+    ManifestError,
     PhaseRecorder,
     lineage,
     read_manifest,
@@ -60,7 +61,7 @@ def test_rerun_removes_the_previous_run_but_not_scratch(tmp_path):
     (tmp_path / "data" / "checkpoints").mkdir()
     (tmp_path / "data" / "checkpoints" / "last.ckpt").write_text("resume me")
     PhaseRecorder(tmp_path / "data", "data", "exp", {}, scratch=["checkpoints"])
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["checkpoints"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [JOURNAL_NAME, "checkpoints"]
     assert (tmp_path / "data" / "checkpoints" / "last.ckpt").read_text() == "resume me"
 
 
@@ -88,10 +89,14 @@ def test_a_killed_run_is_cleaned_up_through_its_journal(tmp_path):
     assert sorted(json.loads((tmp_path / "p" / JOURNAL_NAME).read_text())["claimed"]) == ["bundle/", "first.json"]
     # killed here: no manifest. The next run removes what the journal claims, and only that.
     again = PhaseRecorder(tmp_path / "p", "p", "exp", {})
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [JOURNAL_NAME]
     again.write_json("second.json", {})
     again.finish()
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["manifest.json", "second.json"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [JOURNAL_NAME, "manifest.json", "second.json"]
+    # Snakemake deletes a job's manifest before it re-runs the job: the journal still says what is ours.
+    (tmp_path / "p" / "manifest.json").unlink()
+    PhaseRecorder(tmp_path / "p", "p", "exp", {})
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [JOURNAL_NAME]
 
 
 def test_every_writer_lists_what_it_writes(tmp_path):
@@ -125,7 +130,7 @@ def test_a_file_written_without_being_listed_stops_the_manifest(tmp_path):
 
 
 def test_a_missing_input_manifest_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"input manifest .*nope/manifest.json is missing"):
+    with pytest.raises(ManifestError, match=r"input manifest .*nope/manifest.json is missing"):
         PhaseRecorder(tmp_path / "p", "p", "exp", {}, consumes=[tmp_path / "nope" / "manifest.json"])
 
 

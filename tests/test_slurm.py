@@ -80,7 +80,7 @@ def running_job_of(rule: str) -> str | None:
 def early_in_an_epoch(checkpoint) -> bool:
     """A checkpoint saved in the first half of an epoch after the first: a SIGTERM now lands mid-epoch."""
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - not written yet (or being replaced)
         return False
     progress = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]

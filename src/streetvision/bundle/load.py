@@ -95,9 +95,10 @@ def verify_bundle(path: str | Path) -> dict:
     root = Path(path).resolve()
     index_path = root / BUNDLE_FILE
     index = _read_bundle_index(index_path)
+    members = {entry["path"]: _safe_member(root, entry["path"]) for entry in index["files"]}  # paths first
     files = {}
     for role, entry in _files_by_role(index_path, index["files"]).items():
-        member = _safe_member(root, entry["path"])
+        member = members[entry["path"]]
         size = member.stat().st_size
         if size != entry["bytes"] or sha256_file(member) != entry["sha256"]:
             raise BundleError(f"{entry['path']}: checksum mismatch (the file changed after export)")

@@ -22,7 +22,7 @@ from streetvision.data.splits import UNLABELED, assign_split
 from streetvision.io.atomic import atomic_write_bytes
 from streetvision.io.hashing import sha256_bytes
 
-FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
+FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 
 MIN_SIDE = 2  # smaller images cannot go through a validator's crop and resize

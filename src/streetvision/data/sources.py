@@ -19,7 +19,7 @@ from pathlib import Path
 from streetvision.data.images import display_name, is_text_name
 from streetvision.errors import StreetvisionError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 PARQUET_BATCH_ROWS = 256
 
 
@@ -172,21 +172,29 @@ def _inline_image_bytes(cell, where: str) -> bytes | None:
 
 
 def _mask_center(value, where: str) -> tuple[int, int] | None:
-    """A NATIX ``mask_center`` cell: null, or an (x, y) pair of integer pixel coordinates."""
+    """A NATIX ``mask_center`` cell: null, or an (x, y) pair of integer pixel coordinates (a list, a struct
+    with fields x and y, or the JSON text of a pair). Anything else is an error naming the row."""
     if value is None:
         return None
+    original = value
     if isinstance(value, str):
         import json
 
-        value = json.loads(value)
-    try:
-        x, y = value
-    except (TypeError, ValueError):
-        raise DataSourceError(f"{where}: mask_center {value!r} is not an (x, y) pair") from None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise DataSourceError(f"{where}: mask_center {original!r} is not an (x, y) pair") from None
+    if isinstance(value, dict):
+        value = (value.get("x"), value.get("y"))
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise DataSourceError(f"{where}: mask_center {original!r} is not an (x, y) pair")
+    x, y = value
     if x is None or y is None:
         return None
-    if int(x) != x or int(y) != y:
-        raise DataSourceError(f"{where}: mask_center {value!r} must hold integer pixel coordinates")
+    if isinstance(x, bool) or isinstance(y, bool) or not all(isinstance(v, int | float) for v in (x, y)):
+        raise DataSourceError(f"{where}: mask_center {original!r} must hold numbers")
+    if not all(math.isfinite(v) and int(v) == v for v in (x, y)):
+        raise DataSourceError(f"{where}: mask_center {original!r} must hold integer pixel coordinates")
     return int(x), int(y)
 
 

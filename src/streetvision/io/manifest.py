@@ -69,11 +69,18 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-JOURNAL_NAME = ".streetvision-writing.json"  # what a run has claimed before its manifest exists
+# What the step's runs have written, each file claimed here before it is written. Kept after the manifest:
+# Snakemake deletes a job's output (the manifest) before re-running it, and the next run must still know
+# which files are its own.
+JOURNAL_NAME = ".streetvision-owned.json"
 
 
 class ForeignFilesError(StreetvisionError):
     """A step's folder holds files the step did not write; nothing was removed."""
+
+
+class ManifestError(StreetvisionError, ValueError):
+    """A manifest that is missing, unreadable or lacks a required key; the message names the file."""
 
 
 class PhaseRecorder:
@@ -84,9 +91,9 @@ class PhaseRecorder:
     did not list (apart from the declared ``scratch`` entries: checkpoints, logs, the data phase's image
     store).
 
-    A recorder replaces only what its own step wrote: the artifacts of the folder's previous manifest of
-    this phase, and what an interrupted run of it claimed in the journal (``JOURNAL_NAME``: every artifact
-    is claimed there before it is written, so a kill mid-step leaves nothing unowned). Any other file in
+    A recorder replaces only what its own step wrote: what earlier runs of it claimed in the journal
+    (``JOURNAL_NAME``: every artifact is claimed there before it is written, so a kill mid-step leaves
+    nothing unowned), and the artifacts of the folder's previous manifest of this phase. Any other file in
     the folder (a file the user put there, or another step's output under a colliding name) stops the step
     with ``ForeignFilesError`` before anything is removed.
 
@@ -118,7 +125,7 @@ class PhaseRecorder:
     @staticmethod
     def _check_consumed(manifest_path: Path) -> Path:
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"input manifest {manifest_path} is missing: run its phase first")
+            raise ManifestError(f"input manifest {manifest_path} is missing: run its phase first")
         return manifest_path
 
     # ------------------------------------------------------------ what this step owns
@@ -138,8 +145,10 @@ class PhaseRecorder:
         journal = self.phase_dir / JOURNAL_NAME
         if journal.is_file():
             try:
-                owned |= {str(entry) for entry in json.loads(journal.read_text(encoding="utf-8"))["claimed"]}
-            except (ValueError, TypeError, KeyError):
+                recorded = json.loads(journal.read_text(encoding="utf-8"))
+                if recorded.get("phase") == self.phase:
+                    owned |= {str(entry) for entry in recorded["claimed"]}
+            except (ValueError, TypeError, KeyError, AttributeError):
                 pass
         return owned
 
@@ -177,7 +186,7 @@ class PhaseRecorder:
             rel = path.relative_to(self.phase_dir)
             if path.is_dir() and not path.is_symlink() and rel.parts[0] not in self.scratch and not any(path.iterdir()):
                 path.rmdir()  # folders emptied above
-        (self.phase_dir / JOURNAL_NAME).unlink(missing_ok=True)
+        atomic_write_json(self.phase_dir / JOURNAL_NAME, {"phase": self.phase, "claimed": []})
 
     def _claim(self, relative: str) -> None:
         """Record in the journal, before writing, that this step owns ``relative`` (a file, or a folder with
@@ -298,9 +307,7 @@ class PhaseRecorder:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             **self.extra,
         }
-        written = atomic_write_json(self.phase_dir / MANIFEST_NAME, manifest)
-        (self.phase_dir / JOURNAL_NAME).unlink(missing_ok=True)  # the manifest now says what the step owns
-        return written
+        return atomic_write_json(self.phase_dir / MANIFEST_NAME, manifest)
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -308,11 +315,13 @@ def read_manifest(path: str | os.PathLike) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             manifest = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: must be a JSON object, got {type(manifest).__name__}")
     for key in ("schema_version", "phase", "artifacts", "consumed"):
         if key not in manifest:
-            raise ValueError(f"{path}: manifest lacks required key '{key}'")
+            raise ManifestError(f"{path}: manifest lacks required key '{key}'")
     return manifest
 
 
