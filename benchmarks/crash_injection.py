@@ -40,7 +40,7 @@ TINY = {  # tests/helpers.py's TINY_CONFIG with ExPLoRA on: every phase runs, in
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 3,
                 "batch_size": 32, "num_workers": 0, "probe_max_train": 200, "lora_rank": 4},
     "gate": {"max_epochs": 50},
-    "scrc": {"alpha": 0.2, "delta": 0.2, "grid_size": 20},
+    "scrc": {"alpha": 0.2, "delta": 0.2},
 }
 
 

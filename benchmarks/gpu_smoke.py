@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from streetvision import layout  # noqa: E402
-from streetvision.config import deep_merge, load_schema, resolve_experiments  # noqa: E402
+from streetvision.config import deep_merge, load_schema, resolve_experiments, section_settings  # noqa: E402
 
 PHASES = ["data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle", "hf_export"]  # rules, in run order
 TRAINING = {"explora", "baseline"}
@@ -64,7 +64,7 @@ CPU_CONFIG = {
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 3,
                 "batch_size": 16, "num_workers": 0, "linear_probe": False, "lora_rank": 4, "lr": 0.01,
                 "ema_momentum": 0.5},
-    "scrc": {"alpha": 0.2, "delta": 0.2, "grid_size": 20},
+    "scrc": {"alpha": 0.2, "delta": 0.2},
 }
 
 
@@ -124,10 +124,11 @@ def explora_flops_per_image(cfg: dict, batch: int = 2) -> float:
     import torch
 
     from streetvision.models.backbone import build_backbone
-    from streetvision.train.explora import ExploraModule, add_lora
+    from streetvision.train.explora import DinoSettings, ExploraModule, LoraSettings, add_lora
 
     ex_cfg, size = cfg["explora"], cfg["model"]["img_size"]
-    module = ExploraModule(add_lora(build_backbone(cfg["model"]), ex_cfg), ex_cfg).train()
+    lora, dino = section_settings(LoraSettings, ex_cfg), section_settings(DinoSettings, ex_cfg)
+    module = ExploraModule(add_lora(build_backbone(cfg["model"]), lora), dino).train()
     local = ex_cfg["local_crop_size"] or size
     crops = [torch.randn(batch, 3, size, size) for _ in range(2)]
     crops += [torch.randn(batch, 3, local, local) for _ in range(ex_cfg["n_local_crops"])]

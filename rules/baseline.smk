@@ -16,7 +16,7 @@ rule baseline:
         mem_mb=8000,
         runtime=240,
     params:
-        cfg=lambda wc: exp_config(wc, "model", "train", "challenge"),
+        cfg=step_config("baseline"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/baseline.py"

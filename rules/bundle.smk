@@ -16,7 +16,7 @@ rule bundle:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=lambda wc: exp_config(wc, "bundle", "challenge", "demo"),
+        cfg=step_config("bundle"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/bundle.py"

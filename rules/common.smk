@@ -21,7 +21,12 @@ from streetvision.config import (
 from streetvision.data.sources import source_signature
 from streetvision.plan import describe_experiment
 from streetvision.runtime import prepend_pythonpath
-from streetvision.steps import final_steps, inputs_of, planned_steps
+from streetvision.steps import (
+    config_of,
+    inputs_of,
+    planned_steps,
+    report_inputs,
+)
 
 prepend_pythonpath(SRC)
 
@@ -93,10 +98,10 @@ wildcard_constraints:
     exp="|".join(EXPERIMENTS),
 
 
-def exp_config(wildcards, *sections):
-    """The resolved config sections one experiment's step reads ({section: values}); as a rule's params
-    they are also what reruns the step when they change."""
-    return {section: EXPERIMENTS[wildcards.exp][section] for section in sections}
+def step_config(step):
+    """A params function: the resolved config sections ``step`` reads (streetvision.steps.CONFIG_SECTIONS);
+    as a rule's params they are also what reruns the step when they change."""
+    return lambda wildcards: config_of(step, EXPERIMENTS[wildcards.exp])
 
 
 def step_folder(step):
@@ -129,11 +134,12 @@ def step_inputs(step):
     return input_function
 
 
-def final_manifests(exp):
-    """What an experiment ends in: its bundle, and its Hugging Face export when enabled."""
-    return [
-        step_manifest(step).format(exp=exp) for step in final_steps(EXPERIMENTS[exp])
-    ]
+def report_manifests():
+    """{experiment: {step: manifest}} of what the report reads (streetvision.steps.report_inputs)."""
+    return {
+        exp: {step: step_manifest(step).format(exp=exp) for step in report_inputs(cfg)}
+        for exp, cfg in EXPERIMENTS.items()
+    }
 
 
 def all_targets():

@@ -1,5 +1,7 @@
 rule data:
     """Ingest the configured source: hash, dedupe, quarantine, split -> index.parquet."""
+    input:
+        unpack(step_inputs("data")),
     output:
         manifest=step_manifest("data"),
     log:
@@ -14,7 +16,7 @@ rule data:
         mem_mb=2000,
         runtime=60,
     params:
-        cfg=lambda wc: exp_config(wc, "data"),
+        cfg=step_config("data"),
         # Files added, removed or replaced under data.path re-run the step ("Params have changed").
         source_signature=lambda wc: source_signature(EXPERIMENTS[wc.exp]["data"]),
         workflow_dir=WORKFLOW_DIR,

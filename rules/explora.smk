@@ -16,7 +16,7 @@ rule explora:
         mem_mb=8000,
         runtime=480,
     params:
-        cfg=lambda wc: exp_config(wc, "model", "explora"),
+        cfg=step_config("explora"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/explora.py"

@@ -21,7 +21,7 @@ rule gate:
         mem_mb=2000,
         runtime=15,
     params:
-        cfg=lambda wc: exp_config(wc, "gate"),
+        cfg=step_config("gate"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/gate.py"

@@ -16,7 +16,7 @@ rule hf_export:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=lambda wc: exp_config(wc, "hf_export", "bundle", "challenge", "demo"),
+        cfg=step_config("hf_export"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/hf_export.py"

@@ -1,7 +1,7 @@
 rule report:
     """Summary table of every experiment + figures for `snakemake --report`."""
     input:
-        finals=[path for exp in EXPERIMENTS for path in final_manifests(exp)],
+        [path for steps in report_manifests().values() for path in steps.values()],
     output:
         manifest=f"{RESULTS}/report/manifest.json",
         summary_json=f"{RESULTS}/summary.json",
@@ -30,7 +30,7 @@ rule report:
         mem_mb=1000,
         runtime=10,
     params:
-        experiments=list(EXPERIMENTS),
+        manifests=report_manifests(),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/report.py"

@@ -26,7 +26,7 @@ rule scrc:
         mem_mb=2000,
         runtime=15,
     params:
-        cfg=lambda wc: exp_config(wc, "scrc"),
+        cfg=step_config("scrc"),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/scrc.py"

@@ -1,13 +1,12 @@
 """Snakemake adapter for rule report: the snakemake object -> streetvision.phases.report.run_report."""
 
-from pathlib import Path
-
 from streetvision.logs import log_to_file
+from streetvision.phases import output_dir
 from streetvision.phases.report import run_report
 
 with log_to_file(snakemake.log[0]):
     run_report(
-        results_dir=Path(snakemake.output.manifest).parent.parent,
-        experiments=snakemake.params.experiments,
+        manifests=snakemake.params.manifests,
+        out_dir=output_dir(snakemake.output),
         workflow_dir=snakemake.params.workflow_dir,
     )

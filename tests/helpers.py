@@ -50,7 +50,7 @@ TINY_CONFIG = {
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 2,
                 "batch_size": 32, "num_workers": 0, "probe_max_train": 200, "lora_rank": 4},
     "gate": {"max_epochs": 50},
-    "scrc": {"alpha": 0.2, "delta": 0.2, "grid_size": 20},  # certifiable with ~75 val_conformal images
+    "scrc": {"alpha": 0.2, "delta": 0.2},  # certifiable with ~75 val_conformal images
 }
 
 
@@ -94,13 +94,12 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str =
     from streetvision.phases.hf_export import run_hf_export
     from streetvision.phases.scrc import run_scrc
     from streetvision.phases.thresholds import run_thresholds
+    from streetvision.steps import config_of
 
     d = {step: layout.step_dir(results, experiment, step) for step in layout.STEP_DIRS}
-    sections = {"data": ("data",), "baseline": ("model", "train", "challenge"), "gate": ("gate",), "scrc": ("scrc",),
-                "bundle": ("bundle", "challenge", "demo"), "hf_export": ("hf_export", "bundle", "challenge", "demo")}
 
     def cfg_for(step):
-        return {section: cfg[section] for section in sections[step]}
+        return config_of(step, cfg)
 
     common = {"experiment": experiment}
     steps = [
@@ -115,7 +114,7 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str =
                                       thresholds_dir=d["thresholds"], gate_dir=d["gate"], scrc_dir=d["scrc"],
                                       out_dir=d["bundle"], **common)),
         ("hf_export", lambda: run_hf_export(cfg=cfg_for("hf_export"), data_dir=d["data"], baseline_dir=d["baseline"],
-                                            bundle_dir=d["bundle"], out_dir=d["hf_export"], **common)),
+                                            bundle_step_dir=d["bundle"], out_dir=d["hf_export"], **common)),
     ]
     for step, run in steps:
         run()

@@ -97,6 +97,14 @@ def test_a_model_the_stock_miner_cannot_serve_is_refused_before_any_job(repo):
                            "hf_export": {"enabled": False}})  # no export asked for: fine
 
 
+def test_an_scrc_size_of_another_method_is_refused_naming_the_right_key(repo):
+    with pytest.raises(ConfigError, match=r"'experiments\.demo\.scrc\.grid_size' does not apply to scrc\.method "
+                                          r"split_fixed_sequence: its candidates are sized by scrc\.sequence_size"):
+        plan_for(repo, {"scrc": {"grid_size": 20}, "bundle": {"policy": "scrc"}})
+    assert plan_for(repo, {"scrc": {"grid_size": 20, "method": "bonferroni"}, "bundle": {"policy": "scrc"}})
+    assert plan_for(repo, {"scrc": {"grid_size": 20}})  # a threshold bundle runs no SCRC: nothing to check
+
+
 def test_submitted_by_must_be_a_hotkey_outside_demo_runs(repo):
     with pytest.raises(ConfigError, match=r"'experiments\.demo\.bundle\.model_card\.submitted_by': 'anonymous' is not "
                                           r"a hotkey"):

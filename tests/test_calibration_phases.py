@@ -17,7 +17,7 @@ from streetvision.phases.thresholds import run_thresholds
 
 GATE = {"loss": "bce", "gatekeeper_alpha": 0.5, "hidden": 32, "lr": 0.003, "weight_decay": 1e-4,
         "batch_size": 128, "max_epochs": 150, "patience": 20, "holdout_fraction": 0.2, "seed": 0, "cross_fit_folds": 3}
-SCRC = {"alpha": 0.1, "delta": 0.1, "score": "gate", "grid_size": 100, "method": "split_fixed_sequence",
+SCRC = {"alpha": 0.1, "delta": 0.1, "score": "gate", "grid_size": None, "method": "split_fixed_sequence",
         "per_decision": False, "sequence_size": None}
 
 

@@ -44,3 +44,27 @@ def test_architecture_map_names_every_rule_script_and_runner():
         assert (REPO / "scripts" / f"{smk.stem}.py").is_file(), f"rule {smk.stem} has no scripts/{smk.stem}.py"
         assert (REPO / "src/streetvision/phases" / f"{smk.stem}.py").is_file(), f"rule {smk.stem} has no runner"
         assert f"| `{smk.stem}`" in text, f"docs/architecture.md lacks a row for rule {smk.stem}"
+
+
+def test_every_step_of_the_table_is_wired_the_way_how_to_add_a_step_says():
+    """Each step in steps.STEPS: a rule built from the table, a script, a runner that names its step once, a docs
+    row; and the recipe names exactly the files a new step touches."""
+    from streetvision.steps import STEPS
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    recipe = text[text.index("## How to add a step"):]
+    for touched in ("src/streetvision/steps.py", "rules/calibrate2.smk", "scripts/calibrate2.py",
+                    "src/streetvision/phases/calibrate2.py", "config/schema.yaml", "a row of the table", "tests/"):
+        assert touched in recipe, f"'How to add a step' does not name {touched}"
+    assert len([line for line in recipe.splitlines() if line[:3] in {f"{i}. " for i in range(1, 10)}]) == 7
+    snakefile = (REPO / "Snakefile").read_text()
+    for step, row in STEPS.items():
+        rule = (REPO / "rules" / f"{step}.smk").read_text()
+        assert f'unpack(step_inputs("{step}"))' in rule and f'step_manifest("{step}")' in rule, step
+        assert (f'step_config("{step}")' in rule) == bool(row.sections), f"rule {step} passes other config sections"
+        assert f'include: "rules/{step}.smk"' in snakefile, step
+        assert (REPO / "scripts" / f"{step}.py").is_file()
+        runner = (REPO / "src/streetvision/phases" / f"{step}.py").read_text()
+        assert f'STEP = "{step}"' in runner and f'log_result("{step}"' not in runner, f"phases/{step}.py: name it once"
+        assert row.folder == step or f'"{row.folder}"' not in runner, f"phases/{step}.py spells its folder itself"
+        assert f"| `{step}`" in text

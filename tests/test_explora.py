@@ -10,12 +10,14 @@ from helpers import resolved_config
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from streetvision.config import section_settings
 from streetvision.models.backbone import BackboneSpec, build_backbone
 from streetvision.phases import explora as explora_step
 from streetvision.phases.data import run_data
 from streetvision.train.explora import (
     ExportValidationError,
     LeakageError,
+    LoraSettings,
     add_lora,
     explora_frame,
     fixed_batch,
@@ -128,7 +130,7 @@ def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):
 
 def test_lora_goes_on_all_blocks_but_the_unfrozen_ones(config):
     backbone = build_backbone(config["model"])
-    model = add_lora(backbone, {**config["explora"], "unfreeze_blocks": 1})
+    model = add_lora(backbone, section_settings(LoraSettings, {**config["explora"], "unfreeze_blocks": 1}))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("blocks.0.attn.qkv.lora_A" in n for n in trainable)
     assert not any("blocks.1.attn.qkv.lora_" in n for n in trainable)  # block 1 is the unfrozen last one
@@ -137,7 +139,7 @@ def test_lora_goes_on_all_blocks_but_the_unfrozen_ones(config):
     with torch.no_grad():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 32)
     with pytest.raises(ValueError, match="leaves no block for LoRA"):
-        add_lora(build_backbone(config["model"]), {**config["explora"], "unfreeze_blocks": 2})
+        add_lora(build_backbone(config["model"]), section_settings(LoraSettings, {**config["explora"], "unfreeze_blocks": 2}))
 
 
 def test_mae_objective_is_a_clear_config_error(repo):

@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from streetvision.calibration.gate import cross_fit_folds, cross_fitted_gate_scores, fit_gate, gate_scores
+from streetvision.calibration.gate import (
+    GateFit,
+    cross_fit_folds,
+    cross_fitted_gate_scores,
+    fit_gate,
+    gate_scores,
+)
 
-CFG = {"loss": "bce", "gatekeeper_alpha": 0.5, "hidden": 8, "lr": 0.01, "weight_decay": 1e-4, "batch_size": 64,
-       "max_epochs": 10, "patience": 5, "holdout_fraction": 0.2, "seed": 3}
+CFG = GateFit(loss="bce", gatekeeper_alpha=0.5, hidden=8, lr=0.01, weight_decay=1e-4, batch_size=64, max_epochs=10,
+              patience=5, holdout_fraction=0.2, seed=3)
 
 
 @pytest.fixture
@@ -40,7 +46,7 @@ def test_each_row_is_scored_by_the_gate_fitted_without_its_fold(one_torch_thread
     x, correct = gate_data()
     scores = cross_fitted_gate_scores(x, correct, CFG, folds=3)
     assert scores.shape == (len(x),) and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
-    folds = cross_fit_folds(len(x), 3, CFG["seed"])
+    folds = cross_fit_folds(len(x), 3, CFG.seed)
     for held_out in folds[:1]:  # one manual fold suffices; each costs a gate fit
         others = np.setdiff1d(np.arange(len(x)), held_out)
         gate, _ = fit_gate(x[others], correct[others], CFG)

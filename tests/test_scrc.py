@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from streetvision.calibration import scrc
 from streetvision.calibration.scrc import (
     CalibrationSizeError,
     accepted_mask,
@@ -20,7 +21,6 @@ from streetvision.calibration.scrc import (
     fit_per_decision_thresholds,
     fit_selection,
     fit_selection_threshold,
-    minimum_calibration_size,
     minimum_calibration_size_for,
     reference_sequence,
     selective_counts,
@@ -28,7 +28,7 @@ from streetvision.calibration.scrc import (
     threshold_grid,
 )
 
-METHODS = ("split_fixed_sequence", "fixed_sequence", "bonferroni")
+METHODS = tuple(scrc.METHODS)
 
 
 class Quadratic:
@@ -125,7 +125,7 @@ def test_split_fixed_sequence_matches_a_direct_loop(seed):
     ref_scores, ref_errors = draw(rng, 300)
     alpha, delta, size = 0.08, 0.1, 150
     fit = fit_selection(scores, errors, alpha, delta, reference_scores=ref_scores, reference_errors=ref_errors,
-                        grid_size=size)
+                        sequence_size=size)
     expected, start = split_fixed_sequence_by_hand(scores, errors, ref_scores, ref_errors, alpha, delta, size)
     assert (fit.threshold, fit.start) == (expected, start)
     assert fit.method == "split_fixed_sequence" and fit.test_level == delta
@@ -212,7 +212,6 @@ def test_too_few_samples_says_how_many_are_needed(method, tests):
     with pytest.raises(CalibrationSizeError, match=f"val_conformal: SCRC needs at least {needed} calibration samples"):
         fit_selection_threshold(np.ones(needed - 1), np.zeros(needed - 1), 0.1, 0.1, reference_scores=np.ones(50),
                                 reference_errors=np.zeros(50), method=method, where="val_conformal")
-    assert minimum_calibration_size(0.1, 0.1, 100) == minimum_calibration_size_for("bonferroni", 0.1, 0.1)
 
 
 def test_too_small_reference_says_how_many_images_the_sequence_needs():
@@ -221,7 +220,7 @@ def test_too_small_reference_says_how_many_images_the_sequence_needs():
     with pytest.raises(CalibrationSizeError, match="sequence of 1000 candidates needs at least 1000 reference images"
                                                    ".*got 300"):
         fit_selection_threshold(scores, errors, 0.1, 0.1, reference_scores=rng.random(300),
-                                reference_errors=np.zeros(300), grid_size=1000)
+                                reference_errors=np.zeros(300), sequence_size=1000)
     # Without an explicit size the sequence shrinks to the reference: one candidate per reference image.
     fit = fit_selection(scores, errors, 0.1, 0.1, reference_scores=rng.random(300), reference_errors=np.zeros(300))
     assert fit.candidates <= 301
@@ -255,6 +254,16 @@ def test_alpha_and_delta_outside_the_unit_interval_are_errors(alpha, delta, name
         fit_selection_threshold(np.full(300, 0.5), np.zeros(300), alpha, delta)
     with pytest.raises(ValueError, match=f"{name} must lie in \\(0, 1\\)"):
         fit_per_decision_thresholds(np.full(300, 0.5), np.zeros(300), np.ones(300, bool), alpha, delta)
+
+
+def test_each_method_refuses_the_other_methods_size_naming_its_own():
+    rng = np.random.default_rng(3)
+    scores, errors = draw(rng, 400)
+    with pytest.raises(ValueError, match="grid_size does not apply to method split_fixed_sequence; its candidates are "
+                                         "sized by sequence_size"):
+        fit_selection(scores, errors, 0.1, 0.1, reference_scores=scores, reference_errors=errors, grid_size=50)
+    with pytest.raises(ValueError, match="sequence_size does not apply to method bonferroni; .* sized by grid_size"):
+        fit_selection(scores, errors, 0.1, 0.1, method="bonferroni", sequence_size=50)
 
 
 def test_split_fixed_sequence_without_a_reference_and_unknown_methods_are_errors():

@@ -24,8 +24,6 @@ import yaml
 
 from streetvision.errors import StreetvisionError
 
-SPLIT_NAMES = ("train", "val_select", "val_calib", "val_conformal", "val_test")
-
 
 class ConfigError(StreetvisionError, ValueError):
     """A config problem; the message names the key."""
@@ -44,6 +42,14 @@ class _StrictLoader(yaml.SafeLoader):
                                 f"{key_node.start_mark.line + 1})", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+def section_settings(cls, section: dict):
+    """A settings dataclass from one resolved config section: exactly the section's keys the class names
+    (runners unpack config sections here, so no library function reaches into a config dict)."""
+    import dataclasses
+
+    return cls(**{field.name: section[field.name] for field in dataclasses.fields(cls)})
 
 
 def load_schema(path: str | Path) -> dict:
@@ -161,6 +167,8 @@ def validate_section(config: dict, schema: dict, prefix: str = "") -> None:
 
 
 def check_split_ratios(data_cfg: dict, prefix: str) -> None:
+    from streetvision.data.splits import SPLIT_NAMES
+
     ratios = data_cfg["splits"]
     total = sum(ratios[name] for name in SPLIT_NAMES)
     if not math.isclose(total, 1.0, abs_tol=1e-6):

@@ -13,26 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from streetvision.data.splits import VAL_CALIB, VAL_CONFORMAL, VAL_SELECT, VAL_TEST
 from streetvision.errors import StreetvisionError
+from streetvision.io.manifest import MANIFEST_NAME
+from streetvision.steps import STEPS
 
 RESULTS = "results"
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_NAME  # the manifest contract (streetvision.io.manifest) names the file
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
 SYNTHETIC_CACHE = "_synthetic"  # results/_synthetic/<hash>/: demo scenes shared by experiments
 
-# Step (= rule) name -> its folder under results/<experiment>/ (the report's folder is results/report/).
-STEP_DIRS = {
-    "data": "data",
-    "explora": "phase4_explora",
-    "baseline": "phase1_baseline",
-    "thresholds": "phase2_thresholds",
-    "gate": "phase3_gate",
-    "scrc": "phase5_scrc",
-    "bundle": "phase6_bundle",
-    "hf_export": "hf_export",
-    "report": "report",
-}
+# Step (= rule) name -> its folder under results/<experiment>/ (streetvision.steps owns the table); the
+# report's folder is results/report/.
+STEP_DIRS = {**{name: row.folder for name, row in STEPS.items()}, "report": "report"}
 
 
 class MissingOutputError(StreetvisionError, FileNotFoundError):
@@ -69,8 +63,8 @@ class Baseline:
     MODEL = "model.safetensors"
     MODEL_CONFIG = "model_config.json"
     METRICS = "metrics.json"
-    PREDICTED_SPLITS = ("val_select", "val_calib", "val_conformal", "val_test")
-    FEATURE_SPLITS = ("val_calib", "val_conformal", "val_test")
+    PREDICTED_SPLITS = (VAL_SELECT, VAL_CALIB, VAL_CONFORMAL, VAL_TEST)
+    FEATURE_SPLITS = (VAL_CALIB, VAL_CONFORMAL, VAL_TEST)
     VIEWS = ("challenge", "clean")  # the seeded challenge pass (what every later step fits and scores on), the source
 
     @staticmethod
@@ -120,8 +114,12 @@ class HFExport:
 
 
 class Report:
-    SUMMARY_JSON = "summary.json"  # in results/, beside the experiments
+    # The summary is the public face of a run: it lives in results/ beside the experiments (the README's
+    # contract), written and listed by the report step as artifacts one level above its own folder.
+    SUMMARY_JSON = "summary.json"
     SUMMARY_MD = "summary.md"
+    SUMMARY_JSON_PATH = f"../{SUMMARY_JSON}"  # relative to results/report/
+    SUMMARY_MD_PATH = f"../{SUMMARY_MD}"
 
     @staticmethod
     def figure(experiment: str, name: str) -> str:
@@ -223,6 +221,13 @@ def scrc_of(scrc_dir: str | Path) -> dict:
 
 def bundle_dir_of(bundle_step_dir: str | Path) -> Path:
     return Path(bundle_step_dir) / Bundle.DIR
+
+
+def bundle_policy_of(bundle_step_dir: str | Path) -> dict:
+    """The decision policy the bundle ships (``policy.json`` inside the bundle step's ``bundle/``)."""
+    from streetvision.bundle import files
+
+    return read_json(bundle_dir_of(bundle_step_dir) / files.POLICY, "the bundle's policy")
 
 
 def robustness_of(bundle_step_dir: str | Path) -> dict:

@@ -102,6 +102,17 @@ def _check_all(checks: list) -> list:
     return results
 
 
+def check_scrc_sizes(scrc_cfg: dict, prefix: str) -> None:
+    """Each SCRC method is sized by its own key (calibration.scrc.METHODS); the other one is refused."""
+    from streetvision.calibration.scrc import METHODS
+
+    wanted = METHODS[scrc_cfg["method"]].size_argument
+    for key in ("sequence_size", "grid_size"):
+        if key != wanted and scrc_cfg[key] is not None:
+            raise ConfigError(f"config key '{prefix}scrc.{key}' does not apply to scrc.method "
+                              f"{scrc_cfg['method']}: its candidates are sized by scrc.{wanted}")
+
+
 TRAINING_STEPS = {"explora", "baseline"}  # they build the backbone with its pretrained weights
 CARD_STEPS = {"bundle", "hf_export"}  # they write the NATIX model card, whose submitted_by must be a hotkey
 
@@ -115,9 +126,10 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     the weights for a training step, the hotkey for the bundle and the export, exportability for the export.
     """
     from streetvision.models.backbone import pretrained_weights
-    from streetvision.steps import STEPS
+    from streetvision.steps import STEPS, final_steps, with_upstream
 
-    steps = set(STEPS) if steps is None else set(steps)
+    whole_run = with_upstream(final_steps(cfg), cfg)
+    steps = whole_run if steps is None else set(steps)
     prefix = f"experiments.{name}."
     model = cfg["model"]
     checks = {
@@ -128,6 +140,8 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
         checks["weights"] = lambda: pretrained_weights(model)
     if steps & CARD_STEPS:
         checks["hotkey"] = lambda: check_submitter(cfg, prefix)
+    if "scrc" in steps:
+        checks["scrc"] = lambda: check_scrc_sizes(cfg["scrc"], prefix)
     found = dict(zip(checks, _check_all(list(checks.values())), strict=True))
     if "hf_export" in steps:  # after the backbone check: a model timm cannot build is not an export problem
         check_hf_export(cfg, prefix)
@@ -141,7 +155,7 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     lines = [f"experiment {name}: {model['backbone']} ({parameters / 1e6:.2f}M parameters) at {model['img_size']} px, "
              f"weights: {source}; data: {_describe_sources(specs)}; "
              f"ExPLoRA {'on' if cfg['explora']['enabled'] else 'off'}"]
-    if steps != set(STEPS):
+    if steps != whole_run:
         lines[0] += f"; this run reaches: {', '.join(step for step in STEPS if step in steps)}"
     if model["init"] == "random" and not demo and steps & TRAINING_STEPS:
         lines.append(f"WARNING: experiment {name} trains from RANDOM weights (model.init: random). That is for tests "

@@ -1,20 +1,17 @@
-"""The workflow's steps and what each one consumes, in one place.
+"""The workflow's steps, in one table: each step's folder, the steps it consumes and the config it reads.
 
-``rules/common.smk`` builds every rule's inputs from ``inputs_of`` (so the DAG has exactly these edges), and
-the plan checks only what the steps a run will reach need (``planned_steps``): a run that only ingests data
-needs neither weights nor a hotkey.
+``rules/common.smk`` builds every rule's inputs (``step_inputs``: so the DAG has exactly these edges) and its
+``params.cfg`` (``config_of``) from this table, ``layout.STEP_DIRS`` takes the folders from it, and the plan
+checks only what the steps a run will reach need (``planned_steps``): a run that only ingests data needs
+neither weights nor a hotkey. Adding a step is one row here (docs/architecture.md, "How to add a step").
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import PurePath
-
-from streetvision import layout
-
-# The steps of one experiment, in execution order (the report is shared by all experiments).
-STEPS = ("data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle", "hf_export")
 
 
 def uses_explora(cfg: dict) -> bool:
@@ -30,30 +27,68 @@ def scrc_uses_gate(cfg: dict) -> bool:
 
 
 def bundle_uses_gate(cfg: dict) -> bool:
-    """A bundle with the scrc policy scored by the gate ships the gate."""
-    return bundle_uses_scrc(cfg) and scrc_uses_gate(cfg)
+    """A bundle with the scrc policy scored by the gate ships the gate (``bundle.policy.needs_gate``)."""
+    from streetvision.bundle.policy import needs_gate
+
+    return needs_gate({"type": cfg["bundle"]["policy"], "selection_score": cfg["scrc"]["score"]})
+
+
+def hf_export_on(cfg: dict) -> bool:
+    return cfg["hf_export"]["enabled"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of an experiment (its rule, script and runner carry the step's name)."""
+
+    folder: str  # results/<experiment>/<folder>/ (the phase numbers users know)
+    consumes: tuple[str, ...]  # steps whose manifests it always reads
+    sections: tuple[str, ...]  # config sections its rule passes (a change re-runs it; its manifest records them)
+    consumes_if: tuple[tuple[str, Callable[[dict], bool]], ...] = ()  # (step, when the config needs it)
+
+
+# In execution order. The report (results/report/) is shared by all experiments: ``report_inputs``.
+STEPS: dict[str, Step] = {
+    "data": Step("data", (), ("data",)),
+    "explora": Step("phase4_explora", ("data",), ("model", "explora")),
+    "baseline": Step("phase1_baseline", ("data",), ("model", "train", "challenge"), (("explora", uses_explora),)),
+    "thresholds": Step("phase2_thresholds", ("baseline",), ()),
+    "gate": Step("phase3_gate", ("baseline", "thresholds"), ("gate",)),
+    "scrc": Step("phase5_scrc", ("baseline", "thresholds"), ("scrc",), (("gate", scrc_uses_gate),)),
+    "bundle": Step("phase6_bundle", ("data", "baseline", "thresholds"), ("bundle", "challenge", "demo"),
+                   (("gate", bundle_uses_gate), ("scrc", bundle_uses_scrc))),
+    "hf_export": Step("hf_export", ("data", "baseline", "bundle"), ("hf_export", "bundle", "challenge", "demo")),
+}
+
+
+def step_of(name: str) -> Step:
+    if name not in STEPS:
+        raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
+    return STEPS[name]
 
 
 def inputs_of(step: str, cfg: dict) -> list[str]:
     """The steps whose manifests ``step`` consumes for an experiment with config ``cfg``."""
-    optional = {
-        "baseline": [("explora", uses_explora(cfg))],
-        "scrc": [("gate", scrc_uses_gate(cfg))],
-        "bundle": [("gate", bundle_uses_gate(cfg)), ("scrc", bundle_uses_scrc(cfg))],
-    }
-    always = {
-        "data": [], "explora": ["data"], "baseline": ["data"], "thresholds": ["baseline"],
-        "gate": ["baseline", "thresholds"], "scrc": ["baseline", "thresholds"],
-        "bundle": ["data", "baseline", "thresholds"], "hf_export": ["data", "baseline", "bundle"],
-    }
-    if step not in always:
-        raise ValueError(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
-    return always[step] + [name for name, needed in optional.get(step, []) if needed]
+    row = step_of(step)
+    return [*row.consumes, *(name for name, needed in row.consumes_if if needed(cfg))]
+
+
+def config_of(step: str, cfg: dict) -> dict:
+    """The sections of an experiment's resolved config that ``step`` reads: ``{section: values}``."""
+    return {section: cfg[section] for section in step_of(step).sections}
 
 
 def final_steps(cfg: dict) -> list[str]:
     """What an experiment ends in (the report consumes these): its bundle, and its Hugging Face export."""
-    return ["bundle"] + (["hf_export"] if cfg["hf_export"]["enabled"] else [])
+    return ["bundle"] + (["hf_export"] if hf_export_on(cfg) else [])
+
+
+def report_inputs(cfg: dict) -> list[str]:
+    """The steps of one experiment the report reads: exactly those its run has, so a folder left from an
+    earlier config (an SCRC step before the policy became ``threshold``, an export since turned off) is
+    never reported."""
+    return ["baseline", "thresholds", "bundle"] + (["scrc"] if bundle_uses_scrc(cfg) else []) + [
+        step for step in final_steps(cfg) if step != "bundle"]
 
 
 def with_upstream(steps: Iterable[str], cfg: dict) -> set[str]:
@@ -67,26 +102,25 @@ def with_upstream(steps: Iterable[str], cfg: dict) -> set[str]:
     return needed
 
 
-_STEP_OF_FOLDER = {folder: step for step, folder in layout.STEP_DIRS.items() if step in STEPS}
-
-
 def planned_steps(targets: Iterable[str], experiments: dict[str, dict]) -> dict[str, set[str]]:
     """Per experiment, the steps a run towards ``targets`` (Snakemake's command-line targets) can reach.
 
     No target, the report, a summary file or any target that is not inside one experiment's step folder
     means everything; ``results/<exp>/<step folder>/...`` means that step and what it needs.
     """
+    from streetvision.layout import RESULTS
+
     everything = {name: with_upstream(final_steps(cfg), cfg) for name, cfg in experiments.items()}
     targets = list(targets or [])
     if not targets:
         return everything
+    step_of_folder = {row.folder: name for name, row in STEPS.items()}
     planned: dict[str, set[str]] = {name: set() for name in experiments}
     for target in targets:
-        path = PurePath(os.path.relpath(target) if os.path.isabs(target) else os.path.normpath(target))
-        parts = path.parts
-        if len(parts) < 2 or parts[0] != layout.RESULTS or parts[1] not in experiments:
+        parts = PurePath(os.path.relpath(target) if os.path.isabs(target) else os.path.normpath(target)).parts
+        if len(parts) < 2 or parts[0] != RESULTS or parts[1] not in experiments:
             return everything
         name = parts[1]
-        step = _STEP_OF_FOLDER.get(parts[2]) if len(parts) > 2 else None
+        step = step_of_folder.get(parts[2]) if len(parts) > 2 else None
         planned[name] |= with_upstream([step], experiments[name]) if step else everything[name]
     return planned

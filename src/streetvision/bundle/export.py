@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streetvision.bundle.load import BUNDLE_FILE, FORMAT
+from streetvision.bundle import files as bundle_files
 from streetvision.bundle.policy import validate_policy
 from streetvision.data.views import EvaluationChallenge, samples_of
 from streetvision.errors import StreetvisionError
@@ -75,15 +75,15 @@ def write_bundle(bundle_dir: Path, policy: dict, card: dict, files: dict[str, tu
     shutil.rmtree(bundle_dir, ignore_errors=True)  # no file of an earlier policy may linger
     for name, (_, data) in files.items():
         atomic_write_bytes(bundle_dir / name, data)
-    atomic_write_json(bundle_dir / "policy.json", policy)
-    atomic_write_json(bundle_dir / "model_card.json", card)
-    atomic_write_text(bundle_dir / "README.md", bundle_readme(policy, card))
+    atomic_write_json(bundle_dir / bundle_files.POLICY, policy)
+    atomic_write_json(bundle_dir / bundle_files.CARD, card)
+    atomic_write_text(bundle_dir / bundle_files.README, bundle_readme(policy, card))
     roles = {name: role for name, (role, _) in files.items()}
-    roles.update({"policy.json": "policy", "model_card.json": "model_card", "README.md": "readme"})
+    roles.update({bundle_files.POLICY: "policy", bundle_files.CARD: "model_card", bundle_files.README: "readme"})
     entries = [{"path": name, "role": role, "sha256": sha256_file(bundle_dir / name),
                 "bytes": (bundle_dir / name).stat().st_size} for name, role in sorted(roles.items())]
-    atomic_write_json(bundle_dir / BUNDLE_FILE, {
-        "format": FORMAT, "format_version": 1, "policy": policy["type"],
+    atomic_write_json(bundle_dir / bundle_files.INDEX, {
+        "format": bundle_files.FORMAT, "format_version": 1, "policy": policy["type"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": entries,
         "source_manifests": [{"path": os.path.relpath(p, bundle_dir), "sha256": sha256_file(p)} for p in sources],
     })
@@ -146,7 +146,7 @@ def write_model_bundle(bundle_dir: Path, model, spec, policy: dict, card: dict) 
     from safetensors.torch import save
 
     record = replace(spec, head=model.pooling).to_record()
-    files = {"model.safetensors": ("weights", save({k: v.contiguous() for k, v in model.state_dict().items()})),
-             "model_config.json": ("model_config", json.dumps(record).encode())}
+    files = {bundle_files.WEIGHTS: ("weights", save({k: v.contiguous() for k, v in model.state_dict().items()})),
+             bundle_files.MODEL_CONFIG: ("model_config", json.dumps(record).encode())}
     write_bundle(Path(bundle_dir), policy, card, files, [])
     return Path(bundle_dir)

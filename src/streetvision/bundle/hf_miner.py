@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streetvision.bundle import files
 from streetvision.bundle.hf_convert import LABEL, TIE_MARGIN
 from streetvision.errors import StreetvisionError
 
@@ -175,7 +176,7 @@ class HFDetector:
 def is_hf_repo(path: str | Path) -> bool:
     """A transformers model folder (config.json) rather than a streetvision bundle (bundle.json)."""
     path = Path(path)
-    return (path / "config.json").is_file() and not (path / "bundle.json").exists()
+    return (path / "config.json").is_file() and not (path / files.INDEX).exists()
 
 
 def load_hf_detector(repo: str | Path) -> HFDetector:

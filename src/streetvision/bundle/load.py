@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streetvision.bundle import files
 from streetvision.bundle.policy import outputs
 from streetvision.data.images import to_rgb
 from streetvision.errors import StreetvisionError
 from streetvision.io.hashing import sha256_file
 
-BUNDLE_FILE = "bundle.json"
-FORMAT = "streetvision-bundle"
+BUNDLE_FILE = files.INDEX
+FORMAT = files.FORMAT
 
 
 class BundleError(StreetvisionError, ValueError):
@@ -42,8 +43,8 @@ def _safe_member(root: Path, relative: str) -> Path:
     return resolved
 
 
-REQUIRED_ROLES = ("weights", "model_config", "policy")
-OPTIONAL_ROLES = ("model_card", "readme", "gate_weights", "gate_config")
+REQUIRED_ROLES = files.REQUIRED_ROLES
+OPTIONAL_ROLES = tuple(role for role in files.MEMBERS if role not in REQUIRED_ROLES)
 _ENTRY_KEYS = {"path": str, "role": str, "sha256": str, "bytes": int}
 
 
@@ -231,7 +232,7 @@ def _load_gate(paths: dict, policy_path: Path):
 def load_bundle(path: str | Path, device: str = "cpu") -> Detector:
     """Verify, then load a bundle written by phase 6. Every value is checked (``BundleError`` naming the file
     and key): the policy's numbers in range, finite weights, a model record timm can build."""
-    from streetvision.bundle.policy import PolicyError, validate_policy
+    from streetvision.bundle.policy import PolicyError, needs_gate, validate_policy
 
     index = verify_bundle(path)
     paths = index["paths"]
@@ -246,7 +247,7 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Detector:
     except RuntimeError as err:
         raise BundleError(f"{paths['weights'].name}: does not fit {spec.backbone.name}: {err}") from err
     gate = None
-    if policy["type"] == "scrc" and policy["selection_score"] == "gate":
+    if needs_gate(policy):
         gate = _load_gate(paths, paths["policy"])
     card = _read_json(paths["model_card"]) if "model_card" in paths else None
     return Detector(model, spec.eval_transform(), policy, gate, device, card, img_size=spec.data["img_size"])

@@ -47,6 +47,12 @@ def _selection_threshold(value, where: str) -> None:
         raise PolicyError(f"{where}: must be a score in [0, 1] or \"inf\" (abstain on everything), got {value!r}")
 
 
+def needs_gate(policy: dict) -> bool:
+    """A bundle ships the gate exactly when its policy is SCRC scored by the gate (the rule of
+    ``steps.bundle_uses_gate`` too, which asks it of the config before any policy exists)."""
+    return policy["type"] == "scrc" and policy.get("selection_score") == "gate"
+
+
 def validate_policy(policy, where: str = "policy.json") -> dict:
     """Every value a decision depends on, checked: the type, threshold in [0, 1], temperature finite and > 0;
     for ``scrc`` the selection score, its threshold(s) and alpha, delta in (0, 1). Returns ``policy``."""

@@ -28,6 +28,22 @@ class GateUnfittableError(StreetvisionError, ValueError):
     """val_calib holds no error of stage 1 (or no correct answer): there is nothing to learn."""
 
 
+@dataclass(frozen=True)
+class GateFit:
+    """How the gate is fitted (the ``gate`` config section)."""
+
+    loss: str  # bce | gatekeeper
+    gatekeeper_alpha: float
+    hidden: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_epochs: int
+    patience: int  # epochs without hold-out improvement before stopping
+    holdout_fraction: float
+    seed: int
+
+
 @dataclass
 class GateInputs:
     features: np.ndarray  # (n, d) pooled stage-1 features
@@ -65,35 +81,35 @@ def gate_loss(logits: torch.Tensor, correct: torch.Tensor, kind: str, alpha: flo
     return alpha * (right * correct).sum() / n_right + (1 - alpha) * (wrong * (1 - correct)).sum() / n_wrong
 
 
-def fit_gate(x: np.ndarray, correct: np.ndarray, cfg: dict) -> tuple[GateMLP, dict]:
+def fit_gate(x: np.ndarray, correct: np.ndarray, fit: GateFit) -> tuple[GateMLP, dict]:
     """Fit on val_calib with an internal hold-out for early stopping (lowest hold-out loss)."""
-    generator = np.random.default_rng(cfg["seed"])
-    torch.manual_seed(cfg["seed"])
+    generator = np.random.default_rng(fit.seed)
+    torch.manual_seed(fit.seed)
     order = generator.permutation(len(x))
-    n_hold = max(1, int(round(cfg["holdout_fraction"] * len(x))))
-    hold, fit = order[:n_hold], order[n_hold:]
+    n_hold = max(1, int(round(fit.holdout_fraction * len(x))))
+    hold, rows = order[:n_hold], order[n_hold:]
     xt, yt = torch.from_numpy(x), torch.from_numpy(correct.astype(np.float32))
-    mean = xt[fit].mean(0)
-    std = xt[fit].std(0).clamp(min=1e-6)
-    gate = GateMLP(x.shape[1], cfg["hidden"], mean, std)
-    optimizer = torch.optim.AdamW(gate.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    mean = xt[rows].mean(0)
+    std = xt[rows].std(0).clamp(min=1e-6)
+    gate = GateMLP(x.shape[1], fit.hidden, mean, std)
+    optimizer = torch.optim.AdamW(gate.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
     best = (math.inf, 0, {k: v.clone() for k, v in gate.state_dict().items()})
-    for epoch in range(cfg["max_epochs"]):
+    for epoch in range(fit.max_epochs):
         gate.train()
-        for batch in torch.from_numpy(generator.permutation(fit)).split(cfg["batch_size"]):
+        for batch in torch.from_numpy(generator.permutation(rows)).split(fit.batch_size):
             optimizer.zero_grad()
-            gate_loss(gate(xt[batch]), yt[batch], cfg["loss"], cfg["gatekeeper_alpha"]).backward()
+            gate_loss(gate(xt[batch]), yt[batch], fit.loss, fit.gatekeeper_alpha).backward()
             optimizer.step()
         gate.eval()
         with torch.no_grad():
-            held_out = gate_loss(gate(xt[hold]), yt[hold], cfg["loss"], cfg["gatekeeper_alpha"]).item()
+            held_out = gate_loss(gate(xt[hold]), yt[hold], fit.loss, fit.gatekeeper_alpha).item()
         if held_out < best[0]:
             best = (held_out, epoch, {k: v.clone() for k, v in gate.state_dict().items()})
-        elif epoch - best[1] >= cfg["patience"]:
+        elif epoch - best[1] >= fit.patience:
             break
     gate.load_state_dict(best[2])
     gate.eval()
-    return gate, {"best_epoch": best[1], "holdout_loss": best[0], "n_fit": len(fit), "n_holdout": len(hold)}
+    return gate, {"best_epoch": best[1], "holdout_loss": best[0], "n_fit": len(rows), "n_holdout": len(hold)}
 
 
 @torch.no_grad()
@@ -109,17 +125,17 @@ def cross_fit_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
     return np.array_split(np.random.default_rng(seed).permutation(n), folds)
 
 
-def cross_fitted_gate_scores(x: np.ndarray, correct: np.ndarray, cfg: dict, folds: int = 5) -> np.ndarray:
+def cross_fitted_gate_scores(x: np.ndarray, correct: np.ndarray, fit: GateFit, folds: int = 5) -> np.ndarray:
     """Out-of-fold gate P(correct) for every row: each fold is scored by a gate fitted (``fit_gate``, same
-    cfg) on the other folds only.
+    settings) on the other folds only.
 
     The gate fitted on all of val_calib scores val_calib optimistically; SCRC's reference sequence is built
     from these out-of-fold scores instead, which behave like the scores of unseen images.
     """
     scores = np.empty(len(x), dtype=np.float64)
-    for held_out in cross_fit_folds(len(x), folds, cfg["seed"]):
+    for held_out in cross_fit_folds(len(x), folds, fit.seed):
         fitted_on = np.setdiff1d(np.arange(len(x)), held_out)
-        gate, _ = fit_gate(x[fitted_on], correct[fitted_on], cfg)
+        gate, _ = fit_gate(x[fitted_on], correct[fitted_on], fit)
         scores[held_out] = gate_scores(gate, x[held_out])
     return scores
 

@@ -26,7 +26,7 @@ L_i(λ) = error_i · 1[score_i >= λ] (bounded by B = 1, non-increasing in λ),
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -35,7 +35,6 @@ from scipy.stats import binom
 
 from streetvision.errors import StreetvisionError
 
-METHODS = ("split_fixed_sequence", "fixed_sequence", "bonferroni")
 DEFAULT_GRID_SIZE = 100  # the fixed grid of ``bonferroni`` and ``fixed_sequence``
 DEFAULT_SEQUENCE_SIZE = 1000  # G, the candidates of ``split_fixed_sequence`` (capped at the reference size)
 # Chain starts of ``fixed_sequence``: 1 - 2^-i. Selection scores (gate P(correct), confidence) crowd near 1,
@@ -62,30 +61,12 @@ def threshold_grid(grid_size: int = DEFAULT_GRID_SIZE) -> np.ndarray:
     return np.arange(1, grid_size + 1) / grid_size
 
 
-def minimum_calibration_size(alpha: float, delta: float, grid_size: int = DEFAULT_GRID_SIZE) -> int:
-    """Bonferroni: samples needed to certify even a threshold with zero errors, (1-α)^n <= δ/m."""
-    return _samples_for_zero_errors(alpha, delta / grid_size)
-
-
-def minimum_calibration_size_for(method: str, alpha: float, delta: float, *, grid_size: int = DEFAULT_GRID_SIZE,
+def minimum_calibration_size_for(method: str, alpha: float, delta: float, *, grid_size: int | None = None,
                                  starts=DEFAULT_STARTS) -> int:
     """Calibration samples needed before ``method`` can certify anything, (1-α)^n <= its test level."""
     _check_levels(alpha, delta, "minimum_calibration_size_for")
-    return _samples_for_zero_errors(alpha, _test_level(method, delta, grid_size, starts))
-
-
-def _samples_for_zero_errors(alpha: float, level: float) -> int:
+    level = method_of(method).test_level(delta, grid_size or DEFAULT_GRID_SIZE, starts)
     return math.ceil(math.log(level) / math.log(1.0 - alpha))
-
-
-def _test_level(method: str, delta: float, grid_size: int, starts) -> float:
-    if method == "split_fixed_sequence":
-        return delta
-    if method == "fixed_sequence":
-        return delta / len(_chain_starts(grid_size, starts))
-    if method == "bonferroni":
-        return delta / grid_size
-    raise ValueError(f"method: unknown SCRC method {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def _check_levels(alpha: float, delta: float, where: str) -> None:
@@ -191,14 +172,10 @@ def _chain_starts(grid_size: int, starts) -> np.ndarray:
     return np.unique(grid_size - np.rint(starts * grid_size).astype(np.int64))
 
 
-def _split_fixed_sequence(s, e, alpha, delta, reference_scores, reference_errors, size, where) -> SelectionFit:
-    if reference_scores is None or reference_errors is None:
-        raise ValueError(f"{where}: split_fixed_sequence needs reference_scores and reference_errors "
-                         "(an independent split, e.g. val_calib)")
-    r = _check_scores(reference_scores, f"{where}: reference_scores")
-    r_errors = _check_errors(reference_errors, r.size, f"{where}: reference_errors")
-    if size is None:
-        size = min(DEFAULT_SEQUENCE_SIZE, r.size)
+def _split_fixed_sequence(s, e, alpha, delta, *, reference, sequence_size, where, **_) -> SelectionFit:
+    r = _check_scores(reference[0], f"{where}: reference_scores")
+    r_errors = _check_errors(reference[1], r.size, f"{where}: reference_errors")
+    size = min(DEFAULT_SEQUENCE_SIZE, r.size) if sequence_size is None else sequence_size
     if size < 1 or r.size < size:
         raise CalibrationSizeError(
             f"{where}: reference_scores: a split fixed sequence of {size} candidates needs at least {max(size, 1)} "
@@ -213,7 +190,7 @@ def _split_fixed_sequence(s, e, alpha, delta, reference_scores, reference_errors
     return SelectionFit(threshold, "split_fixed_sequence", delta, float(sequence[start]), sequence.size)
 
 
-def _multi_start_fixed_sequence(s, e, alpha, delta, grid_size, starts) -> SelectionFit:
+def _multi_start_fixed_sequence(s, e, alpha, delta, *, grid_size, starts, **_) -> SelectionFit:
     grid = np.arange(grid_size, -1, -1) / grid_size  # 1, ..., 0: most conservative first
     positions = _chain_starts(grid_size, starts)
     level = delta / positions.size
@@ -225,7 +202,7 @@ def _multi_start_fixed_sequence(s, e, alpha, delta, grid_size, starts) -> Select
     return SelectionFit(threshold, "fixed_sequence", level, math.nan, grid.size)
 
 
-def _bonferroni(s, e, alpha, delta, grid_size) -> SelectionFit:
+def _bonferroni(s, e, alpha, delta, *, grid_size, **_) -> SelectionFit:
     grid = threshold_grid(grid_size)
     accepted, wrong = selective_counts(s, e, grid)
     certified = binomial_p_values(accepted, wrong, alpha) <= delta / grid_size
@@ -233,48 +210,84 @@ def _bonferroni(s, e, alpha, delta, grid_size) -> SelectionFit:
     return SelectionFit(threshold, "bonferroni", delta / grid_size, math.nan, grid_size)
 
 
+@dataclass(frozen=True)
+class Method:
+    """One way of spending δ over the candidate thresholds (the module docstring)."""
+
+    fit: Callable[..., SelectionFit]
+    test_level: Callable[[float, int, tuple], float]  # (delta, grid_size, starts) -> the level of each test
+    needs_reference: bool  # an independent split orders the candidates (and picks the start)
+    size_argument: str  # what sizes its candidates: sequence_size (G) or grid_size (m)
+
+
+METHODS = {
+    "split_fixed_sequence": Method(_split_fixed_sequence, lambda delta, m, starts: delta, True, "sequence_size"),
+    "fixed_sequence": Method(_multi_start_fixed_sequence,
+                             lambda delta, m, starts: delta / len(_chain_starts(m, starts)), False, "grid_size"),
+    "bonferroni": Method(_bonferroni, lambda delta, m, starts: delta / m, False, "grid_size"),
+}
+
+
+def method_of(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"method: unknown SCRC method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def _check_sizes(name: str, method: Method, sequence_size, grid_size, where: str) -> None:
+    """Each method is sized by its own argument; the other one is refused, naming the right one."""
+    given = {"sequence_size": sequence_size, "grid_size": grid_size}
+    for argument, value in given.items():
+        if value is not None and (int(value) != value or value < 1):
+            raise ValueError(f"{where}: {argument} must be a positive integer, got {value}")
+        if value is not None and argument != method.size_argument:
+            raise ValueError(f"{where}: {argument} does not apply to method {name}; its candidates are sized by "
+                             f"{method.size_argument}")
+
+
 def fit_selection(scores, errors, alpha: float, delta: float, *, reference_scores=None, reference_errors=None,
-                  method: str | None = None, grid_size: int | None = None, starts=DEFAULT_STARTS,
-                  where: str = "calibration") -> SelectionFit:
+                  method: str | None = None, sequence_size: int | None = None, grid_size: int | None = None,
+                  starts=DEFAULT_STARTS, where: str = "calibration") -> SelectionFit:
     """``fit_selection_threshold`` with the details a phase records (method, test level, start)."""
     _check_levels(alpha, delta, where)
     s = _check_scores(scores, where)
     e = _check_errors(errors, s.size, where)
-    if method is None:
-        method = "fixed_sequence" if reference_scores is None else "split_fixed_sequence"
-    if grid_size is not None and (int(grid_size) != grid_size or grid_size < 1):
-        raise ValueError(f"{where}: grid_size must be a positive integer, got {grid_size}")
-    grid = DEFAULT_GRID_SIZE if grid_size is None or method == "split_fixed_sequence" else int(grid_size)
-    needed = minimum_calibration_size_for(method, alpha, delta, grid_size=grid, starts=starts)
+    name = method or ("fixed_sequence" if reference_scores is None else "split_fixed_sequence")
+    chosen = method_of(name)
+    _check_sizes(name, chosen, sequence_size, grid_size, where)
+    if chosen.needs_reference and (reference_scores is None or reference_errors is None):
+        raise ValueError(f"{where}: {name} needs reference_scores and reference_errors "
+                         "(an independent split, e.g. val_calib)")
+    grid = int(grid_size or DEFAULT_GRID_SIZE)
+    needed = minimum_calibration_size_for(name, alpha, delta, grid_size=grid, starts=starts)
     if s.size < needed:
         raise CalibrationSizeError(
             f"{where}: SCRC needs at least {needed} calibration samples for alpha={alpha}, delta={delta} "
-            f"(method {method}); got {s.size}. Enlarge the split or relax alpha/delta.")
-    if method == "split_fixed_sequence":
-        return _split_fixed_sequence(s, e, alpha, delta, reference_scores, reference_errors, grid_size, where)
-    if method == "fixed_sequence":
-        return _multi_start_fixed_sequence(s, e, alpha, delta, grid, starts)
-    return _bonferroni(s, e, alpha, delta, grid)
+            f"(method {name}); got {s.size}. Enlarge the split or relax alpha/delta.")
+    return chosen.fit(s, e, alpha, delta, reference=(reference_scores, reference_errors), sequence_size=sequence_size,
+                      grid_size=grid, starts=starts, where=where)
 
 
 def fit_selection_threshold(scores, errors, alpha: float, delta: float, *, reference_scores=None,
-                            reference_errors=None, method: str | None = None, grid_size: int | None = None,
-                            starts=DEFAULT_STARTS, where: str = "calibration") -> float:
+                            reference_errors=None, method: str | None = None, sequence_size: int | None = None,
+                            grid_size: int | None = None, starts=DEFAULT_STARTS, where: str = "calibration") -> float:
     """λ̂ with P(selective risk of 'score >= λ̂' > α) <= δ over the calibration draw; inf = abstain on all.
 
     ``reference_*``: an independent split (scores, 0/1 errors) that orders the candidates and picks the
     start; with it the default method is ``split_fixed_sequence``, without it ``fixed_sequence``.
-    ``grid_size``: G for the split sequence (default min(1000, reference size)), m for the fixed grid
-    (default 100). ``starts``: chain starts of ``fixed_sequence``. ``where`` labels error messages.
+    ``sequence_size``: G, the candidates of ``split_fixed_sequence`` (default min(1000, reference size));
+    ``grid_size``: m, the fixed grid of ``fixed_sequence`` and ``bonferroni`` (default 100); each method refuses
+    the other's. ``starts``: chain starts of ``fixed_sequence``. ``where`` labels error messages.
     """
     return fit_selection(scores, errors, alpha, delta, reference_scores=reference_scores,
-                         reference_errors=reference_errors, method=method, grid_size=grid_size, starts=starts,
-                         where=where).threshold
+                         reference_errors=reference_errors, method=method, sequence_size=sequence_size,
+                         grid_size=grid_size, starts=starts, where=where).threshold
 
 
 def fit_per_decision_thresholds(scores, errors, positive_calls, alpha: float, delta: float, *,
                                 reference_scores=None, reference_errors=None, reference_positive_calls=None,
-                                method: str | None = None, grid_size: int | None = None, starts=DEFAULT_STARTS,
+                                method: str | None = None, sequence_size: int | None = None,
+                                grid_size: int | None = None, starts=DEFAULT_STARTS,
                                 where: str = "calibration") -> dict[str, SelectionFit]:
     """One threshold for images stage 1 calls positive, one for those it calls negative, each at δ/2.
 
@@ -300,7 +313,8 @@ def fit_per_decision_thresholds(scores, errors, positive_calls, alpha: float, de
             s[members], e[members], alpha, delta / 2,
             reference_scores=r[ref_members] if reference else None,
             reference_errors=r_errors[ref_members] if reference else None,
-            method=method, grid_size=grid_size, starts=starts, where=f"{where} ({group} calls)")
+            method=method, sequence_size=sequence_size, grid_size=grid_size, starts=starts,
+            where=f"{where} ({group} calls)")
     return fits
 
 

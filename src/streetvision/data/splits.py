@@ -15,8 +15,11 @@ import hashlib
 
 import numpy as np
 
-from streetvision.config import SPLIT_NAMES
 from streetvision.errors import StreetvisionError
+
+# The labelled splits, in assignment order (their ratios are data.splits), and each one's role.
+SPLIT_NAMES = ("train", "val_select", "val_calib", "val_conformal", "val_test")
+TRAIN, VAL_SELECT, VAL_CALIB, VAL_CONFORMAL, VAL_TEST = SPLIT_NAMES
 
 UNLABELED = "unlabeled"
 

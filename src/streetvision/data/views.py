@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from streetvision.data.challenge import ChallengeTransform, draw_challenge_params, simulate_challenge
+from streetvision.data.challenge import (
+    DISTORTION_KINDS,
+    ChallengeTransform,
+    draw_challenge_params,
+    simulate_challenge,
+)
 from streetvision.data.datasets import open_rgb
 
-DISTORTIONS = ("CS", "CC", "JPEG", "GNC", "GB")
+DISTORTIONS = DISTORTION_KINDS  # the columns of a challenge plan
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,19 @@ import pandas as pd
 import torch
 
 from streetvision import layout
+from streetvision.config import section_settings
 from streetvision.data.views import challenge_plan, samples_of
 from streetvision.logs import log_result
 from streetvision.metrics import compute_all_metrics
 from streetvision.models.backbone import count_parameters
 from streetvision.models.spec import build_trainable_classifier
+from streetvision.phases import step_recorder
+from streetvision.train.checkpoints import restore_checkpoint
 from streetvision.train.classifier_module import MONITOR, BaselineModule, predict_with_features
-from streetvision.train.datamodule import SplitDataModule
-from streetvision.train.trainer import (
-    build_trainer,
-    export_curves,
-    fit_resumable,
-    restore_checkpoint,
-    start_training_phase,
-)
+from streetvision.train.datamodule import SplitDataModule, TrainingDraws
+from streetvision.train.trainer import build_trainer, export_curves, fit_resumable, start_training_phase
+
+STEP = "baseline"
 
 
 def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | None = None, out_dir: str | Path,
@@ -35,15 +34,18 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     out_dir = Path(out_dir)
     upstream = [layout.manifest_of(data_dir)] + ([layout.manifest_of(explora_dir)] if explora_dir else [])
-    recorder, accelerator, devices = start_training_phase(
-        out_dir, "phase1_baseline", experiment, cfg, seed=train_cfg["seed"], gpus=gpus,
-        cpu_devices=train_cfg["cpu_devices"], upstream=upstream, workflow_dir=workflow_dir, threads=threads,
-        loader_workers=train_cfg["num_workers"])
+    accelerator, devices = start_training_phase(
+        STEP, out_dir, cfg, seed=train_cfg["seed"], gpus=gpus, cpu_devices=train_cfg["cpu_devices"],
+        upstream=upstream, threads=threads, loader_workers=train_cfg["num_workers"])
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, consumes=upstream, seed=train_cfg["seed"],
+                             workflow_dir=workflow_dir, device=f"{accelerator}x{devices}",
+                             scratch=layout.Training.SCRATCH)
 
     # Phase 4's merged backbone, when there is one, takes the place of the pretrained weights.
     adapted = Path(explora_dir) / layout.Explora.BACKBONE if explora_dir else None
     model, spec = build_trainable_classifier(model_cfg, adapted)
-    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, train_cfg, cfg["challenge"]["seed"])
+    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, section_settings(TrainingDraws, train_cfg),
+                                 cfg["challenge"]["seed"])
     module = BaselineModule(model, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
                             warmup_fraction=train_cfg["warmup_fraction"], layer_decay=train_cfg["layer_decay"],
                             pos_weight=train_cfg["pos_weight"], aux_max_pool_weight=train_cfg["aux_max_pool_weight"])
@@ -73,7 +75,7 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         "resumed_from_step": record["resumed_from_step"],
         "parameters": count_parameters(model),
     })
-    log_result("baseline", experiment, f"val_test MCC {test['challenge']['mcc']:.3f} on the challenge pass, "
+    log_result(STEP, experiment, f"val_test MCC {test['challenge']['mcc']:.3f} on the challenge pass, "
                                        f"{test['clean']['mcc']:.3f} clean (at 0.5; {record['epochs']} epochs)")
     return recorder.finish()
 

@@ -6,21 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from streetvision import layout
+from streetvision.bundle import files
 from streetvision.bundle.export import build_policy, check_parity, model_card, robustness, write_bundle
 from streetvision.bundle.load import load_bundle
-from streetvision.data.views import EvaluationChallenge, samples_of
-from streetvision.io.manifest import PhaseRecorder
+from streetvision.bundle.policy import needs_gate
 from streetvision.logs import log_result
+from streetvision.phases import step_recorder, val_test_challenges
+
+STEP = "bundle"
 
 
-def bundle_files(policy: dict, baseline_dir: Path, gate_dir: Path | None) -> dict[str, tuple[str, bytes]]:
+def bundle_members(policy: dict, baseline_dir: Path, gate_dir: Path | None) -> dict[str, tuple[str, bytes]]:
     """The model (and, for a gate-scored SCRC policy, the gate) as bundle files: name -> (role, bytes)."""
-    files = {"model.safetensors": ("weights", (baseline_dir / layout.Baseline.MODEL).read_bytes()),
-             "model_config.json": ("model_config", (baseline_dir / layout.Baseline.MODEL_CONFIG).read_bytes())}
-    if policy["type"] == "scrc" and policy["selection_score"] == "gate":
-        files["gate.safetensors"] = ("gate_weights", (gate_dir / layout.Gate.WEIGHTS).read_bytes())
-        files["gate_config.json"] = ("gate_config", (gate_dir / layout.Gate.CONFIG).read_bytes())
-    return files
+    members = {files.WEIGHTS: ("weights", (baseline_dir / layout.Baseline.MODEL).read_bytes()),
+               files.MODEL_CONFIG: ("model_config", (baseline_dir / layout.Baseline.MODEL_CONFIG).read_bytes())}
+    if needs_gate(policy):
+        members[files.GATE_WEIGHTS] = ("gate_weights", (gate_dir / layout.Gate.WEIGHTS).read_bytes())
+        members[files.GATE_CONFIG] = ("gate_config", (gate_dir / layout.Gate.CONFIG).read_bytes())
+    return members
 
 
 def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=None, gate_dir=None, out_dir,
@@ -30,20 +33,17 @@ def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=No
     bundle_cfg, seed = cfg["bundle"], cfg["challenge"]["seed"]
     data_dir, baseline_dir, out_dir = Path(data_dir), Path(baseline_dir), Path(out_dir)
     sources = [layout.manifest_of(d) for d in (baseline_dir, thresholds_dir, gate_dir, scrc_dir) if d]
-    recorder = PhaseRecorder(out_dir, "phase6_bundle", experiment, cfg, workflow_dir=workflow_dir,
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, workflow_dir=workflow_dir,
                              consumes=[layout.manifest_of(data_dir), *sources])  # the index: parity images
     policy = build_policy(bundle_cfg["policy"], layout.thresholds_of(thresholds_dir),
                           layout.scrc_of(scrc_dir) if bundle_cfg["policy"] == "scrc" else None)
     card = model_card(bundle_cfg["model_card"], layout.model_record_of(baseline_dir), demo=cfg["demo"])
-    write_bundle(recorder.folder(layout.Bundle.DIR), policy, card, bundle_files(policy, baseline_dir, gate_dir), sources)
+    write_bundle(recorder.folder(layout.Bundle.DIR), policy, card, bundle_members(policy, baseline_dir, gate_dir), sources)
     recorder.register_tree(layout.Bundle.DIR)
 
     detector = load_bundle(layout.bundle_dir_of(out_dir))
-    index = layout.load_index(data_dir).set_index("id", drop=False)
-    expected = layout.predictions_of(baseline_dir, "val_test")
-    test = index.loc[expected["id"]].reset_index(drop=True)
-    challenge = EvaluationChallenge(seed)
-    parity = check_parity(detector, [challenge.image(sample) for sample in samples_of(test)], expected, policy)
+    test, images = val_test_challenges(data_dir, baseline_dir, seed)
+    parity = check_parity(detector, images, layout.predictions_of(baseline_dir, "val_test"), policy)
     robust = robustness(detector, test, bundle_cfg["robustness_levels"], seed)
     recorder.write_json(layout.Bundle.PARITY, {**parity, "view": "challenge pass (224x224 JPEGs)"})
     recorder.write_json(layout.Bundle.ROBUSTNESS, robust)
@@ -52,7 +52,7 @@ def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=No
         "val_test_by_level": {level: {k: m[k] for k in ("mcc", "accuracy", "natix_reward")} for level, m in robust.items()},
     })
     by_level = ", ".join(f"L{level.split('_')[-1]} {_fmt(m['mcc'])}" for level, m in robust.items())
-    log_result("bundle", experiment, f"{policy['type']} policy verified on the challenge pass (parity max |Δp| "
+    log_result(STEP, experiment, f"{policy['type']} policy verified on the challenge pass (parity max |Δp| "
                                      f"{parity['max_abs_probability_diff']:.1e}); val_test MCC by level: {by_level}")
     return recorder.finish()
 

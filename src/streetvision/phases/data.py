@@ -11,8 +11,10 @@ import pandas as pd
 from streetvision import layout
 from streetvision.data.ingest import index_rows, ingest_configured
 from streetvision.data.splits import LeakError, check_splits_usable, split_statistics
-from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
+from streetvision.phases import step_recorder
+
+STEP = "data"
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
     ``source_signature`` (the rule's rerun trigger, ``data.sources.source_signature``) is recorded in the
     manifest as what the step read."""
     data_cfg, out_dir = cfg["data"], Path(out_dir)
-    recorder = PhaseRecorder(out_dir, "data", experiment, cfg, seed=data_cfg["seed"], workflow_dir=workflow_dir,
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, seed=data_cfg["seed"], workflow_dir=workflow_dir,
                              scratch=[layout.Data.IMAGES])
     result = ingest_configured(data_cfg, out_dir / layout.Data.IMAGES, out_dir.parent.parent / layout.SYNTHETIC_CACHE)
     index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir), columns=INDEX_COLUMNS)
@@ -60,7 +62,7 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
         "unsupported_files": result.unsupported_files.summary(),  # files in the folders that are not images
     })
     skipped = result.unsupported_files.summary()["total"]
-    log_result("data", experiment, f"{len(index)} unique images from {result.rows_read} rows "
+    log_result(STEP, experiment, f"{len(index)} unique images from {result.rows_read} rows "
                                    f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} quarantined"
                                    + (f", {skipped} files that are not images counted" if skipped else "") + ")")
     return recorder.finish()

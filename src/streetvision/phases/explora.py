@@ -6,11 +6,16 @@ import copy
 from pathlib import Path
 
 from streetvision import layout
+from streetvision.config import section_settings
 from streetvision.logs import log_result
 from streetvision.models.backbone import BackboneSpec, build_backbone, count_parameters, data_config
+from streetvision.phases import step_recorder
+from streetvision.train.checkpoints import restore_checkpoint
 from streetvision.train.explora import (
     ChallengeCrops,
+    DinoSettings,
     ExploraModule,
+    LoraSettings,
     MultiCrop,
     add_lora,
     check_adaptation_visible,
@@ -21,23 +26,22 @@ from streetvision.train.explora import (
     linear_probe,
     validate_export,
 )
-from streetvision.train.trainer import (
-    build_trainer,
-    export_curves,
-    fit_resumable,
-    restore_checkpoint,
-    start_training_phase,
-)
+from streetvision.train.trainer import build_trainer, export_curves, fit_resumable, start_training_phase
+
+STEP = "explora"
 
 
 def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experiment: str, gpus: int = 0,
                 threads: int | None = None, workflow_dir: str | None = None) -> Path | None:
     model_cfg, ex_cfg = cfg["model"], cfg["explora"]
     out_dir = Path(out_dir)
-    recorder, accelerator, devices = start_training_phase(
-        out_dir, "phase4_explora", experiment, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"],
-        upstream=[layout.manifest_of(data_dir)], workflow_dir=workflow_dir, threads=threads,
-        loader_workers=ex_cfg["num_workers"])
+    upstream = [layout.manifest_of(data_dir)]
+    accelerator, devices = start_training_phase(
+        STEP, out_dir, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"], upstream=upstream,
+        threads=threads, loader_workers=ex_cfg["num_workers"])
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, consumes=upstream, seed=ex_cfg["seed"],
+                             workflow_dir=workflow_dir, device=f"{accelerator}x{devices}",
+                             scratch=layout.Training.SCRATCH)
 
     index = layout.load_index(data_dir)
     base = build_backbone(model_cfg)
@@ -47,7 +51,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
                       ex_cfg["global_scale"], ex_cfg["local_scale"], spec["mean"], spec["std"])
     views = ChallengeCrops(crops, seed=ex_cfg["seed"]) if ex_cfg["challenge_views"] else crops
     loader = explora_loader(index, ex_cfg["splits"], views, ex_cfg["batch_size"], ex_cfg["num_workers"])
-    module = ExploraModule(add_lora(copy.deepcopy(base), ex_cfg), ex_cfg)
+    lora, dino = section_settings(LoraSettings, ex_cfg), section_settings(DinoSettings, ex_cfg)
+    module = ExploraModule(add_lora(copy.deepcopy(base), lora), dino)
     trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,
                                         max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],
                                         find_unused_parameters=True,
@@ -83,6 +88,6 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     recorder.write_json(layout.Explora.SUMMARY, summary)
     export_curves(recorder)
     recorder.metrics.update(summary)
-    log_result("explora", experiment, f"{params['backbone_trainable']:,} of {params['backbone_total']:,} backbone "
+    log_result(STEP, experiment, f"{params['backbone_trainable']:,} of {params['backbone_total']:,} backbone "
                                       f"parameters trained; load-back max |Δ| {load_back:.1e}, adaptation {adaptation:.3g}")
     return recorder.finish()

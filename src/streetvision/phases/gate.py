@@ -9,6 +9,7 @@ import pandas as pd
 
 from streetvision import layout
 from streetvision.calibration.gate import (
+    GateFit,
     GateInputs,
     GateUnfittableError,
     cross_fitted_gate_scores,
@@ -16,16 +17,19 @@ from streetvision.calibration.gate import (
     gate_scores,
 )
 from streetvision.calibration.selection import max_probability, risk_coverage, stage1_decisions
+from streetvision.config import section_settings
 from streetvision.figures import risk_coverage_figure
-from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
 from streetvision.metrics import auroc
+from streetvision.phases import step_recorder
+
+STEP = "gate"
 
 
 def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path, out_dir: str | Path,
              experiment: str, workflow_dir: str | None = None) -> Path:
     gate_cfg = cfg["gate"]
-    recorder = PhaseRecorder(out_dir, "phase3_gate", experiment, cfg, seed=gate_cfg["seed"], workflow_dir=workflow_dir,
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, seed=gate_cfg["seed"], workflow_dir=workflow_dir,
                              consumes=[layout.manifest_of(baseline_dir), layout.manifest_of(thresholds_dir)])
     threshold = layout.threshold_of(thresholds_dir)
 
@@ -35,7 +39,8 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         raise GateUnfittableError("val_calib: stage 1 is right on every sample (or wrong on every one); the gate has "
                                   "nothing to learn — use more val_calib data, or bundle.policy: threshold")
     x = GateInputs(calib_features, calib["logit"].to_numpy()).matrix()
-    gate, fit_info = fit_gate(x, calib_correct, gate_cfg)
+    fit = section_settings(GateFit, gate_cfg)
+    gate, fit_info = fit_gate(x, calib_correct, fit)
     recorder.write_tensors(layout.Gate.WEIGHTS, gate.state_dict(), {"format": "streetvision-gate"})
     recorder.write_json(layout.Gate.CONFIG, {
         "in_dim": int(x.shape[1]), "hidden": gate_cfg["hidden"], "loss": gate_cfg["loss"],
@@ -43,7 +48,7 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
 
     # val_calib's own scores come from gates that never saw the row (phase 5 builds SCRC's candidates from them).
     recorder.write_parquet(layout.Gate.scores("val_calib"), pd.DataFrame({
-        "id": calib["id"], "gate_score": cross_fitted_gate_scores(x, calib_correct, gate_cfg, gate_cfg["cross_fit_folds"]),
+        "id": calib["id"], "gate_score": cross_fitted_gate_scores(x, calib_correct, fit, gate_cfg["cross_fit_folds"]),
         "max_probability": max_probability(calib["probability"]), "correct": calib_correct, "cross_fitted": True}))
     report = {"fit": fit_info}
     for split in layout.Gate.SCORED_SPLITS:
@@ -65,6 +70,6 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     test = report["val_test"]
     recorder.metrics.update({k: test[k] for k in
                              ("error_detection_auroc_gate", "error_detection_auroc_max_probability", "errors", "n")})
-    log_result("gate", experiment, f"val_test error-detection AUROC {test['error_detection_auroc_gate']:.3f} "
+    log_result(STEP, experiment, f"val_test error-detection AUROC {test['error_detection_auroc_gate']:.3f} "
                                    f"(max-probability {test['error_detection_auroc_max_probability']:.3f})")
     return recorder.finish()

@@ -18,9 +18,10 @@ from streetvision.bundle.hf_convert import HFExportError
 from streetvision.bundle.hf_export import export_hf_repo
 from streetvision.bundle.hf_miner import MAX_SCORE_DIFF, find_transformers_pin, hf_parity
 from streetvision.bundle.load import load_bundle
-from streetvision.data.views import EvaluationChallenge, samples_of
-from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
+from streetvision.phases import step_recorder, val_test_challenges
+
+STEP = "hf_export"
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +44,25 @@ def parity_problems(check: dict) -> list[str]:
     return problems
 
 
-def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_dir, out_dir, experiment: str,
+def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_step_dir, out_dir, experiment: str,
                   workflow_dir: str | None = None) -> Path:
-    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge`` and ``demo`` sections."""
+    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge`` and ``demo`` sections; ``bundle_step_dir`` is
+    the bundle step's folder (the bundle itself is its ``bundle/``)."""
     out_dir = Path(out_dir)
-    recorder = PhaseRecorder(out_dir, "hf_export", experiment, cfg, workflow_dir=workflow_dir,
-                             consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir, bundle_dir)])
-    bundle = layout.bundle_dir_of(bundle_dir)
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, workflow_dir=workflow_dir,
+                             consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir, bundle_step_dir)])
+    bundle = layout.bundle_dir_of(bundle_step_dir)
     record = layout.model_record_of(baseline_dir)
     repo = recorder.folder(layout.HFExport.REPO)
     summary = export_hf_repo(
         bundle, repo, description=cfg["bundle"]["model_card"]["description"],
         license=cfg["hf_export"]["license"], hf_repo=cfg["bundle"]["hf_repo"], demo=cfg["demo"],
-        evaluation=evaluation_table(layout.robustness_of(bundle_dir)),
+        evaluation=evaluation_table(layout.robustness_of(bundle_step_dir)),
         training=(f"{record['backbone']} at {record['img_size']} px, trained by the streetvision workflow on the "
                   "validators' exact challenge pipeline (levels 0-3, 224x224 JPEG)."))
     recorder.register_tree(layout.HFExport.REPO)
 
-    index = layout.load_index(data_dir).set_index("id", drop=False)
-    test = index.loc[layout.predictions_of(baseline_dir, "val_test")["id"]].reset_index(drop=True)
-    challenge = EvaluationChallenge(cfg["challenge"]["seed"])
-    images = [challenge.image(sample) for sample in samples_of(test)]
+    _, images = val_test_challenges(data_dir, baseline_dir, cfg["challenge"]["seed"])
     detector = load_bundle(bundle)
     checks = {"installed": hf_parity(detector, repo, images)}
     pin = find_transformers_pin()
@@ -90,6 +89,6 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_dir, out_dir, exp
     versions = ", ".join(f"{c['transformers']} max |Δp| {c['max_abs_probability_diff']:.1e}"
                          + (f", {c['borderline_flips']} borderline flip(s)" if c["borderline_flips"] else "")
                          for c in checks.values())
-    log_result("hf_export", experiment, f"{summary['architecture']} repo; 0 decision mismatches on "
+    log_result(STEP, experiment, f"{summary['architecture']} repo; 0 decision mismatches on "
                                         f"{len(images)} challenges ({versions})")
     return recorder.finish()

@@ -14,16 +14,14 @@ from pathlib import Path
 from streetvision import layout
 from streetvision.domains import domain_weights
 from streetvision.figures import confusion_figure, training_curves_figure
-from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
 from streetvision.metrics import validator_metrics
+from streetvision.phases import step_recorder
+
+STEP = "report"
 
 MAIN_COLUMNS = ["experiment", "policy", "threshold", "mcc", "accuracy", "natix_reward", "natix_reward_p10",
                 "natix_reward_p90", "clean_mcc", "scrc_coverage", "scrc_selective_risk", "hf_parity"]
-
-
-def step_exists(results: Path, experiment: str, step: str) -> bool:
-    return layout.manifest_of(layout.step_dir(results, experiment, step)).is_file()
 
 
 def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[str, dict]:
@@ -41,14 +39,13 @@ def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[s
     return groups
 
 
-def experiment_row(results: Path, experiment: str) -> dict:
-    def step(name):
-        return layout.step_dir(results, experiment, name)
-
-    thresholds = layout.thresholds_of(step("thresholds"))
-    policy = layout.read_json(layout.bundle_dir_of(step("bundle")) / "policy.json", "the bundle's policy")
-    test = layout.predictions_of(step("baseline"), "val_test")
-    clean = layout.predictions_of(step("baseline"), "val_test", view="clean")
+def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
+    """One experiment's summary from the folders of the steps the report declared for it (``dirs``: step ->
+    folder); a step it did not declare is never read, even when an old folder of it is on disk."""
+    thresholds = layout.thresholds_of(dirs["thresholds"])
+    policy = layout.bundle_policy_of(dirs["bundle"])
+    test = layout.predictions_of(dirs["baseline"], "val_test")
+    clean = layout.predictions_of(dirs["baseline"], "val_test", view="clean")
     decisions = (test["probability"] >= thresholds["threshold"]).astype(float)
     clean_decisions = (clean["probability"] >= thresholds["threshold"]).astype(float)
     mix = domain_weights(test["domain"], None)
@@ -59,13 +56,13 @@ def experiment_row(results: Path, experiment: str) -> dict:
            "by_domain": group_scores(test, decisions, clean, clean_decisions, "domain"),
            "by_source": group_scores(test, decisions, clean, clean_decisions, "source"),
            "by_level": {}, "scrc_coverage": None, "scrc_selective_risk": None, "hf_parity": None}
-    for level, metrics in sorted(layout.robustness_of(step("bundle")).items()):
+    for level, metrics in sorted(layout.robustness_of(dirs["bundle"]).items()):
         row["by_level"][level] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
-    if step_exists(results, experiment, "scrc"):
-        scrc = layout.scrc_of(step("scrc"))
+    if "scrc" in dirs:
+        scrc = layout.scrc_of(dirs["scrc"])
         row.update(scrc_coverage=scrc["val_test"]["coverage"], scrc_selective_risk=scrc["val_test"]["selective_risk"])
-    if step_exists(results, experiment, "hf_export"):
-        checks = layout.hf_parity_of(step("hf_export")).values()
+    if "hf_export" in dirs:
+        checks = layout.hf_parity_of(dirs["hf_export"]).values()
         row["hf_parity"] = ", ".join(
             f"{c['decision_mismatches']} mismatches" + (f" + {c['borderline_flips']} borderline flips"
                                                         if c.get("borderline_flips") else "")
@@ -107,23 +104,25 @@ def summary_markdown(rows: list[dict]) -> str:
         f"{markdown_table(by_level, ['experiment', 'level', 'n', 'mcc', 'accuracy', 'natix_reward'])}\n")
 
 
-def run_report(*, results_dir: str | Path, experiments: list[str], workflow_dir: str | None = None) -> Path:
-    results = Path(results_dir)
-    consumed = [layout.manifest_of(layout.step_dir(results, exp, step)) for exp in experiments
-                for step in ("baseline", "thresholds", "bundle", "scrc", "hf_export") if step_exists(results, exp, step)]
-    recorder = PhaseRecorder(results / layout.STEP_DIRS["report"], "report", ",".join(experiments),
-                             {"experiments": experiments}, consumes=consumed, workflow_dir=workflow_dir)
+def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Path,
+               workflow_dir: str | None = None) -> Path:
+    """``manifests``: {experiment: {step: manifest}} of exactly what the report reads (its rule's inputs)."""
+    experiments = list(manifests)
+    dirs = {exp: {step: Path(path).parent for step, path in steps.items()} for exp, steps in manifests.items()}
+    recorder = step_recorder(STEP, out_dir, ",".join(experiments), {"experiments": experiments},
+                             consumes=[path for steps in manifests.values() for path in steps.values()],
+                             workflow_dir=workflow_dir)
     rows = []
     for exp in experiments:
-        rows.append(experiment_row(results, exp))
-        test = layout.thresholds_of(layout.step_dir(results, exp, "thresholds"))["val_test_at_threshold"]
+        rows.append(experiment_row(exp, dirs[exp]))
+        test = layout.thresholds_of(dirs[exp]["thresholds"])["val_test_at_threshold"]
         recorder.write_figure(layout.Report.figure(exp, "confusion"), confusion_figure(test, f"{exp}: val_test"))
-        curves = layout.curves_of(layout.step_dir(results, exp, "baseline"))
+        curves = layout.curves_of(dirs[exp]["baseline"])
         recorder.write_figure(layout.Report.figure(exp, "curves"), training_curves_figure(curves, f"{exp}: phase 1 training"))
-    recorder.write_json(f"../{layout.Report.SUMMARY_JSON}", {"experiments": rows})
-    recorder.write_text(f"../{layout.Report.SUMMARY_MD}", summary_markdown(rows))
+    recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows})
+    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows))
     recorder.metrics.update({"experiments": len(rows)})
-    log_result("report", ",".join(experiments), "; ".join(
+    log_result(STEP, ",".join(experiments), "; ".join(
         f"{r['experiment']} val_test MCC {_fmt(r['mcc'])}, reward {_fmt(r['natix_reward'])}" for r in rows))
     return recorder.finish()
 

@@ -20,6 +20,7 @@ import pandas as pd
 from streetvision import layout
 from streetvision.calibration.scrc import (
     GROUPS,
+    METHODS,
     accepted_mask,
     conformal_risk_control,
     fit_per_decision_thresholds,
@@ -30,14 +31,17 @@ from streetvision.calibration.scrc import (
 )
 from streetvision.calibration.selection import decision_confidence, risk_coverage, stage1_decisions
 from streetvision.calibration.temperature import apply_temperature, calibration_metrics
+from streetvision.data.splits import VAL_CALIB, VAL_CONFORMAL, VAL_TEST
 from streetvision.errors import StreetvisionError
 from streetvision.figures import reliability_figure, risk_coverage_figure
-from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
+from streetvision.phases import step_recorder
+
+STEP = "scrc"
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("val_calib", "val_conformal", "val_test")  # reference, calibration, report
+SPLITS = (VAL_CALIB, VAL_CONFORMAL, VAL_TEST)  # reference, calibration, report
 
 
 def selection_scores(table: pd.DataFrame, gate_dir: Path | None, temperature: float, threshold: float, kind: str,
@@ -58,14 +62,13 @@ def selection_scores(table: pd.DataFrame, gate_dir: Path | None, temperature: fl
 
 def fit_policy(cfg: dict, scores: dict, errors: dict, calls: dict):
     """The certified selection: one SelectionFit, or {"positive": fit, "negative": fit} per decision."""
-    method = cfg["method"]
-    kwargs = {"method": method, "where": f"val_conformal ({cfg['score']} scores)",
-              "grid_size": cfg["sequence_size"] if method == "split_fixed_sequence" else cfg["grid_size"]}
-    if method == "split_fixed_sequence":
+    kwargs = {"method": cfg["method"], "where": f"val_conformal ({cfg['score']} scores)",
+              "sequence_size": cfg["sequence_size"], "grid_size": cfg["grid_size"]}
+    if METHODS[cfg["method"]].needs_reference:
         kwargs.update(reference_scores=scores["val_calib"], reference_errors=errors["val_calib"])
-    if cfg["per_decision"]:
-        if method == "split_fixed_sequence":
+        if cfg["per_decision"]:
             kwargs["reference_positive_calls"] = calls["val_calib"]
+    if cfg["per_decision"]:
         return fit_per_decision_thresholds(scores["val_conformal"], errors["val_conformal"], calls["val_conformal"],
                                            cfg["alpha"], cfg["delta"], **kwargs)
     return fit_selection(scores["val_conformal"], errors["val_conformal"], cfg["alpha"], cfg["delta"], **kwargs)
@@ -85,7 +88,7 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
              out_dir: str | Path, experiment: str, workflow_dir: str | None = None) -> Path:
     scrc_cfg = cfg["scrc"]
     consumed = [baseline_dir, thresholds_dir] + ([gate_dir] if gate_dir else [])
-    recorder = PhaseRecorder(out_dir, "phase5_scrc", experiment, cfg, workflow_dir=workflow_dir,
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, workflow_dir=workflow_dir,
                              consumes=[layout.manifest_of(d) for d in consumed])
     threshold, temperature = layout.threshold_of(thresholds_dir), layout.temperature_of(thresholds_dir)
     alpha, delta, kind = scrc_cfg["alpha"], scrc_cfg["delta"], scrc_cfg["score"]
@@ -116,7 +119,8 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
                          "candidates": f.candidates} for group, f in fits.items()},
         "n_val_conformal": len(tables["val_conformal"]),
         "minimum_calibration_size": minimum_calibration_size_for(
-            scrc_cfg["method"], alpha, delta / 2 if scrc_cfg["per_decision"] else delta, grid_size=scrc_cfg["grid_size"]),
+            scrc_cfg["method"], alpha, delta / 2 if scrc_cfg["per_decision"] else delta,
+            grid_size=scrc_cfg["grid_size"]),
         "guarantee": guarantee_text(alpha, delta, scrc_cfg["per_decision"]),
         "warnings": warnings,
     }
@@ -150,7 +154,7 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         "ece_val_test_after": result["calibration_val_test"]["ece_after"],
     })
     risk = result["val_test"]["selective_risk"]
-    log_result("scrc", experiment, f"val_test coverage {result['val_test']['coverage']:.3f}, selective risk "
+    log_result(STEP, experiment, f"val_test coverage {result['val_test']['coverage']:.3f}, selective risk "
                                    f"{'undefined' if risk is None else f'{risk:.4f}'} (alpha {alpha}, {scrc_cfg['method']})")
     return recorder.finish()
 

@@ -14,9 +14,11 @@ from streetvision import layout
 from streetvision.calibration.temperature import calibration_metrics, fit_temperature
 from streetvision.calibration.thresholds import select_threshold_max_mcc, sweep
 from streetvision.figures import sweep_figure
-from streetvision.io.manifest import PhaseRecorder
 from streetvision.logs import log_result
 from streetvision.metrics import compute_all_metrics, validator_metrics
+from streetvision.phases import step_recorder
+
+STEP = "thresholds"
 
 SWEEP_COLUMNS = ["threshold", "tp", "fp", "tn", "fn", "mcc", "accuracy", "fnr", "fpr"]
 TIE_BREAK = "highest threshold among exact MCC ties"
@@ -24,7 +26,7 @@ TIE_BREAK = "highest threshold among exact MCC ties"
 
 def run_thresholds(*, baseline_dir: str | Path, out_dir: str | Path, experiment: str,
                    workflow_dir: str | None = None) -> Path:
-    recorder = PhaseRecorder(out_dir, "phase2_thresholds", experiment,
+    recorder = step_recorder(STEP, out_dir, experiment,
                              {"split": "val_calib", "view": "challenge", "tie_break": TIE_BREAK},
                              consumes=[layout.manifest_of(baseline_dir)], workflow_dir=workflow_dir)
     calib = layout.predictions_of(baseline_dir, "val_calib")
@@ -52,7 +54,7 @@ def run_thresholds(*, baseline_dir: str | Path, out_dir: str | Path, experiment:
         "val_test_accuracy_at_threshold": at_threshold["accuracy"], "val_test_natix_reward": validator["natix_reward"],
         "val_test_clean_mcc_at_threshold": result["val_test_clean_at_threshold"]["mcc"],
     })
-    log_result("thresholds", experiment, f"threshold {threshold:.4f} (val_calib MCC {mcc:.3f}), T = {temperature:.2f}; "
+    log_result(STEP, experiment, f"threshold {threshold:.4f} (val_calib MCC {mcc:.3f}), T = {temperature:.2f}; "
                                          f"val_test challenge-pass MCC {at_threshold['mcc']:.3f} "
                                          f"(clean {result['val_test_clean_at_threshold']['mcc']:.3f})")
     return recorder.finish()

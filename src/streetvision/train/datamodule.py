@@ -7,10 +7,13 @@ Training draws go through the exact validator challenge (``TrainingChallenge``),
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
 import pandas as pd
 from torch.utils.data import DataLoader
 
+from streetvision import layout
 from streetvision.data.datasets import ImageDataset
 from streetvision.data.transforms import eval_transform
 from streetvision.data.views import CleanView, EvaluationChallenge, TrainingChallenge, samples_of
@@ -18,7 +21,19 @@ from streetvision.domains import domain_weights
 from streetvision.errors import StreetvisionError
 from streetvision.train.sampling import DomainWeightedSampler
 
-VIEWS = ("challenge", "clean")
+VIEWS = layout.Baseline.VIEWS  # the challenge pass, the clean view
+
+
+@dataclass(frozen=True)
+class TrainingDraws:
+    """What phase 1's loaders draw and how (from the ``train`` config section)."""
+
+    batch_size: int
+    num_workers: int
+    level_probs: list  # validator augmentation levels 0-3
+    domain_weights: dict | None  # None: the validators' mix
+    epoch_samples: int | None  # None: the size of the train split
+    seed: int
 
 
 def _identity(item):
@@ -29,16 +44,16 @@ class SplitDataModule(L.LightningDataModule):
     """Train on ``train`` (challenges, domain-weighted); early-stop on ``val_select``'s challenge pass;
     predict any split through either view."""
 
-    def __init__(self, index: pd.DataFrame, data_spec: dict, train_cfg: dict, challenge_seed: int):
+    def __init__(self, index: pd.DataFrame, data_spec: dict, draws: TrainingDraws, challenge_seed: int):
         super().__init__()
         self.index = index
-        self.cfg = train_cfg
+        self.draws = draws
         self.challenge_seed = challenge_seed
         self.preprocess = eval_transform(data_spec["img_size"], data_spec["mean"], data_spec["std"],
                                          data_spec["interpolation"])
         train = self.split("train")
         domains = train["domain"].tolist() if "domain" in train else ["real"] * len(train)
-        self.domain_weights = domain_weights(domains, train_cfg["domain_weights"])
+        self.domain_weights = domain_weights(domains, draws.domain_weights)
         self._train_domains = domains
 
     def split(self, name: str) -> pd.DataFrame:
@@ -58,19 +73,19 @@ class SplitDataModule(L.LightningDataModule):
         return ImageDataset(samples_of(frame), transform, frame["label"].astype("float32").tolist(), opener=_identity)
 
     def _loader(self, frame, transform, every_epoch: bool, sampler=None) -> DataLoader:
-        workers = self.cfg["num_workers"]
-        return DataLoader(self.dataset(frame, transform), batch_size=self.cfg["batch_size"], sampler=sampler,
+        workers, batch_size = self.draws.num_workers, self.draws.batch_size
+        return DataLoader(self.dataset(frame, transform), batch_size=batch_size, sampler=sampler,
                           num_workers=workers, persistent_workers=workers > 0 and every_epoch,
-                          drop_last=sampler is not None and len(sampler) > self.cfg["batch_size"])
+                          drop_last=sampler is not None and len(sampler) > batch_size)
 
     def train_dataloader(self) -> DataLoader:
         train = self.split("train")
         trainer = self.trainer
         sampler = DomainWeightedSampler(self._train_domains, self.domain_weights,
-                                        self.cfg["epoch_samples"] or len(train), seed=self.cfg["seed"],
+                                        self.draws.epoch_samples or len(train), seed=self.draws.seed,
                                         rank=trainer.global_rank if trainer else 0,
                                         world_size=trainer.world_size if trainer else 1)
-        challenge = TrainingChallenge(self.preprocess, self.cfg["level_probs"], seed=self.cfg["seed"])
+        challenge = TrainingChallenge(self.preprocess, self.draws.level_probs, seed=self.draws.seed)
         return self._loader(train, challenge, every_epoch=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -42,26 +43,56 @@ class ExportValidationError(StreetvisionError, RuntimeError):
     """The saved backbone does not reproduce the adapted model's embeddings (or cannot be checked)."""
 
 
+# ---------------------------------------------------------------- settings (from the ``explora`` config section)
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """Which parts of the backbone ExPLoRA trains."""
+
+    unfreeze_blocks: int  # the last N blocks, trained in full
+    target_modules: list  # attention projections that get LoRA (timm's fused qkv)
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    train_norms: bool  # every LayerNorm too
+
+
+@dataclass(frozen=True)
+class DinoSettings:
+    """DINO self-distillation: the head, the temperatures, the EMA teacher and the optimiser."""
+
+    out_dim: int
+    head_hidden: int
+    head_bottleneck: int
+    student_temp: float
+    teacher_temp: float
+    center_momentum: float
+    ema_momentum: float  # at the start; cosine to 1
+    lr: float
+    weight_decay: float
+    warmup_fraction: float
+
+
 # ---------------------------------------------------------------- adapters
 
-def add_lora(backbone: nn.Module, cfg: dict):
+def add_lora(backbone: nn.Module, lora: LoraSettings):
     """Wrap ``backbone`` with PEFT LoRA on all blocks but the last N, then unfreeze those N blocks."""
     from peft import LoraConfig, get_peft_model
 
     blocks = backbone_blocks(backbone)
-    n_unfrozen = cfg["unfreeze_blocks"]
+    n_unfrozen = lora.unfreeze_blocks
     adapted = list(range(len(blocks) - n_unfrozen))
     if not adapted:
         raise ValueError(f"config key 'explora.unfreeze_blocks': {n_unfrozen} leaves no block for LoRA "
                          f"(the backbone has {len(blocks)})")
     targets = "|".join(map(str, adapted))
-    modules = "|".join(cfg["target_modules"])
-    lora = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                      target_modules=rf"blocks\.({targets})\.attn\.({modules})", bias="none")
-    model = get_peft_model(backbone, lora)
+    modules = "|".join(lora.target_modules)
+    config = LoraConfig(r=lora.lora_rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                        target_modules=rf"blocks\.({targets})\.attn\.({modules})", bias="none")
+    model = get_peft_model(backbone, config)
     for block in backbone_blocks(model.base_model.model)[len(adapted):]:
         block.requires_grad_(True)
-    if cfg["train_norms"]:
+    if lora.train_norms:
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.requires_grad_(True)
@@ -173,15 +204,15 @@ def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size
 # ---------------------------------------------------------------- Lightning module
 
 class ExploraModule(L.LightningModule):
-    def __init__(self, student_backbone: nn.Module, cfg: dict):
+    def __init__(self, student_backbone: nn.Module, dino: DinoSettings):
         super().__init__()
         embed_dim = student_backbone.base_model.model.num_features
-        self.cfg = cfg
+        self.dino = dino
         self.student = student_backbone
-        self.student_head = DINOHead(embed_dim, cfg["out_dim"], cfg["head_hidden"], cfg["head_bottleneck"])
+        self.student_head = DINOHead(embed_dim, dino.out_dim, dino.head_hidden, dino.head_bottleneck)
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.teacher_head = copy.deepcopy(self.student_head).requires_grad_(False)
-        self.loss = DINOLoss(cfg["out_dim"], cfg["student_temp"], cfg["teacher_temp"], cfg["center_momentum"])
+        self.loss = DINOLoss(dino.out_dim, dino.student_temp, dino.teacher_temp, dino.center_momentum)
 
     def training_step(self, crops, batch_idx):
         with torch.no_grad():
@@ -193,7 +224,7 @@ class ExploraModule(L.LightningModule):
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        m = ema_momentum(self.global_step, int(self.trainer.estimated_stepping_batches), self.cfg["ema_momentum"])
+        m = ema_momentum(self.global_step, int(self.trainer.estimated_stepping_batches), self.dino.ema_momentum)
         for student, teacher in ((self.student, self.teacher), (self.student_head, self.teacher_head)):
             for s, t in zip(student.parameters(), teacher.parameters(), strict=True):
                 if s.requires_grad:
@@ -204,10 +235,10 @@ class ExploraModule(L.LightningModule):
         params = [p for p in list(self.student.parameters()) + list(self.student_head.parameters()) if p.requires_grad]
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg["weight_decay"]},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg["lr"])
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.dino.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.dino.lr)
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(self.cfg["warmup_fraction"] * total)
+        warmup = int(self.dino.warmup_fraction * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
