@@ -88,13 +88,16 @@ def trade(sources, stores, n_params: int) -> dict[str, list[tuple[float, float, 
                 "JPEG q75 of exact": np.asarray(Image.open(io.BytesIO(ch.encode_challenge_jpeg(exact))).convert("RGB")),
             }
             for name, array in candidates.items():
-                rows.setdefault(name, []).append((psnr(exact, array), np.abs(exact.astype(int) - array).mean(),
-                                                  array.mean() - exact.mean(), sharpness(array) / sharpness(exact)))
+                rows.setdefault(name, []).append((psnr(exact, array),
+                                                  np.abs(exact.astype(int) - array).mean(),
+                                                  array.mean() - exact.mean(),
+                                                  sharpness(array) / sharpness(exact)))
     return rows
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--reps", type=int, default=6)
     args = parser.parse_args()
@@ -102,8 +105,10 @@ def main():
     cv2.setNumThreads(1)
     sources = [photo_like_jpeg(seed, *SIZE, quality=90) for seed in range(args.sources)]
     stores = [store_jpeg(source) for source in sources]
-    print(f"{args.sources} sources {SIZE[0]}x{SIZE[1]} JPEG q90 (~{np.mean([len(s) for s in sources]) / 1e3:.0f} kB), "
-          f"store copies {ch.store_size(*SIZE)} JPEG q95 (~{np.mean([len(s) for s in stores]) / 1e3:.0f} kB); one core")
+    print(f"{args.sources} sources {SIZE[0]}x{SIZE[1]} JPEG q90 "
+          f"(~{np.mean([len(s) for s in sources]) / 1e3:.0f} kB), "
+          f"store copies {ch.store_size(*SIZE)} JPEG q95 (~{np.mean([len(s) for s in stores]) / 1e3:.0f} "
+          "kB); one core")
 
     print("\nmedian ms per image (ratio = validator / path)")
     print(f"{'level':>8} " + " ".join(f"{name:>18}" for name in ("validator", "exact", "default", "store")))

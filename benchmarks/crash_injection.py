@@ -32,7 +32,8 @@ TINY = {  # tests/helpers.py's TINY_CONFIG with ExPLoRA on: every phase runs, in
     "demo": True,
     "experiments": {"demo": {"explora": {"enabled": True}}},
     "data": {"source": "synthetic", "synthetic": {"count": 300, "image_size": 48},
-             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
+             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25,
+                        "val_test": 0.1}},
     "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
               "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,
                                   "class_token": True, "global_pool": "token"}},
@@ -88,7 +89,8 @@ def file_is_whole(path: Path) -> bool:
 def inspect_results(results: Path) -> dict:
     files = [p for p in results.rglob("*") if p.is_file() and not p.name.endswith(".svtmp")]
     torn = [str(p.relative_to(results)) for p in files if not file_is_whole(p)]
-    verify = subprocess.run(["streetvision", "verify", str(results)], capture_output=True, text=True, env=environment())
+    verify = subprocess.run(["streetvision", "verify", str(results)], capture_output=True, text=True,
+                            env=environment())
     mismatches = [line for line in verify.stdout.splitlines() if line.startswith("MISMATCH")]
     return {"files": len(files), "torn": torn, "bad_manifest_lines": mismatches}
 
@@ -157,15 +159,16 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the trial directories")
     args = parser.parse_args()
     rows = run_trials(args.trials, args.seed, TINY, args.keep)
-    print(f"{'seed':>4} {'kill at':>8}  {'killed in':<34} {'recovered':>9} {'files':>6} {'torn':>5} {'bad manifest':>12}")
+    print(f"{'seed':>4} {'kill at':>8}  {'killed in':<34} {'recovered':>9} {'files':>6} {'torn':>5} "
+          f"{'bad manifest':>12}")
     for r in rows:
-        print(f"{r['seed']:>4} {r['kill_after_s']:>7}s  {r['killed_in']:<34} {str(r['recovered']):>9} {r['files']:>6} "
-              f"{len(r['torn']):>5} {len(r['bad_manifest_lines']):>12}")
+        print(f"{r['seed']:>4} {r['kill_after_s']:>7}s  {r['killed_in']:<34} {str(r['recovered']):>9} "
+              f"{r['files']:>6} {len(r['torn']):>5} {len(r['bad_manifest_lines']):>12}")
     torn = sum(len(r["torn"]) for r in rows)
     bad = sum(len(r["bad_manifest_lines"]) for r in rows)
     failed = sum(not r["recovered"] for r in rows)
-    print(f"totals over {len(rows)} trials: torn files {torn}, manifests pointing at missing/different artifacts {bad}, "
-          f"runs that could not complete {failed} (target 0 / 0 / 0)")
+    print(f"totals over {len(rows)} trials: torn files {torn}, manifests pointing at missing/different "
+          f"artifacts {bad}, runs that could not complete {failed} (target 0 / 0 / 0)")
     for r in rows:
         for item in r["torn"] + r["bad_manifest_lines"]:
             print(f"  seed {r['seed']}: {item}")

@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO / "src"))
 from streetvision import layout  # noqa: E402
 from streetvision.config import deep_merge, load_schema, resolve_experiments, section_settings  # noqa: E402
 
-PHASES = ["data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle", "hf_export"]  # rules, in run order
+PHASES = ["data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle",
+          "hf_export"]  # rules, in run order
 TRAINING = {"explora", "baseline"}
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets. First match wins.
@@ -45,21 +46,23 @@ GPU_CONFIG = {
     "demo": True,  # random init: a smoke run, never a model to mine with
     "experiments": {"smoke": {"explora": {"enabled": True}, "bundle": {"policy": "scrc"}}},  # every phase
     "data": {"source": "synthetic", "synthetic": {"count": 4000, "image_size": 256, "unlabeled_count": 1000}},
-    "model": {"backbone": "vit_small_patch14_dinov2", "backbone_kwargs": {}, "img_size": 224, "init": "random"},
+    "model": {"backbone": "vit_small_patch14_dinov2", "backbone_kwargs": {}, "img_size": 224,
+              "init": "random"},
     "train": {"precision": "bf16-mixed", "batch_size": 128, "max_epochs": 2, "num_workers": 8, "patience": 0,
               "lr": 0.0003},
-    "explora": {"precision": "bf16-mixed", "batch_size": 64, "max_epochs": 1, "num_workers": 8, "n_local_crops": 2,
-                "linear_probe": False, "lr": 0.002, "ema_momentum": 0.9},
+    "explora": {"precision": "bf16-mixed", "batch_size": 64, "max_epochs": 1, "num_workers": 8,
+                "n_local_crops": 2, "linear_probe": False, "lr": 0.002, "ema_momentum": 0.9},
 }
 # The same path, tiny: a 2-block class-token ViT on the 224 px challenge (8 x 8 tokens), 300 images, fp32.
 CPU_CONFIG = {
     "demo": True,
     "experiments": {"smoke": {"explora": {"enabled": True}, "bundle": {"policy": "scrc"}}},  # every phase
     "data": {"source": "synthetic", "synthetic": {"count": 300, "image_size": 48, "unlabeled_count": 60},
-             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
+             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25,
+                        "val_test": 0.1}},
     "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
-              "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2, "class_token": True,
-                                  "global_pool": "token"}},
+              "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,
+                                  "class_token": True, "global_pool": "token"}},
     "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 3,
                 "batch_size": 16, "num_workers": 0, "linear_probe": False, "lora_rank": 4, "lr": 0.01,
@@ -70,8 +73,10 @@ CPU_CONFIG = {
 
 def snakemake(workdir: Path, config: dict, cores: int) -> float:
     (workdir / "smoke.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-               str(workdir / "smoke.yaml"), "--cores", str(cores), "--resources", "gpu=1", "--rerun-incomplete"]
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile",
+               str(workdir / "smoke.yaml"), "--cores", str(cores), "--resources", "gpu=1",
+               "--rerun-incomplete"]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -139,8 +144,8 @@ def explora_flops_per_image(cfg: dict, batch: int = 2) -> float:
 
 def device_peak_tflops() -> tuple[str | None, float | None]:
     try:
-        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, check=True).stdout.splitlines()[0].strip()
+        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, check=True).stdout.splitlines()[0].strip()
     except (OSError, subprocess.SubprocessError, IndexError):
         return None, None
     return name, next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
@@ -185,12 +190,15 @@ def training_windows(workdir: Path, experiments: list[str]) -> list[tuple[str, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-check", action="store_true", help="tiny sizes on CPU, no MFU: checks the script")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu-check", action="store_true",
+                        help="tiny sizes on CPU, no MFU: checks the script")
     parser.add_argument("--workdir", type=Path, help="where the runs go (default: a new temporary folder)")
     parser.add_argument("--images", type=int, help="synthetic labelled images (default 4000 on GPU)")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
-    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: from its name)")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's dense bf16 peak (default: from its name)")
     args = parser.parse_args()
 
     base = copy.deepcopy(CPU_CONFIG if args.cpu_check else GPU_CONFIG)
@@ -203,7 +211,8 @@ def main() -> None:
     name, peak = (None, None) if args.cpu_check else device_peak_tflops()
     peak = args.peak_tflops or peak
     if not args.cpu_check:
-        print(f"device: {name or 'no GPU found'}; dense bf16 peak: {f'{peak:g} TFLOP/s' if peak else 'unknown'}")
+        print(f"device: {name or 'no GPU found'}; dense bf16 peak: "
+              f"{f'{peak:g} TFLOP/s' if peak else 'unknown'}")
         if name is None:
             print("warning: no GPU visible; the rules fall back to CPU and the figures below are CPU figures")
 
@@ -225,7 +234,8 @@ def main() -> None:
                       {"experiments": {"pair_a": {}, "pair_b": {"train": {"seed": 1}}}})
     stage2 = snakemake(pair, both, args.cores)
     print(f"\nstage 2: two experiments at once with --resources gpu=1, {stage2:.0f} s")
-    print_table([row for experiment in ("pair_a", "pair_b") for row in phase_rows(pair, experiment, flops, peak)])
+    print_table([row for experiment in ("pair_a", "pair_b") for row in phase_rows(pair, experiment, flops,
+                                                                                  peak)])
     windows = training_windows(pair, ["pair_a", "pair_b"])
     (_, start_a, end_a), (_, start_b, end_b) = windows
     overlap = max(start_a, start_b) < min(end_a, end_b)

@@ -34,7 +34,8 @@ MODELS = {
     "tiny_vit": {"backbone": "vit_tiny_patch16_224", "img_size": 64, "init": "random",
                  "backbone_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2,
                                      "class_token": True, "global_pool": "token"}},
-    "dinov2_small": {"backbone": "vit_small_patch14_dinov2", "img_size": 224, "init": "random", "backbone_kwargs": {}},
+    "dinov2_small": {"backbone": "vit_small_patch14_dinov2", "img_size": 224, "init": "random",
+                     "backbone_kwargs": {}},
 }
 HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # Substrate's dev account Alice
 
@@ -68,7 +69,8 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny_vit")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=1.7)
-    parser.add_argument("--pin-dir", default=None, help="transformers 4.45.2 folder (.ci/transformers-pin.sh)")
+    parser.add_argument("--pin-dir", default=None,
+                        help="transformers 4.45.2 folder (.ci/transformers-pin.sh)")
     args = parser.parse_args()
     images = challenges(args.images)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +81,8 @@ def main() -> None:
         start = time.perf_counter()
         expected, _ = expected_scores(detector, images)
         ours = time.perf_counter() - start
-        print(f"{args.model}: {summary['architecture']} head {summary['head']}, threshold {summary['fold']['threshold']:.6f}, "
+        print(f"{args.model}: {summary['architecture']} head {summary['head']}, threshold "
+              f"{summary['fold']['threshold']:.6f}, "
               f"T {args.temperature}, self-check max |Δ logit| {summary['self_check_max_abs_logit_diff']:.2e}")
         print(f"bundle model: {1000 * ours / len(images):.1f} ms/image (batch of {len(images)})")
         pin = find_transformers_pin(args.pin_dir)
@@ -89,7 +92,8 @@ def main() -> None:
             served = time.perf_counter() - start - ours  # hf_parity recomputes the bundle side once
             near = sorted(abs(float(expected[i]) - 0.5) for i in parity["mismatched_images"])
             print(f"transformers {parity['transformers']} ({parity['processor_class']}): n {parity['n']}, "
-                  f"max |Δp| {parity['max_abs_probability_diff']:.2e}, mismatches {parity['decision_mismatches']} "
+                  f"max |Δp| {parity['max_abs_probability_diff']:.2e}, mismatches "
+                  f"{parity['decision_mismatches']} "
                   f"(|p_folded - 0.5| of those: {near}), exact 0.5: {parity['exactly_one_half']}, "
                   f"served {1000 * served / len(images):.1f} ms/image incl. load"
                   f"{' and subprocess start' if pin_dir else ''} ({served / ours:.1f}x the bundle)")

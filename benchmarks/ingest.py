@@ -89,7 +89,8 @@ def main() -> None:
               f"peak RSS {result['peak_rss_mb']:7.1f} MB", flush=True)
     if len(rows) >= 2:
         small, large = rows[0], rows[-1]
-        print(f"ratio {large['images'] // small['images']}x images -> time x{large['wall_s'] / small['wall_s']:.2f}, "
+        print(f"ratio {large['images'] // small['images']}x images -> time "
+              f"x{large['wall_s'] / small['wall_s']:.2f}, "
               f"peak RSS x{large['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
               f"(target: peak RSS <= 1024 MB; measured {large['peak_rss_mb']:.0f} MB)")
 

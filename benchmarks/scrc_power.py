@@ -54,8 +54,8 @@ def mapie_threshold(method: str, scores, errors, ref_scores, ref_errors, alpha: 
         x = np.asarray(x, dtype=float).reshape(-1)
         return np.column_stack([1 - x, x])
 
-    controller = BinaryClassificationController(predict_proba, "precision", 1 - alpha, confidence_level=1 - delta,
-                                                fwer_method=method)
+    controller = BinaryClassificationController(predict_proba, "precision", 1 - alpha,
+                                                confidence_level=1 - delta, fwer_method=method)
     if method == "split_fixed_sequence":
         controller.learn_fixed_sequence_order(ref_scores, (1 - ref_errors).astype(int), binary=True)
     controller.calibrate(scores, (1 - errors).astype(int))
@@ -80,7 +80,8 @@ def run_setting(n: int, alpha: float, delta: float, draws: int, mapie_draws: int
     for method in OURS:
         start = time.perf_counter()
         results[f"ours {method}"] = np.array([
-            fit_selection_threshold(s, e, alpha, delta, reference_scores=r, reference_errors=re, method=method)
+            fit_selection_threshold(s, e, alpha, delta, reference_scores=r, reference_errors=re,
+                                    method=method)
             for (s, e), (r, re) in samples])
         results[f"ours {method}"].flags.writeable = False
         print(f"    ours {method}: {(time.perf_counter() - start) / draws * 1e3:.2f} ms per draw", flush=True)
@@ -90,9 +91,10 @@ def run_setting(n: int, alpha: float, delta: float, draws: int, mapie_draws: int
             for method in MAPIE_METHODS:
                 start = time.perf_counter()
                 results[f"MAPIE {method}"] = np.array([
-                    mapie_threshold(method, s, e, r, re, alpha, delta) for (s, e), (r, re) in samples[:mapie_draws]])
-                print(f"    MAPIE {method}: {(time.perf_counter() - start) / mapie_draws * 1e3:.0f} ms per draw",
-                      flush=True)
+                    mapie_threshold(method, s, e, r, re, alpha, delta) for (s, e), (r,
+                                                                                    re) in samples[:mapie_draws]])
+                print(f"    MAPIE {method}: {(time.perf_counter() - start) / mapie_draws * 1e3:.0f} ms per "
+                      "draw", flush=True)
     return results
 
 
@@ -102,7 +104,8 @@ def report(n: int, alpha: float, delta: float, results: dict) -> list[str]:
     for name, thresholds in results.items():
         violations = np.mean(selective_risk(thresholds) > alpha)
         standard_error = math.sqrt(max(violations * (1 - violations), 1e-12) / thresholds.size)
-        rows.append(f"| {n:,} | α={alpha}, δ={delta} | {name} | {thresholds.size} | {oracle - coverage(thresholds).mean():.3f} "
+        rows.append(f"| {n:,} | α={alpha}, δ={delta} | {name} | {thresholds.size} | "
+                    f"{oracle - coverage(thresholds).mean():.3f} "
                     f"| {violations:.3f} ± {standard_error:.3f} | {np.isinf(thresholds).mean():.1%} |")
     ours = results["ours split_fixed_sequence"]
     for method in MAPIE_METHODS:

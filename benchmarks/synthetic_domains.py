@@ -74,7 +74,8 @@ def logistic(features: np.ndarray):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
 
 
-def train_vit(images: list[Image.Image], labels: np.ndarray, epochs: int, seed: int = 0) -> RoadworkClassifier:
+def train_vit(images: list[Image.Image], labels: np.ndarray, epochs: int,
+              seed: int = 0) -> RoadworkClassifier:
     """The demo's recipe in a bare loop: AdamW, lr 2e-3, wd 0.05, cosine with 5% warmup, batch 64."""
     torch.manual_seed(seed)
     model = RoadworkClassifier(build_backbone(DEMO_MODEL))
@@ -87,7 +88,8 @@ def train_vit(images: list[Image.Image], labels: np.ndarray, epochs: int, seed: 
     steps = epochs * int(np.ceil(len(images) / 64))
     warmup = max(1, int(0.05 * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + np.cos(np.pi * (s - warmup) / (steps - warmup))))
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + np.cos(np.pi * (s - warmup) / (steps - warmup))))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     for _ in range(epochs):
@@ -115,20 +117,25 @@ def report_vit(name: str, model, val: dict[str, tuple[list, np.ndarray]]) -> Non
     for style, (images, labels) in val.items():
         scores = vit_scores(model, images)
         mcc = matthews_corrcoef(labels, scores >= 0.5)
-        best = max(matthews_corrcoef(labels, scores >= t) for t in np.unique(scores))  # optimistic: picked on val
-        print(f"  ViT trained on {name:<8} → val {style:<9}: MCC@0.5 {mcc:.3f}  best-threshold MCC {best:.3f}  "
-              f"AUROC {roc_auc_score(labels, scores):.3f}")
+        best = max(matthews_corrcoef(labels,
+                                     scores >= t) for t in np.unique(scores))  # optimistic: picked on val
+        print(f"  ViT trained on {name:<8} → val {style:<9}: MCC@0.5 {mcc:.3f}  best-threshold MCC "
+              f"{best:.3f}  AUROC {roc_auc_score(labels, scores):.3f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=500, help="images per class per style")
-    parser.add_argument("--size", type=int, default=96, help="rendered side in pixels (the demo's image_size)")
+    parser.add_argument("--size", type=int, default=96,
+                        help="rendered side in pixels (the demo's image_size)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--timing-images", type=int, default=200)
-    parser.add_argument("--train-fraction", type=float, default=0.8, help="the rest is val (the demo trains on 0.6)")
+    parser.add_argument("--train-fraction", type=float, default=0.8,
+                        help="the rest is val (the demo trains on 0.6)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", default="both,dashcam", help="which ViTs to train: both, dashcam (comma-separated)")
+    parser.add_argument("--models", default="both,dashcam",
+                        help="which ViTs to train: both, dashcam (comma-separated)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -139,8 +146,10 @@ def main() -> None:
 
     start = time.perf_counter()
     data = {style: make_images(style, args.per_class, args.size) for style in STYLES}
-    print(f"   ({2 * len(STYLES) * args.per_class} images for the experiments rendered in {time.perf_counter() - start:.1f} s)")
-    features = {style: np.stack([simple_features(im) for im in images]) for style, (images, _) in data.items()}
+    print(f"   ({2 * len(STYLES) * args.per_class} images for the experiments rendered in "
+          f"{time.perf_counter() - start:.1f} s)")
+    features = {style: np.stack([simple_features(im) for im in images]) for style, (images,
+                                                                                    _) in data.items()}
 
     both = np.concatenate([features[s] for s in STYLES])
     domain = np.repeat(np.arange(len(STYLES)), [len(features[s]) for s in STYLES])
@@ -150,13 +159,16 @@ def main() -> None:
 
     print("3. label learnability, same features + logistic regression (5-fold MCC):")
     for style in STYLES:
-        mcc = cross_val_score(logistic(features[style]), features[style], data[style][1], cv=5, scoring="matthews_corrcoef")
+        mcc = cross_val_score(logistic(features[style]), features[style], data[style][1], cv=5,
+                              scoring="matthews_corrcoef")
         print(f"   {style:<9}: MCC {mcc.mean():.3f} ± {mcc.std():.3f}")
 
     split = {}
     for style, (images, labels) in data.items():
-        train_idx, val_idx = train_test_split(np.arange(len(labels)), train_size=args.train_fraction, stratify=labels, random_state=0)
-        split[style] = ([images[i] for i in train_idx], labels[train_idx], [images[i] for i in val_idx], labels[val_idx])
+        train_idx, val_idx = train_test_split(np.arange(len(labels)), train_size=args.train_fraction,
+                                              stratify=labels, random_state=0)
+        split[style] = ([images[i] for i in train_idx], labels[train_idx], [images[i] for i in val_idx],
+                        labels[val_idx])
     val = {style: (s[2], s[3]) for style, s in split.items()}
     print(f"4. demo ViT (random init, 64 px, validator augmentation, {args.epochs} epochs; "
           f"{len(split['dashcam'][1])} train / {len(split['dashcam'][3])} val images per style):")

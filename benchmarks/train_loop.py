@@ -31,7 +31,8 @@ MODELS["demo"] = {
     "img_size": 64,
     "init": "random",
 }
-MODELS["dinov2_small"] = {"backbone": "vit_small_patch14_dinov2", "backbone_kwargs": {}, "img_size": 224, "init": "random"}
+MODELS["dinov2_small"] = {"backbone": "vit_small_patch14_dinov2", "backbone_kwargs": {}, "img_size": 224,
+                          "init": "random"}
 
 
 class TensorTriples(Dataset):
@@ -52,7 +53,8 @@ def fresh_model(model_cfg: dict) -> RoadworkClassifier:
     return RoadworkClassifier(build_backbone(model_cfg))
 
 
-def bare_loop(model: RoadworkClassifier, loader: DataLoader, steps: int, device: str, precision: str) -> float:
+def bare_loop(model: RoadworkClassifier, loader: DataLoader, steps: int, device: str,
+              precision: str) -> float:
     model.to(device)
     optimizer = torch.optim.AdamW(layer_decay_groups(model, 1e-3, 0.05, None))
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -80,7 +82,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def lightning_loop(model: RoadworkClassifier, loader: DataLoader, steps: int, device: str, precision: str) -> float:
+def lightning_loop(model: RoadworkClassifier, loader: DataLoader, steps: int, device: str,
+                   precision: str) -> float:
     module = BaselineModule(model, lr=1e-3, weight_decay=0.05, warmup_fraction=0.0)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
                         max_steps=steps, logger=False, enable_checkpointing=False,
@@ -111,7 +114,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for the precision, for MFU")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for the precision, for MFU")
     args = parser.parse_args()
     model_cfg, device, precision = MODELS[args.model], args.accelerator, args.precision
     if device == "cuda":
@@ -126,15 +130,15 @@ def main() -> None:
         light.append(lightning_loop(fresh_model(model_cfg), loader, args.steps, device, precision))
     images = args.steps * args.batch_size
     b, li = min(bare), min(light)
-    print(f"{args.steps} steps x batch {args.batch_size}, {model_cfg['backbone']} at {model_cfg['img_size']} px, "
-          f"{device} {precision}, {torch.get_num_threads()} threads, best of {args.rounds}")
+    print(f"{args.steps} steps x batch {args.batch_size}, {model_cfg['backbone']} at {model_cfg['img_size']} "
+          f"px, {device} {precision}, {torch.get_num_threads()} threads, best of {args.rounds}")
     print(f"bare torch loop: {b:.2f} s ({images / b:,.0f} img/s)")
     print(f"Lightning loop:  {li:.2f} s ({images / li:,.0f} img/s)")
     print(f"ratio Lightning / bare: {li / b:.3f} (target <= 1.05: {'met' if li / b <= 1.05 else 'MISSED'})")
     if args.peak_tflops:
         achieved = flops_per_step(model_cfg, args.batch_size, device) * args.steps / li / 1e12
-        print(f"model FLOP utilisation (Lightning): {achieved:.1f} TFLOP/s = {100 * achieved / args.peak_tflops:.1f}% "
-              f"of {args.peak_tflops} TFLOP/s peak")
+        print(f"model FLOP utilisation (Lightning): {achieved:.1f} TFLOP/s = "
+              f"{100 * achieved / args.peak_tflops:.1f}% of {args.peak_tflops} TFLOP/s peak")
 
 
 if __name__ == "__main__":

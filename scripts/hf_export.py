@@ -1,4 +1,4 @@
-"""Snakemake adapter for rule hf_export: the snakemake object -> streetvision.phases.hf_export.run_hf_export."""
+"""Snakemake adapter for rule hf_export: the snakemake object -> phases.hf_export.run_hf_export."""
 
 from streetvision.logs import log_to_file
 from streetvision.phases import output_dir, step_dirs

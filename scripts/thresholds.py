@@ -1,4 +1,4 @@
-"""Snakemake adapter for rule thresholds: the snakemake object -> streetvision.phases.thresholds.run_thresholds."""
+"""Snakemake adapter for rule thresholds: the snakemake object -> phases.thresholds.run_thresholds."""
 
 from streetvision.logs import log_to_file
 from streetvision.phases import output_dir, step_dirs

@@ -31,7 +31,8 @@ def tiny_run(tmp_path_factory):
     cfg = resolved_config(REPO, {"bundle": {"robustness_levels": [0, 3]}})
     dirs = run_tiny_steps(results, cfg)
     dirs["bundle_scrc"] = layout.step_dir(results, "t_scrc", "bundle")
-    run_bundle(cfg={"bundle": {**cfg["bundle"], "policy": "scrc"}, "challenge": cfg["challenge"], "demo": cfg["demo"]},
+    run_bundle(cfg={"bundle": {**cfg["bundle"], "policy": "scrc"}, "challenge": cfg["challenge"],
+                    "demo": cfg["demo"]},
                data_dir=dirs["data"], baseline_dir=dirs["baseline"],
                thresholds_dir=dirs["thresholds"], gate_dir=dirs["gate"], scrc_dir=dirs["scrc"],
                out_dir=dirs["bundle_scrc"], experiment="t_scrc")

@@ -37,7 +37,8 @@ TINY_CONFIG = {
     "demo": True,
     "experiments": {"demo": {}},
     "data": {"source": "synthetic", "synthetic": {"count": 300, "image_size": 48},
-             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25, "val_test": 0.1}},
+             "splits": {"train": 0.4, "val_select": 0.1, "val_calib": 0.15, "val_conformal": 0.25,
+                        "val_test": 0.1}},
     "model": {  # exportable as transformers' ViTForImageClassification; 8 x 8 tokens of the 224 px challenge
         "backbone": "vit_tiny_patch16_224",
         "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,
@@ -82,7 +83,8 @@ def write_natix_shards(folder: Path, count: int, size: int = 96, shards: int = 2
     return folder
 
 
-def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str = "hf_export") -> dict[str, Path]:
+def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t",
+                   until: str = "hf_export") -> dict[str, Path]:
     """The tiny pipeline through the real runners (no Snakemake): data -> baseline -> thresholds -> gate ->
     scrc -> bundle -> hf_export, each in its layout folder under ``results/<experiment>/`` and with the config
     sections its rule passes. Returns {step: folder}."""
@@ -104,16 +106,19 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t", until: str =
     common = {"experiment": experiment}
     steps = [
         ("data", lambda: run_data(cfg=cfg_for("data"), out_dir=d["data"], **common)),
-        ("baseline", lambda: run_baseline(cfg=cfg_for("baseline"), data_dir=d["data"], out_dir=d["baseline"], **common)),
+        ("baseline", lambda: run_baseline(cfg=cfg_for("baseline"), data_dir=d["data"], out_dir=d["baseline"],
+                                          **common)),
         ("thresholds", lambda: run_thresholds(baseline_dir=d["baseline"], out_dir=d["thresholds"], **common)),
-        ("gate", lambda: run_gate(cfg=cfg_for("gate"), baseline_dir=d["baseline"], thresholds_dir=d["thresholds"],
-                                  out_dir=d["gate"], **common)),
-        ("scrc", lambda: run_scrc(cfg=cfg_for("scrc"), baseline_dir=d["baseline"], thresholds_dir=d["thresholds"],
+        ("gate", lambda: run_gate(cfg=cfg_for("gate"), baseline_dir=d["baseline"],
+                                  thresholds_dir=d["thresholds"], out_dir=d["gate"], **common)),
+        ("scrc", lambda: run_scrc(cfg=cfg_for("scrc"), baseline_dir=d["baseline"],
+                                  thresholds_dir=d["thresholds"],
                                   gate_dir=d["gate"], out_dir=d["scrc"], **common)),
         ("bundle", lambda: run_bundle(cfg=cfg_for("bundle"), data_dir=d["data"], baseline_dir=d["baseline"],
                                       thresholds_dir=d["thresholds"], gate_dir=d["gate"], scrc_dir=d["scrc"],
                                       out_dir=d["bundle"], **common)),
-        ("hf_export", lambda: run_hf_export(cfg=cfg_for("hf_export"), data_dir=d["data"], baseline_dir=d["baseline"],
+        ("hf_export", lambda: run_hf_export(cfg=cfg_for("hf_export"), data_dir=d["data"],
+                                            baseline_dir=d["baseline"],
                                             bundle_step_dir=d["bundle"], out_dir=d["hf_export"], **common)),
     ]
     for step, run in steps:
@@ -128,7 +133,8 @@ def photo_like_jpeg(seed: int, width: int, height: int, quality: int = 90) -> by
     from streetvision.data.synthetic import render_scene
 
     rng = np.random.default_rng(seed)
-    scene = render_scene(seed, label=int(seed % 2), size=256).resize((width, height), Image.Resampling.BICUBIC)
+    scene = render_scene(seed, label=int(seed % 2), size=256).resize((width, height),
+                                                                     Image.Resampling.BICUBIC)
     pixels = np.asarray(scene, dtype=np.float32) + rng.normal(0.0, 4.0, (height, width, 3))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)

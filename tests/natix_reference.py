@@ -163,7 +163,8 @@ def reference_array(image: Image.Image, level: int, *, angle: float | None = Non
         if crop_box is None:
             crop_box = transforms.RandomResizedCrop.get_params(tensor, [0.2, 1.0], [1.0, 1.0])
         box = keep_point(crop_box, mask_center, tensor) if mask_center is not None else crop_box
-        tensor = F.resized_crop(tensor, *box, [SIZE, SIZE], transforms.InterpolationMode.BILINEAR, antialias=True)
+        tensor = F.resized_crop(tensor, *box, [SIZE, SIZE], transforms.InterpolationMode.BILINEAR,
+                                antialias=True)
         tensor = _no_flip(tensor, F.hflip, {})
         tensor = _no_flip(tensor, F.vflip, {})
         used.update(angle=angle, drawn_crop_box=tuple(crop_box), crop_box=tuple(box))

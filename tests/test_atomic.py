@@ -86,7 +86,8 @@ def test_concurrent_writers_of_one_target_do_not_break_each_other(tmp_path):
             atomic_write_bytes(sys.argv[1], b"same content" * 1000, durable=False)
         """
     )
-    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "shared.jpg")], stderr=subprocess.PIPE)
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "shared.jpg")],
+                                stderr=subprocess.PIPE)
                for _ in range(3)]
     for proc in writers:
         _, err = proc.communicate(timeout=120)

@@ -51,7 +51,8 @@ def test_pickled_objects_in_a_weights_file_are_refused(tmp_path):
 
 
 def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match=r"does not exist: put the vit_tiny_patch16_224 weights there"):
+    with pytest.raises(WeightsNotFoundError,
+                       match=r"does not exist: put the vit_tiny_patch16_224 weights there"):
         build_backbone({**TINY, "init": "file", "pretrained_file": str(tmp_path / "nope.safetensors")})
     with pytest.raises(WeightsNotFoundError, match="model.pretrained_file' is required"):
         build_backbone({**TINY, "init": "file"})
@@ -110,8 +111,8 @@ def test_dinov2_weights_saved_as_the_readme_says_load_at_224(tmp_path):
     native = timm.create_model("vit_small_patch14_dinov2.lvd142m", pretrained=False)
     path = tmp_path / "dinov2.safetensors"
     save_file({k: v.contiguous() for k, v in native.state_dict().items()}, path)
-    model = build_backbone({"backbone": "vit_small_patch14_dinov2.lvd142m", "backbone_kwargs": {}, "img_size": 224,
-                            "init": "file", "pretrained_file": str(path)})
+    model = build_backbone({"backbone": "vit_small_patch14_dinov2.lvd142m", "backbone_kwargs": {},
+                            "img_size": 224, "init": "file", "pretrained_file": str(path)})
     loaded = model.state_dict()
     assert loaded["pos_embed"].shape == (1, 1 + 16 * 16, 384)  # resampled from 37 x 37 patches
     assert torch.equal(loaded["blocks.11.mlp.fc2.weight"], native.state_dict()["blocks.11.mlp.fc2.weight"])
@@ -120,6 +121,6 @@ def test_dinov2_weights_saved_as_the_readme_says_load_at_224(tmp_path):
 
 
 def test_random_dinov2_gets_unit_layer_scales_so_its_blocks_act():
-    model = build_backbone({"backbone": "vit_small_patch14_dinov2.lvd142m", "backbone_kwargs": {}, "img_size": 224,
-                            "init": "random", "pretrained_file": None})
+    model = build_backbone({"backbone": "vit_small_patch14_dinov2.lvd142m", "backbone_kwargs": {},
+                            "img_size": 224, "init": "random", "pretrained_file": None})
     assert all(torch.all(block.ls1.gamma == 1) for block in model.blocks)

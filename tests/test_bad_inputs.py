@@ -44,13 +44,15 @@ from streetvision.data.splits import SplitError, check_splits_usable
 
 
 def test_parquet_label_other_than_0_or_1_names_shard_and_row(tmp_path):
-    pq.write_table(pa.table({"image": [jpeg_bytes(i) for i in range(3)], "label": [0, 1, 3]}), tmp_path / "s.parquet")
+    pq.write_table(pa.table({"image": [jpeg_bytes(i) for i in range(3)], "label": [0, 1, 3]}),
+                   tmp_path / "s.parquet")
     with pytest.raises(DataSourceError, match=r"s\.parquet row 2: label 3 is not 0 or 1"):
         list(read_natix_parquet(tmp_path))
 
 
 def test_missing_label_names_shard_and_row(tmp_path):
-    pq.write_table(pa.table({"image": [jpeg_bytes(0)], "label": pa.array([None], pa.int64())}), tmp_path / "s.parquet")
+    pq.write_table(pa.table({"image": [jpeg_bytes(0)], "label": pa.array([None], pa.int64())}),
+                   tmp_path / "s.parquet")
     with pytest.raises(DataSourceError, match=r"s\.parquet row 0: label is missing"):
         list(read_natix_parquet(tmp_path))
 
@@ -58,7 +60,8 @@ def test_missing_label_names_shard_and_row(tmp_path):
 def test_single_class_data_names_every_split():
     stats = {name: {"n": 10, "positives": 10, "negatives": 0}
              for name in ("train", "val_select", "val_calib", "val_conformal", "val_test")}
-    with pytest.raises(SplitError, match=r"split 'train' is single-class \(10 positives, 0 negatives\).*split 'val_test'"):
+    with pytest.raises(SplitError,
+                       match=r"split 'train' is single-class \(10 positives, 0 negatives\).*split 'val_test'"):
         check_splits_usable(stats)
 
 
@@ -91,25 +94,33 @@ def test_level_probabilities_must_sum_to_one(repo):
 
 
 def test_a_model_the_stock_miner_cannot_serve_is_refused_before_any_job(repo):
-    with pytest.raises(ConfigError, match=r"experiment demo: .*model\.backbone.*class_token: true.*hf_export\.enabled: false"):
-        plan_for(repo, {"model": {"head": "pooled", "backbone_kwargs": {"class_token": False, "global_pool": "max"}}})
-    assert plan_for(repo, {"model": {"head": "pooled", "backbone_kwargs": {"class_token": False, "global_pool": "max"}},
+    with pytest.raises(ConfigError,
+                       match=r"experiment demo: .*model\.backbone.*class_token: true.*hf_export\.enabled: "
+                             r"false"):
+        plan_for(repo, {"model": {"head": "pooled", "backbone_kwargs": {"class_token": False,
+                                                                        "global_pool": "max"}}})
+    assert plan_for(repo, {"model": {"head": "pooled", "backbone_kwargs": {"class_token": False,
+                                                                           "global_pool": "max"}},
                            "hf_export": {"enabled": False}})  # no export asked for: fine
 
 
 def test_an_scrc_size_of_another_method_is_refused_naming_the_right_key(repo):
-    with pytest.raises(ConfigError, match=r"'experiments\.demo\.scrc\.grid_size' does not apply to scrc\.method "
-                                          r"split_fixed_sequence: its candidates are sized by scrc\.sequence_size"):
+    with pytest.raises(ConfigError,
+                       match=r"'experiments\.demo\.scrc\.grid_size' does not apply to scrc\.method "
+                                          r"split_fixed_sequence: its candidates are sized by "
+                                          r"scrc\.sequence_size"):
         plan_for(repo, {"scrc": {"grid_size": 20}, "bundle": {"policy": "scrc"}})
     assert plan_for(repo, {"scrc": {"grid_size": 20, "method": "bonferroni"}, "bundle": {"policy": "scrc"}})
     assert plan_for(repo, {"scrc": {"grid_size": 20}})  # a threshold bundle runs no SCRC: nothing to check
 
 
 def test_submitted_by_must_be_a_hotkey_outside_demo_runs(repo):
-    with pytest.raises(ConfigError, match=r"'experiments\.demo\.bundle\.model_card\.submitted_by': 'anonymous' is not "
+    with pytest.raises(ConfigError,
+                       match=r"'experiments\.demo\.bundle\.model_card\.submitted_by': 'anonymous' is not "
                                           r"a hotkey"):
         plan_for(repo, {"demo": False})
-    with pytest.raises(ConfigError, match=r"submitted_by': 'anonymous' is not a hotkey"):  # the bundle's card needs it
+    with pytest.raises(ConfigError,
+                       match=r"submitted_by': 'anonymous' is not a hotkey"):  # the bundle's card needs it
         plan_for(repo, {"demo": False, "hf_export": {"enabled": False}})
     alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
     lines = plan_for(repo, {"demo": False, "bundle": {"model_card": {"submitted_by": alice}}})
@@ -125,6 +136,7 @@ def test_a_tampered_hugging_face_repo_file_is_named_by_verify(tiny_run, tmp_path
     results = tmp_path / "results"
     shutil.copytree(tiny_run["hf_export"].parent.parent, results)
     config = results / "t" / "hf_export" / "repo" / "config.json"
-    config.write_text(config.read_text().replace('"Roadwork"', '"RoadworK"'))  # same size: only the hash can tell
+    config.write_text(config.read_text().replace('"Roadwork"',
+                                                 '"RoadworK"'))  # same size: only the hash can tell
     done = run_cli("streetvision", "verify", str(results / "t" / "hf_export"))
     assert done.returncode == 1 and "repo/config.json" in done.stdout and "SHA-256 differs" in done.stdout

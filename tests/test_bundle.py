@@ -108,7 +108,8 @@ def test_missing_file_is_refused(pipeline, tmp_path):
 def test_path_escapes_are_refused(pipeline, tmp_path, bad_path, message):
     bundle = tampered(pipeline, tmp_path)
     (tmp_path / "outside.json").write_text("{}")
-    rewrite_index(bundle, lambda i: i["files"].append({"path": bad_path, "role": "notes", "sha256": "0", "bytes": 2}))
+    rewrite_index(bundle, lambda i: i["files"].append({"path": bad_path, "role": "notes", "sha256": "0",
+                                                       "bytes": 2}))
     with pytest.raises(BundleError, match=message):
         load_bundle(bundle)
 
@@ -140,11 +141,13 @@ def test_pickle_bearing_weights_are_never_unpickled(pipeline, tmp_path):
         entry.update(bytes=size, sha256=digest)
 
     rewrite_index(bundle, relist)
-    with pytest.raises(BundleError, match=r"model\.safetensors: not a valid safetensors file \(refusing to unpickle\)"):
+    with pytest.raises(BundleError,
+                       match=r"model\.safetensors: not a valid safetensors file \(refusing to unpickle\)"):
         load_bundle(bundle)
     assert not marker.exists()
     (bundle / "model.safetensors").rename(bundle / "model.pt")
-    rewrite_index(bundle, lambda i: next(f for f in i["files"] if f["path"] == "model.safetensors").update(path="model.pt"))
+    rewrite_index(bundle,
+                  lambda i: next(f for f in i["files"] if f["path"] == "model.safetensors").update(path="model.pt"))
     with pytest.raises(BundleError, match=r"model\.pt: weights must be \.safetensors"):
         load_bundle(bundle)
     assert not marker.exists()
@@ -156,7 +159,8 @@ def test_cli_predict_reports_unreadable_images_and_goes_on(pipeline, tmp_path):
     good.write_bytes(jpeg_bytes(3, 64))
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    done = run_cli("streetvision", "predict", "--bundle", str(bundle_dir(pipeline, "scrc")), str(good), str(bad), str(good))
+    done = run_cli("streetvision", "predict", "--bundle", str(bundle_dir(pipeline, "scrc")), str(good),
+                   str(bad), str(good))
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 1 and len(lines) == 2
     assert lines[0]["path"] == str(good) and round(lines[0]["probability"]) == lines[0]["decision"]

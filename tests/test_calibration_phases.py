@@ -16,7 +16,8 @@ from streetvision.phases.scrc import run_scrc
 from streetvision.phases.thresholds import run_thresholds
 
 GATE = {"loss": "bce", "gatekeeper_alpha": 0.5, "hidden": 32, "lr": 0.003, "weight_decay": 1e-4,
-        "batch_size": 128, "max_epochs": 150, "patience": 20, "holdout_fraction": 0.2, "seed": 0, "cross_fit_folds": 3}
+        "batch_size": 128, "max_epochs": 150, "patience": 20, "holdout_fraction": 0.2, "seed": 0,
+        "cross_fit_folds": 3}
 SCRC = {"alpha": 0.1, "delta": 0.1, "score": "gate", "grid_size": None, "method": "split_fixed_sequence",
         "per_decision": False, "sequence_size": None}
 
@@ -56,7 +57,8 @@ def run_all(root, scrc=SCRC, gate=GATE, **fake):
     if scrc["score"] == "gate":
         gate_dir = root / "phase3_gate"
         run_gate(cfg={"gate": gate}, **steps, out_dir=gate_dir, experiment="t")
-    manifest = run_scrc(cfg={"scrc": scrc}, **steps, gate_dir=gate_dir, out_dir=root / "phase5_scrc", experiment="t")
+    manifest = run_scrc(cfg={"scrc": scrc}, **steps, gate_dir=gate_dir, out_dir=root / "phase5_scrc",
+                        experiment="t")
     return json.loads(manifest.read_text())
 
 
@@ -83,7 +85,8 @@ def test_gate_finds_the_errors_and_scrc_meets_its_target(tmp_path, loss):
     calib_scores = pd.read_parquet(tmp_path / "phase3_gate" / "scores" / "val_calib.parquet")
     assert calib_scores["cross_fitted"].all() and len(calib_scores) == 600
     assert verify_tree(tmp_path)[1] == []
-    for picture in ("phase3_gate/risk_coverage.png", "phase5_scrc/reliability.png", "phase5_scrc/risk_coverage.png"):
+    for picture in ("phase3_gate/risk_coverage.png", "phase5_scrc/reliability.png",
+                    "phase5_scrc/risk_coverage.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -101,7 +104,8 @@ def test_no_feasible_threshold_abstains_with_a_warning(tmp_path):
 
 
 def test_too_small_conformal_split_says_how_many_are_needed(tmp_path):
-    with pytest.raises(CalibrationSizeError, match=r"val_conformal \(confidence scores\): SCRC needs at least 230"):
+    with pytest.raises(CalibrationSizeError,
+                       match=r"val_conformal \(confidence scores\): SCRC needs at least 230"):
         run_all(tmp_path, scrc={**CONFIDENCE, "alpha": 0.01}, n=150)
     assert not (tmp_path / "phase5_scrc" / "manifest.json").exists()
 

@@ -63,11 +63,13 @@ def test_deterministic_distortions_match_the_validator(small_images, kind, level
 def test_colour_noise_has_the_validators_statistics(level):
     flat = np.full((256, 256, 3), (128, 110, 140), np.uint8)
     ours = ch.apply_distortion(flat, "GNC", level, rng=level).astype(float) - flat
-    theirs = ref.distort_rgb(flat, "GNC", level, noise_rng=np.random.default_rng(100 + level)).astype(float) - flat
+    theirs = ref.distort_rgb(flat, "GNC", level,
+                             noise_rng=np.random.default_rng(100 + level)).astype(float) - flat
     n = flat.shape[0] * flat.shape[1]
     for channel in range(3):
         a, b = ours[..., channel], theirs[..., channel]
-        assert abs(a.mean() - b.mean()) < 6 * math.hypot(a.std(), b.std()) / math.sqrt(n) + 0.5  # + truncation
+        assert abs(a.mean() - b.mean()) < 6 * math.hypot(a.std(),
+                                                         b.std()) / math.sqrt(n) + 0.5  # + truncation
         assert a.std() == pytest.approx(b.std(), rel=0.03)
 
 
@@ -144,7 +146,8 @@ def test_validators_never_flip():
     """Red grows left to right and green top to bottom; a flip would reverse a slope's sign."""
     height, width = 360, 480
     y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([40 + 215 * x / width, 40 + 215 * y / height, np.full_like(x, 120.0)], -1).astype(np.uint8)
+    image = np.stack([40 + 215 * x / width, 40 + 215 * y / height, np.full_like(x, 120.0)],
+                     -1).astype(np.uint8)
     source = Image.fromarray(image)
     for seed in range(40):
         out = np.asarray(ch.simulate_challenge(source, level=1, rng=seed)[0].convert("RGB")).astype(float)
@@ -356,7 +359,8 @@ def test_level_frequencies_match_the_validator():
         ours = np.bincount([ch.draw_challenge_params(64, 48, rng=rng, level_probs=probs).level
                             for _ in range(8000)], minlength=4)
         numpy_random = np.random.RandomState(1)
-        theirs = np.bincount([ref.draw_reference_level(probs, numpy_random) for _ in range(8000)], minlength=4)
+        theirs = np.bincount([ref.draw_reference_level(probs, numpy_random) for _ in range(8000)],
+                             minlength=4)
         assert chi_square_p(ours, expected) > 1e-3
         assert chi_square_p(theirs, expected) > 1e-3
         assert stats.chi2_contingency([ours, theirs]).pvalue > 1e-3
@@ -373,12 +377,14 @@ def test_distortion_rates_match_the_validator():
             counts = np.bincount([draw[kind] for draw in ours], minlength=highest + 1)
             if kind in dict(ch.LEVEL_DISTORTIONS[level]):
                 assert chi_square_p(counts, [1 / (highest + 1)] * (highest + 1)) > 1e-3
-                theirs = np.bincount([py_random.randint(0, highest) for _ in range(6000)], minlength=highest + 1)
+                theirs = np.bincount([py_random.randint(0, highest) for _ in range(6000)],
+                                     minlength=highest + 1)
                 assert stats.chi2_contingency([counts, theirs]).pvalue > 1e-3
             else:
                 assert counts[0] == 6000
     for level in (0, 1):
-        assert all(value == 0 for value in ch.draw_challenge_params(64, 48, level=level, rng=0).distortions.values())
+        assert all(value == 0 for value in ch.draw_challenge_params(64, 48, level=level,
+                                                                    rng=0).distortions.values())
 
 
 @pytest.mark.slow
@@ -389,7 +395,8 @@ def test_rotation_and_crop_draws_match_torchvision(size):
     rng = np.random.default_rng(4)
     torch.manual_seed(5)
     ours = np.array([ch._draw_crop(width, height, rng) for _ in range(4000)])
-    theirs = np.array([transforms.RandomResizedCrop.get_params(torch.empty(3, height, width), [0.2, 1.0], [1.0, 1.0])
+    theirs = np.array([transforms.RandomResizedCrop.get_params(torch.empty(3, height, width), [0.2, 1.0],
+                                                               [1.0, 1.0])
                        for _ in range(4000)])
     for column in range(3):  # top, left, side
         if np.ptp(ours[:, column]) == 0:

@@ -135,7 +135,8 @@ def test_sigterm_saves_the_state_and_a_rerun_resumes_mid_epoch_past_a_torn_last_
     args = {"cfg": {key: cfg[key] for key in ("model", "train", "challenge")}, "data_dir": str(data_dir),
             "out_dir": str(tmp_path / "p1"), "log": str(tmp_path / "p1.log")}
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    job = subprocess.Popen([sys.executable, "-c", JOB, json.dumps(args)], env=env, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen([sys.executable, "-c", JOB, json.dumps(args)], env=env, stderr=subprocess.PIPE,
+                           text=True)
     last = tmp_path / "p1/checkpoints/last.ckpt"
     deadline = time.monotonic() + 300
     while mid_epoch_step(last, steps_per_epoch) is None:  # the interval checkpoint lands inside an epoch
@@ -151,8 +152,8 @@ def test_sigterm_saves_the_state_and_a_rerun_resumes_mid_epoch_past_a_torn_last_
     assert "SIGTERM at global step" in (tmp_path / "p1.log").read_text()
 
     last.write_bytes(last.read_bytes()[:100])  # torn: skipped with a warning, never a crash loop
-    rerun = subprocess.run([sys.executable, "-c", JOB, json.dumps(args)], env=env, capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run([sys.executable, "-c", JOB, json.dumps(args)], env=env, capture_output=True,
+                           text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (tmp_path / "p1.log").read_text()
     assert "last.ckpt is unreadable" in log and f"resuming from {saved} at global step {stopped_at}" in log
@@ -186,8 +187,8 @@ def test_a_planted_checkpoint_never_runs_and_a_truncated_best_ckpt_trains_again(
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
     def run_job():
-        done = subprocess.run([sys.executable, "-c", JOB, json.dumps(args)], env=env, capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run([sys.executable, "-c", JOB, json.dumps(args)], env=env, capture_output=True,
+                              text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         return (tmp_path / "p1.log").read_text()
 

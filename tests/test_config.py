@@ -48,13 +48,15 @@ def test_unknown_key_inside_an_experiment_is_named(schema, demo):
 
 def test_wrong_type_is_named(schema, demo):
     demo["data"]["synthetic"]["count"] = "many"
-    with pytest.raises(ConfigError, match=r"config key 'data\.synthetic\.count': 'many' is not of type 'integer'"):
+    with pytest.raises(ConfigError,
+                       match=r"config key 'data\.synthetic\.count': 'many' is not of type 'integer'"):
         resolve_experiments(demo, schema)
 
 
 def test_ratios_must_sum_to_one(schema, demo):
     demo["data"]["splits"]["train"] = 0.7
-    with pytest.raises(ConfigError, match=r"'experiments\.demo\.data\.splits': ratios must sum to 1, they sum to 1\.1"):
+    with pytest.raises(ConfigError,
+                       match=r"'experiments\.demo\.data\.splits': ratios must sum to 1, they sum to 1\.1"):
         resolve_experiments(demo, schema)
 
 
@@ -90,12 +92,15 @@ def test_a_layer_that_switches_the_backbone_drops_the_old_architecture(schema, d
 
 
 def test_config_layers_stack_in_order_with_the_backbone_rule():
-    base = {"model": {"backbone": "tiny", "backbone_kwargs": {"depth": 3}, "img_size": 64}, "train": {"lr": 1.0}}
+    base = {"model": {"backbone": "tiny", "backbone_kwargs": {"depth": 3}, "img_size": 64},
+            "train": {"lr": 1.0}}
     same = {"train": {"lr": 2.0}, "model": {"backbone": "tiny"}}
     other = {"model": {"backbone": "big", "img_size": 518}}
-    assert merge_layers([base, same]) == {"model": {"backbone": "tiny", "backbone_kwargs": {"depth": 3}, "img_size": 64},
+    assert merge_layers([base, same]) == {"model": {"backbone": "tiny", "backbone_kwargs": {"depth": 3},
+                                                    "img_size": 64},
                                           "train": {"lr": 2.0}}
-    assert merge_layers([base, other]) == {"model": {"backbone": "big", "img_size": 518}, "train": {"lr": 1.0}}
+    assert merge_layers([base, other]) == {"model": {"backbone": "big", "img_size": 518},
+                                           "train": {"lr": 1.0}}
 
 
 def test_a_config_file_must_be_a_mapping(tmp_path):

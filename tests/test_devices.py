@@ -64,7 +64,8 @@ def test_concurrent_leases_get_distinct_devices_and_wait_when_all_are_taken(two_
         assert {first_env["CUDA_VISIBLE_DEVICES"], second_env["CUDA_VISIBLE_DEVICES"]} == {"0", "1"}
         assert is_locked(tmp_path / "locks/gpu0.lock") and is_locked(tmp_path / "locks/gpu1.lock")
         with pytest.raises(DeviceError, match="no 1 free GPU"):
-            lease_gpus(1, rule="baseline", lock_dir=tmp_path / "locks", timeout_s=0.2, poll_s=0.05, environ=third_env)
+            lease_gpus(1, rule="baseline", lock_dir=tmp_path / "locks", timeout_s=0.2, poll_s=0.05,
+                       environ=third_env)
         assert "CUDA_VISIBLE_DEVICES" not in third_env
         first.release()
         third = lease_gpus(1, rule="baseline", lock_dir=tmp_path / "locks", timeout_s=5, poll_s=0.05,
@@ -113,7 +114,8 @@ def test_more_gpus_than_visible_is_an_error_before_training(two_gpus, tmp_path, 
         run_baseline(cfg={"model": cfg["model"], "train": cfg["train"]}, data_dir=tmp_path / "data",
                      out_dir=tmp_path / "p1", experiment="demo", gpus=3)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(DeviceError, match=r"rule explora asks for gpu=2 but CUDA_VISIBLE_DEVICES=0 has 1 visible"):
+    with pytest.raises(DeviceError,
+                       match=r"rule explora asks for gpu=2 but CUDA_VISIBLE_DEVICES=0 has 1 visible"):
         run_explora(cfg={"model": cfg["model"], "explora": cfg["explora"]}, data_dir=tmp_path / "data",
                     out_dir=tmp_path / "p4", experiment="demo", gpus=2)
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p4").exists()
@@ -125,7 +127,8 @@ def test_an_unwritable_lock_directory_is_named(two_gpus, tmp_path, monkeypatch):
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv("STREETVISION_GPU_LOCK_DIR", str(tmp_path / "a_file" / "locks"))
     cfg = resolved_config(REPO)
-    with pytest.raises(DeviceError, match=r"GPU lock directory .*a_file/locks is not writable.*STREETVISION_GPU_LOCK_DIR"):
+    with pytest.raises(DeviceError,
+                       match=r"GPU lock directory .*a_file/locks is not writable.*STREETVISION_GPU_LOCK_DIR"):
         run_baseline(cfg={"model": cfg["model"], "train": cfg["train"]}, data_dir=tmp_path / "data",
                      out_dir=tmp_path / "p1", experiment="demo", gpus=1)
     assert "CUDA_VISIBLE_DEVICES" not in os.environ

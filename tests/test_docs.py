@@ -29,7 +29,8 @@ def test_docs_dag_svg_is_the_demo_dag_of_today(tmp_path):
         pytest.fail("graphviz 'dot' is not installed: apt-get install graphviz (.ci/run does this)")
     dag = run_cli("snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--dag", timeout=300)
     assert dag.returncode == 0, dag.stderr[-2000:]
-    svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True, check=True).stdout
+    svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True,
+                         check=True).stdout
     fresh = dag_structure(svg)
     assert fresh == dag_structure((REPO / "docs" / "dag.svg").read_text()), (
         "docs/dag.svg is stale: regenerate it with `snakemake --dag | dot -Tsvg > docs/dag.svg`")
@@ -54,7 +55,8 @@ def test_every_step_of_the_table_is_wired_the_way_how_to_add_a_step_says():
     text = (REPO / "docs" / "architecture.md").read_text()
     recipe = text[text.index("## How to add a step"):]
     for touched in ("src/streetvision/steps.py", "rules/calibrate2.smk", "scripts/calibrate2.py",
-                    "src/streetvision/phases/calibrate2.py", "config/schema.yaml", "a row of the table", "tests/"):
+                    "src/streetvision/phases/calibrate2.py", "config/schema.yaml", "a row of the table",
+                    "tests/"):
         assert touched in recipe, f"'How to add a step' does not name {touched}"
     assert len([line for line in recipe.splitlines() if line[:3] in {f"{i}. " for i in range(1, 10)}]) == 7
     snakefile = (REPO / "Snakefile").read_text()

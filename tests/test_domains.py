@@ -19,7 +19,8 @@ def test_default_weights_are_the_validators_mix_else_uniform():
     assert domain_weights(["real"] * 5, None) == {"real": 1.0}
     assert domain_weights(["a", "b", "c"], None) == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
     assert domain_weights(DOMAINS, {"real": 3, "synthetic": 1}) == {"real": 0.75, "synthetic": 0.25}
-    with pytest.raises(StreetvisionError, match=r"unknown domain\(s\) \['sdxl'\]; the train split has \['real', 'synthetic'\]"):
+    with pytest.raises(StreetvisionError,
+                       match=r"unknown domain\(s\) \['sdxl'\]; the train split has \['real', 'synthetic'\]"):
         domain_weights(DOMAINS, {"sdxl": 1.0})
 
 
@@ -28,7 +29,8 @@ def test_the_sampler_draws_each_domain_at_its_weight():
     drawn = np.array(DOMAINS)[list(sampler)]
     assert len(drawn) == 6000 and abs(np.mean(drawn == "synthetic") - 0.5) < 0.02
     sampler.set_epoch(1)
-    assert list(sampler) != list(DomainWeightedSampler(DOMAINS, {"real": 0.5, "synthetic": 0.5}, 6000, seed=3))
+    assert list(sampler) != list(DomainWeightedSampler(DOMAINS, {"real": 0.5, "synthetic": 0.5}, 6000,
+                                                       seed=3))
 
 
 def _rank(rank: int, world: int, port: int, queue) -> None:
@@ -99,7 +101,8 @@ def test_challenge_plan_replays_the_evaluation_challenge(tmp_path):
 
     for sample, row in zip(samples, plan.itertuples(index=False), strict=True):
         _, info = simulate_challenge(sample.path, rng=challenge_rng(7, sample.key), exact=True)
-        assert row.level == info["level"] and all(getattr(row, k) == v for k, v in info["distortions"].items())
+        assert row.level == info["level"] and all(getattr(row,
+                                                          k) == v for k, v in info["distortions"].items())
     image = EvaluationChallenge(7).image(samples[0])
     assert image.format == "JPEG" and image.size == (224, 224)
     again = EvaluationChallenge(7).image(samples[0])

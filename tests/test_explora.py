@@ -139,7 +139,8 @@ def test_lora_goes_on_all_blocks_but_the_unfrozen_ones(config):
     with torch.no_grad():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 32)
     with pytest.raises(ValueError, match="leaves no block for LoRA"):
-        add_lora(build_backbone(config["model"]), section_settings(LoraSettings, {**config["explora"], "unfreeze_blocks": 2}))
+        add_lora(build_backbone(config["model"]), section_settings(LoraSettings, {**config["explora"],
+                                                                                  "unfreeze_blocks": 2}))
 
 
 def test_mae_objective_is_a_clear_config_error(repo):

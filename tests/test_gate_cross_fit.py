@@ -12,8 +12,8 @@ from streetvision.calibration.gate import (
     gate_scores,
 )
 
-CFG = GateFit(loss="bce", gatekeeper_alpha=0.5, hidden=8, lr=0.01, weight_decay=1e-4, batch_size=64, max_epochs=10,
-              patience=5, holdout_fraction=0.2, seed=3)
+CFG = GateFit(loss="bce", gatekeeper_alpha=0.5, hidden=8, lr=0.01, weight_decay=1e-4, batch_size=64,
+              max_epochs=10, patience=5, holdout_fraction=0.2, seed=3)
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ def table_rows(output):
 def test_the_smoke_script_runs_end_to_end_on_cpu(tmp_path):
     output = run_smoke(tmp_path, "--cpu-check", "--cores", "2")
     rows = table_rows(output)
-    for experiment, phases in (("smoke", ("data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle")),
+    for experiment, phases in (("smoke", ("data", "explora", "baseline", "thresholds", "gate", "scrc",
+                                          "bundle")),
                                ("pair_a", ("data", "baseline", "bundle")), ("pair_b", ("data", "baseline", "bundle"))):
         for phase in phases:
             assert float(rows[f"{experiment}/{phase}"][0]) > 0, output

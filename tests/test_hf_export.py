@@ -22,8 +22,8 @@ ALICE = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # Substrate's publis
 BOB = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 ALICE_POLKADOT = "15oF4uVJwmo4TdGW7VfQxNLavjCXviqxT9S1MgbjMNHr6Sp5"  # same key, network prefix 0
 TINY_VIT = {"backbone": "vit_tiny_patch16_224", "img_size": 64, "init": "random", "head": "auto",
-            "backbone_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2, "class_token": True,
-                                "global_pool": "token"}}
+            "backbone_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2,
+                                "class_token": True, "global_pool": "token"}}
 DINOV2_S = {"backbone": "vit_small_patch14_dinov2", "img_size": 224, "init": "random", "head": "auto",
             "backbone_kwargs": {}}
 
@@ -48,7 +48,8 @@ def test_folded_score_rounds_to_the_bundle_decision_below_at_and_above_the_thres
     logits = np.array([tie, *up, *below, *band], dtype=np.float32)
 
     w, b = fold_policy(torch.tensor([[1.0]]), torch.tensor([0.0]), t, temperature)
-    z = torch.nn.functional.linear(torch.from_numpy(logits)[:, None], w, b)[:, 0].numpy()  # float32, as served
+    z = torch.nn.functional.linear(torch.from_numpy(logits)[:, None], w,
+                                   b)[:, 0].numpy()  # float32, as served
     score = pipeline_sigmoid(z)
     decision = outputs(logits.astype(np.float64), {"threshold": t, "temperature": temperature})["decision"]
 
@@ -95,7 +96,8 @@ def test_ss58_check_decodes_the_address():
 
 def test_model_card_fields_and_errors_name_the_config_key():
     good = card(submission_time=1_700_000_000)
-    assert set(good) == {"model_name", "description", "version", "submitted_by", "submission_time", "architecture", "notes"}
+    assert set(good) == {"model_name", "description", "version", "submitted_by", "submission_time",
+                         "architecture", "notes"}
     assert good["submission_time"] == 1_700_000_000 and isinstance(card()["submission_time"], int)
     with pytest.raises(ModelCardError, match=r"bundle\.model_card\.submitted_by"):
         card(submitted_by="streetvision-demo")
@@ -110,7 +112,8 @@ def test_model_card_fields_and_errors_name_the_config_key():
 def test_demo_card_accepts_any_submitter_and_says_it_is_a_demo():
     demo = card(submitted_by="streetvision-demo", demo=True)
     assert demo["demo"] is True and "DEMO" in demo["notes"]
-    assert card(demo=True, notes=demo["notes"])["notes"] == demo["notes"]  # re-built from a demo card: said once
+    assert card(demo=True,
+                notes=demo["notes"])["notes"] == demo["notes"]  # re-built from a demo card: said once
     assert "demo" not in card()
     assert "<hf-user>/<repo-name>" in miner_yaml(None) and "hf_repo: 'me/roadwork'" in miner_yaml("me/roadwork")
 
@@ -149,7 +152,8 @@ def test_config_time_check_names_the_transformers_class(cfg, expected):
 @pytest.mark.parametrize(("cfg", "key"), [
     ({"backbone": "resnet18", "img_size": 64, "backbone_kwargs": {}, "head": "auto"}, "model.backbone"),
     ({"backbone": "resnet18", "img_size": 64, "backbone_kwargs": {}, "head": "token"}, "model.head"),
-    ({**TINY_VIT, "backbone_kwargs": {**TINY_VIT["backbone_kwargs"], "class_token": False, "global_pool": "max"}},
+    ({**TINY_VIT, "backbone_kwargs": {**TINY_VIT["backbone_kwargs"], "class_token": False,
+                                      "global_pool": "max"}},
      "model.backbone"),  # the demo's max-pooled ViT
     ({**TINY_VIT, "backbone_kwargs": {**TINY_VIT["backbone_kwargs"], "global_pool": "avg"}},
      "model.backbone"),  # the final norm moves after the pooling (fc_norm)
@@ -180,7 +184,8 @@ def test_eval_resize_is_torchvisions_float_tensor_resize(interpolation):
         assert torch.equal(FloatResize(size, interpolation)(image), expected)
 
 
-# --- export + parity (the miner's way) ------------------------------------------------------------------------
+# --- export + parity (the miner's way)
+# ------------------------------------------------------------------------
 
 def challenge_jpegs(n: int) -> list:
     """224x224 JPEGs (PIL defaults, quality 75) of synthetic street scenes, as the miner receives them."""
@@ -210,7 +215,8 @@ def make_bundle(root, model_cfg, images, temperature=1.7, submitted_by=ALICE):
     provisional = {"type": "threshold", "threshold": 0.5, "temperature": temperature}
     write_model_bundle(root / "bundle", model, spec, provisional, card)
     probabilities = [d["raw_probability"] for d in load_bundle(root / "bundle").predict_details(images)]
-    policy = {**provisional, "threshold": float(np.sort(probabilities)[len(images) // 2])}  # a tie, as the sweep makes
+    policy = {**provisional,
+              "threshold": float(np.sort(probabilities)[len(images) // 2])}  # a tie, as the sweep makes
     write_model_bundle(root / "bundle", model, spec, policy, card)
     return root / "bundle"
 
@@ -255,7 +261,8 @@ def test_tiny_vit_export_files(tiny_export):
     assert model_card["version"] == "0.3.1" and "ViTForImageClassification" in model_card["architecture"]
     readme = (repo / "README.md").read_text()
     header = readme.split("---")[1]
-    for line in ("pipeline_tag: image-classification", "library_name: transformers", "license: mit", "- roadwork"):
+    for line in ("pipeline_tag: image-classification", "library_name: transformers", "license: mit",
+                 "- roadwork"):
         assert line in header
     assert "<hf-user>/<repo-name>" in readme and "| val_test |" in readme
     assert "<hf-user>/<repo-name>" in (repo / "miner.yaml").read_text()
@@ -335,5 +342,6 @@ def test_only_a_flip_at_the_threshold_itself_is_forgiven_and_a_drifting_score_fa
 
     drift = compare_decisions(expected + 0.01, expected, decisions)  # same decisions, wrong scores
     assert drift["decision_mismatches"] == 0 and "max |Δp| 1.0e-02" in parity_problems(drift)[0]
-    assert parity_problems(compare_decisions(np.array([0.5]), np.array([0.5 + 2.5e-6]), np.array([1])))[-1] == \
+    assert parity_problems(compare_decisions(np.array([0.5]), np.array([0.5 + 2.5e-6]),
+                                             np.array([1])))[-1] == \
         "1 score(s) of exactly 0.5"

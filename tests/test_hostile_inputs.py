@@ -31,7 +31,8 @@ ALICE = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # a valid ss58 hotke
 def png_bomb(width: int, height: int) -> bytes:
     """A 1-bit PNG that declares width x height pixels in a few hundred bytes (all-zero rows, deflated)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I",
+                                                                        zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     row = b"\0" * (1 + (width + 7) // 8)
     packer = zlib.compressobj(9)
@@ -175,7 +176,8 @@ def test_a_bundle_json_that_is_a_list_or_not_utf8_is_named(tiny_bundle, tmp_path
 @pytest.mark.parametrize(("record", "message"), [
     (b"{not json", r"model_config\.json: not valid JSON"),
     (b'{"img_size": 224}', r"model_config\.json: missing key 'backbone'"),
-    (None, r"model_config\.json: config key 'model\.backbone': 'vit_nonexistent_patch16' is not a timm model"),
+    (None,
+     r"model_config\.json: config key 'model\.backbone': 'vit_nonexistent_patch16' is not a timm model"),
 ])
 def test_a_malformed_model_record_is_named(tiny_bundle, tmp_path, record, message):
     bundle = copy_bundle(tiny_bundle, tmp_path)
@@ -263,7 +265,8 @@ def test_hostile_images_are_quarantined_with_a_reason_or_indexed_as_they_look(re
     (root / "none" / "grey16.png").write_bytes(grey16)
     (root / "none" / "bomb.png").write_bytes(png_bomb(30000, 30000))
     (root / "roadwork" / "big.png").write_bytes(png_bomb(12000, 12000))
-    Image.fromarray(np.zeros((8, 8), np.float32), "F").save(root / "none" / "float.tif")  # 32-bit float pixels
+    Image.fromarray(np.zeros((8, 8), np.float32),
+                    "F").save(root / "none" / "float.tif")  # 32-bit float pixels
     name = os.fsdecode(b"caf\xe9-latin1.jpg")  # not UTF-8
     (root / "roadwork" / name).write_bytes(jpeg_bytes(999, 32))
     (root / "none" / "notes.txt").write_text("not an image")
@@ -277,8 +280,8 @@ def test_hostile_images_are_quarantined_with_a_reason_or_indexed_as_they_look(re
     manifest = json.loads(run_data(cfg={"data": data_cfg}, out_dir=out, experiment="x").read_text())
     quarantine = pd.read_csv(out / "quarantine.csv").set_index("origin")
     reasons = {os.path.basename(origin): reason for origin, reason in quarantine["reason"].items()}
-    assert reasons["bomb.png"].startswith("too large: 30000x30000 = 900,000,000 pixels, more than the limit of "
-                                          "100,000,000")
+    assert reasons["bomb.png"].startswith("too large: 30000x30000 = 900,000,000 pixels, more than the limit "
+                                          "of 100,000,000")
     assert reasons["big.png"].startswith("too large: 12000x12000 = 144,000,000 pixels")
     assert reasons["float.tif"].startswith("undecodable: pixel mode F has no 8-bit RGB meaning")
     index = load_index(out).set_index("origin")
@@ -307,7 +310,8 @@ def test_an_invalid_mask_center_names_its_row_not_the_shard(tmp_path):
     for value, message in [("[1, 2", r"mask_center '\[1, 2' is not an \(x, y\) pair"),
                            ('"middle"', r"mask_center '\"middle\"' is not an \(x, y\) pair"),
                            ('["a", 3]', r"mask_center .* must hold numbers")]:
-        pq.write_table(pa.table({"image": [jpeg_bytes(1)], "label": [1], "mask_center": [value]}), tmp_path / "s.parquet")
+        pq.write_table(pa.table({"image": [jpeg_bytes(1)], "label": [1], "mask_center": [value]}),
+                       tmp_path / "s.parquet")
         with pytest.raises(DataSourceError, match=r"s\.parquet row 0: " + message):
             list(read_natix_parquet(tmp_path))
 
@@ -315,7 +319,8 @@ def test_an_invalid_mask_center_names_its_row_not_the_shard(tmp_path):
 def test_a_duplicated_yaml_key_names_file_and_key(tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text("train:\n  lr: 0.1\n  max_epochs: 3\n  lr: 0.2\n")
-    with pytest.raises(ConfigError, match=r"my\.yaml: not valid YAML .*key 'lr' is given twice \(first on line 2, "
+    with pytest.raises(ConfigError,
+                       match=r"my\.yaml: not valid YAML .*key 'lr' is given twice \(first on line 2, "
                                           r"again on line 4\)"):
         load_config_file(path)
 
@@ -373,7 +378,8 @@ def test_a_data_only_run_needs_no_hotkey_or_weights_and_reruns_when_the_source_c
     shards = write_natix_shards(tmp_path / "natix", 60)
     config = write(tmp_path, "real.yaml", {
         "experiments": {"real": {}}, "data": {"source": "natix_parquet", "path": str(shards)},
-        "model": {**TINY_CONFIG["model"], "init": "file", "pretrained_file": str(tmp_path / "missing.safetensors")}})
+        "model": {**TINY_CONFIG["model"], "init": "file",
+                  "pretrained_file": str(tmp_path / "missing.safetensors")}})
     target = "results/real/data/manifest.json"
     done = snakemake(tmp_path, target, "--cores", "1", "--configfile", config)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

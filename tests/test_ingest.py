@@ -33,7 +33,8 @@ def write_folder(root, n=N, start=0):
 
 def ingest(repo, tmp_path, **overrides):
     out = tmp_path / "out"
-    manifest = json.loads(run_data(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out, experiment="t").read_text())
+    manifest = json.loads(run_data(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out,
+                                   experiment="t").read_text())
     return manifest, load_index(out), pd.read_csv(out / "quarantine.csv"), pd.read_csv(out / "duplicates.csv")
 
 
@@ -56,7 +57,8 @@ def test_image_folder_with_corrupt_duplicate_and_conflict(repo, tmp_path):
     assert len(index) + len(duplicates) + len(quarantine) == m["rows_read"]
     assert index["sha256"].is_unique and m["hashes_in_two_splits"] == 0
     assert set(index["split"]) == {"train", "val_select", "val_calib", "val_conformal", "val_test"}
-    assert {"id", "sha256", "label", "split", "path"} <= set(pd.read_parquet(tmp_path / "out" / "index.parquet").columns)
+    assert {"id", "sha256", "label", "split",
+            "path"} <= set(pd.read_parquet(tmp_path / "out" / "index.parquet").columns)
 
 
 def test_index_csv_source_and_bad_label(repo, tmp_path):
@@ -83,7 +85,8 @@ def write_natix_shards(folder, n=N, struct_images=False):
     half = n // 2
     for shard, rows in enumerate((range(0, half), range(half, n))):
         images = [jpeg_bytes(i) for i in rows]
-        column = [{"bytes": b, "path": f"{i}.jpg"} for b, i in zip(images, rows, strict=True)] if struct_images else images
+        column = [{"bytes": b, "path": f"{i}.jpg"} for b, i in zip(images, rows,
+                                                                   strict=True)] if struct_images else images
         table = pa.table({
             "image": column,
             "label": [i % 2 for i in rows],
@@ -97,7 +100,8 @@ def write_natix_shards(folder, n=N, struct_images=False):
 def test_natix_rows_are_skipped_exactly_as_validators_skip_them(repo, tmp_path, struct_images):
     shards = write_natix_shards(tmp_path / "natix", struct_images=struct_images)
     extra = pa.table({
-        "image": [jpeg_bytes(5000), jpeg_bytes(5001), jpeg_bytes(5002), jpeg_bytes(5003), corrupt_jpeg_bytes(7)],
+        "image": [jpeg_bytes(5000), jpeg_bytes(5001), jpeg_bytes(5002), jpeg_bytes(5003),
+                  corrupt_jpeg_bytes(7)],
         "label": [0, 1, 1, 0, 1],
         # By presence, not by keywords: "no construction" still counts as a description for label 1.
         "scene_description": ["a quiet street", "", "no construction, empty road", None, "cones"],
@@ -130,7 +134,8 @@ def test_shards_without_descriptions_keep_every_row_and_mask_centres_reach_the_i
     assert len(with_mask) == len(range(0, N, 3)) and (with_mask["mask_center_y"] == 3).all()
     pq.write_table(pa.table({"image": [jpeg_bytes(1)], "label": [1], "mask_center": [[1.5, 2.0]]}),
                    folder / "a.parquet")
-    with pytest.raises(DataSourceError, match=r"a\.parquet row 0: mask_center \[1\.5, 2\.0\] must hold integer"):
+    with pytest.raises(DataSourceError,
+                       match=r"a\.parquet row 0: mask_center \[1\.5, 2\.0\] must hold integer"):
         ingest(repo, tmp_path, source="natix_parquet", path=str(folder))
 
 
@@ -163,8 +168,10 @@ def test_several_sources_with_domains_dedupe_across_sources(repo, tmp_path):
 
 def test_two_sources_reading_the_same_data_are_named(repo, tmp_path):
     real = write_folder(tmp_path / "real")
-    sources = [{"source": "image_folder", "path": str(real)}, {"source": "image_folder", "path": str(real) + "/"}]
-    with pytest.raises(DataSourceError, match=r"'data\.sources\[0\]' and 'data\.sources\[1\]' read the same data"):
+    sources = [{"source": "image_folder", "path": str(real)}, {"source": "image_folder",
+                                                               "path": str(real) + "/"}]
+    with pytest.raises(DataSourceError,
+                       match=r"'data\.sources\[0\]' and 'data\.sources\[1\]' read the same data"):
         ingest(repo, tmp_path, sources=sources)
 
 
@@ -172,8 +179,8 @@ def test_default_domains():
     from streetvision.data.sources import source_specs
 
     cfg = {"source": "synthetic", "path": None, "class_map": {"roadwork": 1, "none": 0},
-           "synthetic": {"count": 10, "image_size": 32, "positive_fraction": 0.5, "unlabeled_count": 0, "seed": 0,
-                         "style": "dashcam"},
+           "synthetic": {"count": 10, "image_size": 32, "positive_fraction": 0.5, "unlabeled_count": 0,
+                         "seed": 0, "style": "dashcam"},
            "sources": [{"source": "synthetic"}, {"source": "synthetic", "synthetic": {"style": "generated"}},
                        {"source": "index", "path": "x.csv"}]}
     assert [(s.name, s.domain) for s in source_specs(cfg)] == [
@@ -217,7 +224,9 @@ def test_splits_are_stable_when_the_data_set_grows(repo, tmp_path):
     assert len(after) == 2 * N
     merged = before.merge(after, on="id", suffixes=("_before", "_after"))
     assert len(merged) == N and (merged["split_before"] == merged["split_after"]).all()
-    assert assign_split("ab" * 32, data_cfg(repo, source="synthetic")["splits"], seed=0) == assign_split("ab" * 32, data_cfg(repo, source="synthetic")["splits"], seed=0)
+    assert assign_split("ab" * 32, data_cfg(repo, source="synthetic")["splits"],
+                        seed=0) == assign_split("ab" * 32, data_cfg(repo, source="synthetic")["splits"],
+                                                seed=0)
 
 
 def test_unlabeled_copy_of_a_labelled_image_cannot_leak(repo, tmp_path):
@@ -238,7 +247,7 @@ def test_synthetic_source_is_deterministic(repo, tmp_path):
     first, index, _, _ = ingest(repo, tmp_path, source="synthetic", synthetic=cfg)
     assert first["metrics"]["splits"]["unlabeled"]["n"] == 10
     assert index["width"].eq(64).all()
-    again = run_data(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg)}, out_dir=tmp_path / "again",
-                     experiment="t")
+    again = run_data(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg)},
+                     out_dir=tmp_path / "again", experiment="t")
     assert pd.read_parquet(again.parent / "index.parquet")["sha256"].tolist() == pd.read_parquet(
         tmp_path / "out" / "index.parquet")["sha256"].tolist()

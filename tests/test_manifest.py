@@ -27,7 +27,8 @@ def test_manifest_contents(tmp_path):
     assert manifest["phase"] == "data" and manifest["seed"] == 7
     assert {a["path"] for a in manifest["artifacts"]} == {"a.txt", "sub/b.bin"}
     assert all(len(a["sha256"]) == 64 and a["bytes"] > 0 for a in manifest["artifacts"])
-    for key in ("config_hash", "git", "versions", "device", "started_at", "finished_at", "duration_s", "metrics"):
+    for key in ("config_hash", "git", "versions", "device", "started_at", "finished_at", "duration_s",
+                "metrics"):
         assert key in manifest
     assert manifest["versions"]["python"]
 
@@ -72,7 +73,8 @@ def test_a_recorder_never_removes_files_its_step_did_not_write(tmp_path):
     (tmp_path / "data" / "notes.txt").write_text("mine")
     (tmp_path / "data" / "phase1_baseline").mkdir()
     (tmp_path / "data" / "phase1_baseline" / "model.safetensors").write_bytes(b"weights")
-    with pytest.raises(ForeignFilesError, match=r"holds 2 file\(s\) that step 'data' did not write \(notes\.txt, "
+    with pytest.raises(ForeignFilesError,
+                       match=r"holds 2 file\(s\) that step 'data' did not write \(notes\.txt, "
                                                 r"phase1_baseline/model\.safetensors\); nothing was removed"):
         PhaseRecorder(tmp_path / "data", "data", "exp", {})
     assert (tmp_path / "data" / "a.txt").read_text() == "alpha" and (tmp_path / "data" / "manifest.json").is_file()
@@ -92,7 +94,8 @@ def test_a_killed_run_is_cleaned_up_through_its_journal(tmp_path):
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [JOURNAL_NAME]
     again.write_json("second.json", {})
     again.finish()
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [JOURNAL_NAME, "manifest.json", "second.json"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [JOURNAL_NAME, "manifest.json",
+                                                                  "second.json"]
     # Snakemake deletes a job's manifest before it re-runs the job: the journal still says what is ours.
     (tmp_path / "p" / "manifest.json").unlink()
     PhaseRecorder(tmp_path / "p", "p", "exp", {})
@@ -113,8 +116,8 @@ def test_every_writer_lists_what_it_writes(tmp_path):
     rec.write_figure("f.png", new_figure()[0])
     rec.write_with("raw.bin", lambda tmp: tmp.write_bytes(b"raw"))
     manifest = read_manifest(rec.finish())
-    assert {a["path"] for a in manifest["artifacts"]} == {"r.json", "t/a.parquet", "c.csv", "w.safetensors", "f.png",
-                                                          "raw.bin"}
+    assert {a["path"] for a in manifest["artifacts"]} == {"r.json", "t/a.parquet", "c.csv", "w.safetensors",
+                                                          "f.png", "raw.bin"}
     assert verify_tree(tmp_path) == (1, [])
 
 
@@ -124,7 +127,8 @@ def test_a_file_written_without_being_listed_stops_the_manifest(tmp_path):
     (tmp_path / "p" / "stray.txt").write_text("nobody listed me")
     (tmp_path / "p" / "checkpoints").mkdir()
     (tmp_path / "p" / "checkpoints" / "last.ckpt").write_text("scratch is fine")
-    with pytest.raises(RuntimeError, match=r"files written without being listed in the manifest: \['stray.txt'\]"):
+    with pytest.raises(RuntimeError,
+                       match=r"files written without being listed in the manifest: \['stray.txt'\]"):
         rec.finish()
     assert not (tmp_path / "p" / "manifest.json").exists()
 

@@ -67,7 +67,8 @@ def test_accepts_lists_numpy_and_torch():
     expected = compute_all_metrics(np.array(y), np.array(p))
     assert compute_all_metrics(y, p) == expected
     assert compute_all_metrics(torch.tensor(y), torch.tensor(p, dtype=torch.float64)) == expected
-    assert compute_all_metrics(torch.tensor(y), torch.tensor(p, dtype=torch.bfloat16).float())["tp"] == expected["tp"]
+    assert compute_all_metrics(torch.tensor(y), torch.tensor(p,
+                                                             dtype=torch.bfloat16).float())["tp"] == expected["tp"]
 
 
 @pytest.mark.parametrize(
@@ -144,7 +145,8 @@ def test_natix_reward_by_hand():
 
 def test_natix_reward_rounds_half_down():
     # 0.5 rounds to 0: tp 1, fn 1, tn 2 -> MCC 2 / sqrt(12), accuracy 3/4
-    assert natix_reward([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.5]) == pytest.approx((0.5 * 2 / 12**0.5 + 0.5 * 0.75) ** 3)
+    assert natix_reward([0, 1, 0, 1], [0.1, 0.9, 0.2,
+                                       0.5]) == pytest.approx((0.5 * 2 / 12**0.5 + 0.5 * 0.75) ** 3)
     assert natix_reward([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.5000001]) == 1.0
 
 
@@ -227,7 +229,8 @@ def test_validator_metrics_round_like_validators_and_report_the_reward_spread():
     assert m["n"] == 400 and m["accuracy"] == pytest.approx(390 / 400)
     assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(labels, np.round(answers)))
     assert m["natix_reward_p10"] <= m["natix_reward"] <= m["natix_reward_p90"] <= 1.0
-    assert m["natix_reward"] == pytest.approx(reward_distribution(labels, answers, n_windows=300, rng=3)["mean"])
+    assert m["natix_reward"] == pytest.approx(reward_distribution(labels, answers, n_windows=300,
+                                                                  rng=3)["mean"])
 
 
 def test_validator_metrics_of_a_single_class_domain_are_undefined_not_zero():

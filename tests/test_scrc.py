@@ -124,8 +124,8 @@ def test_split_fixed_sequence_matches_a_direct_loop(seed):
     scores, errors = draw(rng, 600)
     ref_scores, ref_errors = draw(rng, 300)
     alpha, delta, size = 0.08, 0.1, 150
-    fit = fit_selection(scores, errors, alpha, delta, reference_scores=ref_scores, reference_errors=ref_errors,
-                        sequence_size=size)
+    fit = fit_selection(scores, errors, alpha, delta, reference_scores=ref_scores,
+                        reference_errors=ref_errors, sequence_size=size)
     expected, start = split_fixed_sequence_by_hand(scores, errors, ref_scores, ref_errors, alpha, delta, size)
     assert (fit.threshold, fit.start) == (expected, start)
     assert fit.method == "split_fixed_sequence" and fit.test_level == delta
@@ -174,7 +174,8 @@ def test_fixed_sequence_stops_at_the_first_failure_even_if_a_later_candidate_pas
     # The split sequence, started at the top by a reference in which the bottom looks risky, stops there too.
     ref_scores = np.r_[np.full(100, 0.8), np.full(100, 0.6), np.full(1000, 0.3)]
     ref_errors = np.r_[np.zeros(100), np.ones(100), np.arange(1000) < 200]
-    fit = fit_selection(scores, errors, alpha, delta, reference_scores=ref_scores, reference_errors=ref_errors)
+    fit = fit_selection(scores, errors, alpha, delta, reference_scores=ref_scores,
+                        reference_errors=ref_errors)
     assert (fit.start, fit.threshold) == (0.8, 0.8)
 
 
@@ -209,20 +210,24 @@ def test_first_test_failing_abstains_on_everything():
 def test_too_few_samples_says_how_many_are_needed(method, tests):
     needed = minimum_calibration_size_for(method, 0.1, 0.1)
     assert needed == math.ceil(math.log(0.1 / tests) / math.log(0.9))
-    with pytest.raises(CalibrationSizeError, match=f"val_conformal: SCRC needs at least {needed} calibration samples"):
-        fit_selection_threshold(np.ones(needed - 1), np.zeros(needed - 1), 0.1, 0.1, reference_scores=np.ones(50),
+    with pytest.raises(CalibrationSizeError,
+                       match=f"val_conformal: SCRC needs at least {needed} calibration samples"):
+        fit_selection_threshold(np.ones(needed - 1), np.zeros(needed - 1), 0.1, 0.1,
+                                reference_scores=np.ones(50),
                                 reference_errors=np.zeros(50), method=method, where="val_conformal")
 
 
 def test_too_small_reference_says_how_many_images_the_sequence_needs():
     rng = np.random.default_rng(1)
     scores, errors = draw(rng, 500)
-    with pytest.raises(CalibrationSizeError, match="sequence of 1000 candidates needs at least 1000 reference images"
+    with pytest.raises(CalibrationSizeError,
+                       match="sequence of 1000 candidates needs at least 1000 reference images"
                                                    ".*got 300"):
         fit_selection_threshold(scores, errors, 0.1, 0.1, reference_scores=rng.random(300),
                                 reference_errors=np.zeros(300), sequence_size=1000)
     # Without an explicit size the sequence shrinks to the reference: one candidate per reference image.
-    fit = fit_selection(scores, errors, 0.1, 0.1, reference_scores=rng.random(300), reference_errors=np.zeros(300))
+    fit = fit_selection(scores, errors, 0.1, 0.1, reference_scores=rng.random(300),
+                        reference_errors=np.zeros(300))
     assert fit.candidates <= 301
 
 
@@ -259,10 +264,13 @@ def test_alpha_and_delta_outside_the_unit_interval_are_errors(alpha, delta, name
 def test_each_method_refuses_the_other_methods_size_naming_its_own():
     rng = np.random.default_rng(3)
     scores, errors = draw(rng, 400)
-    with pytest.raises(ValueError, match="grid_size does not apply to method split_fixed_sequence; its candidates are "
+    with pytest.raises(ValueError,
+                       match="grid_size does not apply to method split_fixed_sequence; its candidates are "
                                          "sized by sequence_size"):
-        fit_selection(scores, errors, 0.1, 0.1, reference_scores=scores, reference_errors=errors, grid_size=50)
-    with pytest.raises(ValueError, match="sequence_size does not apply to method bonferroni; .* sized by grid_size"):
+        fit_selection(scores, errors, 0.1, 0.1, reference_scores=scores, reference_errors=errors,
+                      grid_size=50)
+    with pytest.raises(ValueError,
+                       match="sequence_size does not apply to method bonferroni; .* sized by grid_size"):
         fit_selection(scores, errors, 0.1, 0.1, method="bonferroni", sequence_size=50)
 
 
@@ -315,7 +323,8 @@ def test_summary_reports_undefined_risk_when_nothing_is_accepted():
     nothing = selective_summary(accepted_mask(scores, math.inf), errors, calls)
     assert nothing["coverage"] == 0.0 and nothing["selective_risk"] is None
     assert nothing["positive"]["selective_risk"] is None and nothing["negative"]["selective_risk"] is None
-    per_decision = selective_summary(accepted_mask(scores, {"positive": 0.5, "negative": "inf"}, calls), errors, calls)
+    per_decision = selective_summary(accepted_mask(scores, {"positive": 0.5, "negative": "inf"}, calls),
+                                     errors, calls)
     assert per_decision["accepted"] == 1 and per_decision["selective_risk"] == 0.0
     assert per_decision["positive"] == {"n": 2, "accepted": 1, "errors_accepted": 0, "coverage": 0.5,
                                         "selective_risk": 0.0}
@@ -356,7 +365,8 @@ def test_guarantee_needs_no_monotone_risk():
         (scores, errors), (ref_scores, ref_errors) = draw(rng, 2000, NON_MONOTONE), draw(rng, 2000, NON_MONOTONE)
         for method in METHODS:
             thresholds[method][trial] = fit_selection_threshold(
-                scores, errors, alpha, delta, reference_scores=ref_scores, reference_errors=ref_errors, method=method)
+                scores, errors, alpha, delta, reference_scores=ref_scores, reference_errors=ref_errors,
+                method=method)
         # Control: the split sequence without its stop rule (every candidate at δ, keep the largest coverage).
         sequence = reference_sequence(ref_scores, 1000)
         accepted, wrong = selective_counts(scores, errors, sequence)
@@ -387,7 +397,8 @@ class Inverted(Quadratic):
 @pytest.mark.slow
 def test_a_misleading_reference_costs_coverage_not_validity():
     alpha, delta, trials, method = 0.05, 0.1, 1000, "split_fixed_sequence"
-    honest, optimistic, inverted = (simulate([method], alpha, delta, 2000, trials, seed=9, reference_model=model)[method]
+    honest, optimistic, inverted = (simulate([method], alpha, delta, 2000, trials, seed=9,
+                                             reference_model=model)[method]
                                     for model in (Quadratic, Optimistic, Inverted))
     for thresholds in (optimistic, inverted):
         assert np.mean(Quadratic.selective_risk(thresholds) > alpha) <= monte_carlo_bound(delta, trials)

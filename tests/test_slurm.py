@@ -19,7 +19,8 @@ from helpers import BIN, TINY_CONFIG, run_cli
 from streetvision.config import deep_merge
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-PHASES = ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle", "hf_export")
+PHASES = ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle",
+          "hf_export")
 
 
 def slurm_running() -> bool:
@@ -38,20 +39,23 @@ def slurm(repo, tmp_path_factory):
         return
     state = tmp_path_factory.mktemp("slurm-state")
     env = {**os.environ, "WITH_DBD": "1", "SLURM_STATE_DIR": str(state)}
-    started = subprocess.run(["timeout", "-k", "10", "180", "bash", str(repo / ".ci/slurm/start.sh")], env=env,
-                             capture_output=True, text=True)
+    started = subprocess.run(["timeout", "-k", "10", "180", "bash", str(repo / ".ci/slurm/start.sh")],
+                             env=env, capture_output=True, text=True)
     assert started.returncode == 0 and slurm_running(), started.stdout[-2000:] + started.stderr[-2000:]
     yield state
-    subprocess.run(["timeout", "-k", "10", "120", "bash", str(repo / ".ci/slurm/stop.sh")], env=env, capture_output=True)
+    subprocess.run(["timeout", "-k", "10", "120", "bash", str(repo / ".ci/slurm/stop.sh")], env=env,
+                   capture_output=True)
 
 
 def slurm_snakemake_args(repo, workdir, *extra, timeout=1500, baseline_tasks=1):
     """The shipped profile plus this node's overlay: no GPUs here (phase 1 runs ``baseline_tasks`` CPU tasks,
     as it would run one task per GPU), small memory, fast status checks."""
-    return ["timeout", "-k", "20", str(timeout), "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir),
+    return ["timeout", "-k", "20", str(timeout), "snakemake", "-s", str(repo / "Snakefile"), "-d",
+            str(workdir),
             "--configfile", str(workdir / "tiny.yaml"), "--workflow-profile", str(repo / "profiles/slurm"),
             "--default-resources", "slurm_partition=debug", "mem_mb=1500", "runtime=30", "cpus_per_task=1",
-            "--set-resources", "baseline:gpu=0", f"baseline:tasks={baseline_tasks}", "baseline:cpus_per_task=1",
+            "--set-resources", "baseline:gpu=0", f"baseline:tasks={baseline_tasks}",
+            "baseline:cpus_per_task=1",
             "baseline:mem_mb=3000", "explora:gpu=0", "explora:cpus_per_task=1", "explora:mem_mb=3000",
             "bundle:mem_mb=3000", "--slurm-init-seconds-before-status-checks", "2", "--jobs", "4", *extra]
 
@@ -104,7 +108,8 @@ def requeue_when_mid_epoch(run, phase_dir, rule, timeout=400) -> str:
         time.sleep(0.2)
     assert subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=30).returncode == 0
     for _ in range(120):  # SLURM holds a requeued job back (BeginTime); let it start again now
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True, timeout=30)
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True,
+                       timeout=30)
         if running_job_of(rule) == job:
             break
         time.sleep(0.5)
@@ -132,8 +137,8 @@ def test_demo_pipeline_on_slurm_with_two_task_training_requeued_mid_epoch(repo, 
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     # All three at once: the SLURM runs mostly wait on status checks.
-    local = start(["timeout", "-k", "20", "900", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(local_dir),
-                   "--configfile", str(local_dir / "tiny.yaml"), "--cores", "1"])
+    local = start(["timeout", "-k", "20", "900", "snakemake", "-s", str(repo / "Snakefile"), "-d",
+                   str(local_dir), "--configfile", str(local_dir / "tiny.yaml"), "--cores", "1"])
     broken = start(slurm_snakemake_args(repo, broken_dir, "--until", "data", timeout=900))
     started = time.monotonic()
     run = start(slurm_snakemake_args(repo, slurm_dir, baseline_tasks=2))

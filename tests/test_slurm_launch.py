@@ -16,8 +16,8 @@ def fake_tools(folder, num_tasks=2, num_cpus=4, scontrol_exit=0):
     """``scontrol show job`` reporting the given shape, and an ``srun`` that prints what it was asked to run."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "scontrol").write_text(
-        f"#!/bin/sh\necho 'JobId=42 JobName=x NumNodes=1 NumCPUs={num_cpus} NumTasks={num_tasks} CPUs/Task=1'\n"
-        f"exit {scontrol_exit}\n")
+        f"#!/bin/sh\necho 'JobId=42 JobName=x NumNodes=1 NumCPUs={num_cpus} NumTasks={num_tasks} "
+        f"CPUs/Task=1'\nexit {scontrol_exit}\n")
     (folder / "srun").write_text('#!/bin/sh\necho "srun $*"\nenv | grep "^SLURM_" | sort\n')
     for tool in ("scontrol", "srun"):
         (folder / tool).chmod(0o755)
@@ -49,14 +49,16 @@ def test_a_single_process_in_a_multi_task_job_becomes_srun_running_one_copy_per_
     done = run_launcher(tmp_path, step)
     assert done.returncode == 0, done.stderr
     command, *slurm_env = done.stdout.splitlines()
-    assert command == (f"srun --overlap --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=2 --gpu-bind=none "
+    assert command == ("srun --overlap --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=2 "
+                       "--gpu-bind=none "
                        f"--kill-on-bad-exit=1 {sys.executable} {tmp_path / 'job_script.py'} --flag")
     assert slurm_env == ["SLURM_JOB_ID=42"]  # the enclosing step's layout must not leak into the new step
     assert "has 2 tasks: starting them with srun" in done.stderr
 
 
 @pytest.mark.parametrize("env, shape", [
-    ({"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "3", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}, {}),  # already a task
+    ({"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "3", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"},
+     {}),  # already a task
     ({"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "1"}, {"num_tasks": 1}),  # a one-task job
     ({"SLURM_JOB_ID": "42"}, {"scontrol_exit": 1}),  # scontrol cannot tell: run as one process
     ({}, {}),  # no SLURM
@@ -90,7 +92,8 @@ def test_each_gpu_needs_its_own_task(monkeypatch):
 @pytest.mark.parametrize("environ, emptied", [
     ({}, True),  # a plain job
     ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, True),  # the rule's own srun -n1 step
-    ({"SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}, False),  # rank 0 of the tasks it started
+    ({"SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"},
+     False),  # rank 0 of the tasks it started
     ({"SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}, False),
     ({"LOCAL_RANK": "1"}, False),  # a child of Lightning's DDP launcher
 ])
@@ -98,7 +101,8 @@ def test_only_the_process_that_starts_a_step_empties_its_log(tmp_path, monkeypat
     """The tasks srun starts write into the log their launcher began: rank 0 must not erase rank 1's lines."""
     from streetvision.logs import log_to_file
 
-    for variable in ("SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_PROCID", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+    for variable in ("SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_PROCID", "RANK", "LOCAL_RANK",
+                     "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in environ.items():
         monkeypatch.setenv(variable, value)

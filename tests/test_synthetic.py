@@ -76,7 +76,8 @@ def test_each_style_writes_an_rgb_jpeg_of_the_requested_size(style, size):
 
 
 def test_generated_dataset_keeps_the_layout(tmp_path):
-    root = generate_dataset(tmp_path / "generated", count=10, size=48, unlabeled_count=2, seed=1, style="generated")
+    root = generate_dataset(tmp_path / "generated", count=10, size=48, unlabeled_count=2, seed=1,
+                            style="generated")
     labelled = sorted(p.relative_to(root).parts[:2] for p in (root / "labelled").rglob("*.jpg"))
     assert len(labelled) == 10 and {part for _, part in labelled} <= {"roadwork", "none"}
     assert len(list((root / "unlabeled").glob("*.jpg"))) == 2
@@ -134,7 +135,8 @@ def test_roadwork_label_means_striped_orange_objects_in_each_style(style):
 ])
 def test_unknown_style_is_rejected_by_name(call, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"unknown synthetic style 'sdxl': expected one of dashcam, generated"):
+    with pytest.raises(ValueError,
+                       match=r"unknown synthetic style 'sdxl': expected one of dashcam, generated"):
         call()
     assert not (tmp_path / "unused").exists()
 

@@ -29,7 +29,8 @@ def data_dir(tmp_path_factory, repo):
 
 def test_phase1_fast_dev_run_writes_every_output(repo, data_dir, tmp_path):
     cfg = resolved_config(repo)
-    manifest_path = run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "p1", experiment="demo")
+    manifest_path = run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "p1",
+                                 experiment="demo")
     manifest = json.loads(manifest_path.read_text())
     listed = {a["path"] for a in manifest["artifacts"]}
     assert {"model.safetensors", "model_config.json", "metrics.json", "curves.csv"} <= listed
@@ -44,7 +45,8 @@ def test_phase1_fast_dev_run_writes_every_output(repo, data_dir, tmp_path):
             assert torch.allclose(torch.sigmoid(torch.tensor(table["logit"].values)),
                                   torch.tensor(table["probability"].values))
         challenge = pd.read_parquet(tmp_path / "p1" / Baseline.predictions(split))
-        assert set(challenge["level"]) <= {0, 1, 2, 3} and {"CS", "CC", "JPEG", "GNC", "GB"} <= set(challenge.columns)
+        assert set(challenge["level"]) <= {0, 1, 2, 3} and {"CS", "CC", "JPEG", "GNC",
+                                                            "GB"} <= set(challenge.columns)
     features = load_file(tmp_path / "p1" / "features" / "val_test.safetensors")["features"]
     assert features.shape == (int((index["split"] == "val_test").sum()), 32)
     assert manifest["metrics"]["global_step"] > 0 and manifest["metrics"]["resumed_from_step"] is None
@@ -57,7 +59,8 @@ def test_exported_weights_reproduce_the_predictions(repo, data_dir, tmp_path):
     from streetvision.data.views import EvaluationChallenge, samples_of
     from streetvision.models.spec import ClassifierSpec
 
-    run_baseline(cfg=sections(resolved_config(repo)), data_dir=data_dir, out_dir=tmp_path / "p1", experiment="demo")
+    run_baseline(cfg=sections(resolved_config(repo)), data_dir=data_dir, out_dir=tmp_path / "p1",
+                 experiment="demo")
     config = json.loads((tmp_path / "p1" / "model_config.json").read_text())
     spec = ClassifierSpec.from_record(config)
     model = spec.load(tmp_path / "p1" / "model.safetensors")
@@ -73,7 +76,9 @@ def test_exported_weights_reproduce_the_predictions(repo, data_dir, tmp_path):
 
 
 def test_changed_config_does_not_resume_old_checkpoints(repo, data_dir, tmp_path):
-    run_baseline(cfg=sections(resolved_config(repo)), data_dir=data_dir, out_dir=tmp_path / "p1", experiment="demo")
+    run_baseline(cfg=sections(resolved_config(repo)), data_dir=data_dir, out_dir=tmp_path / "p1",
+                 experiment="demo")
     cfg = resolved_config(repo, {"train": {"max_epochs": 1}})
-    manifest = json.loads(run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "p1", experiment="demo").read_text())
+    manifest = json.loads(run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "p1",
+                                       experiment="demo").read_text())
     assert manifest["metrics"]["epochs"] == 1 and manifest["metrics"]["resumed_from_step"] is None

@@ -19,7 +19,9 @@ def test_eval_transform_is_deterministic_model_sized_and_normalised(image):
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     assert torch.equal(out, transform(image))
     flat = Image.new("RGB", (40, 40), (128, 128, 128))
-    assert torch.allclose(eval_transform(40, MEAN, STD)(flat), torch.full((3, 40, 40), (128 / 255 - 0.5) / 0.25), atol=1e-6)
+    assert torch.allclose(eval_transform(40, MEAN, STD)(flat), torch.full((3, 40, 40),
+                                                                          (128 / 255 - 0.5) / 0.25),
+                          atol=1e-6)
 
 
 def test_a_224_challenge_at_224_is_not_resampled():

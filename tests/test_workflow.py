@@ -45,8 +45,8 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     write_config(workdir, SCRC_POLICY)
     done = snakemake(repo, workdir, "--cores", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc", "phase6_bundle",
-                  "hf_export"):
+    for phase in ("data", "phase1_baseline", "phase2_thresholds", "phase3_gate", "phase5_scrc",
+                  "phase6_bundle", "hf_export"):
         assert manifest(workdir, phase)["phase"] == phase
         assert (workdir / "results/demo/logs" / f"{phase}.log").is_file()
         assert (workdir / "results/demo/benchmarks" / f"{phase}.tsv").is_file()
@@ -95,11 +95,12 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
 def test_training_resumes_after_being_killed(repo, workdir, phase):
     epochs = 8 if phase == "phase1_baseline" else 30  # ExPLoRA epochs on tiny data take a fraction of a second
     write_config(workdir, {"train": {"max_epochs": epochs},
-                           "explora": {"enabled": phase == "phase4_explora", "max_epochs": epochs, "batch_size": 16}})
+                           "explora": {"enabled": phase == "phase4_explora", "max_epochs": epochs,
+                                       "batch_size": 16}})
     target = f"results/demo/{phase}/manifest.json"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(snakemake_args(repo, workdir, "--cores", "2", target), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(snakemake_args(repo, workdir, "--cores", "2", target), env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = workdir / "results/demo" / phase / "checkpoints/last.ckpt"
     deadline = time.monotonic() + 600
     while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -122,7 +123,8 @@ def test_training_resumes_after_being_killed(repo, workdir, phase):
 @pytest.mark.slow
 def test_ddp_on_cpu_with_two_gloo_processes(repo, workdir):
     """Both training phases under DDP (2 CPU processes, gloo); ExPLoRA's frozen weights must not break it."""
-    write_config(workdir, {"train": {"cpu_devices": 2, "max_epochs": 1},  # ExPLoRA needs a few steps to move the teacher
+    write_config(workdir, {"train": {"cpu_devices": 2,
+                                     "max_epochs": 1},  # ExPLoRA needs a few steps to move the teacher
                            "explora": {"enabled": True, "cpu_devices": 2, "max_epochs": 2, "batch_size": 8,
                                        "lr": 0.01, "ema_momentum": 0.5}})
     done = snakemake(repo, workdir, "--cores", "2", "results/demo/phase1_baseline/manifest.json")
@@ -132,7 +134,8 @@ def test_ddp_on_cpu_with_two_gloo_processes(repo, workdir):
         assert m["device"] == "cpux2" and m["metrics"]["global_step"] > 0
         log = (workdir / "results/demo/logs" / f"{phase}.log").read_text()
         assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log + done.stderr
-    assert manifest(workdir, "phase1_baseline")["consumed"][1]["path"].endswith("phase4_explora/manifest.json")
+    assert manifest(workdir,
+                    "phase1_baseline")["consumed"][1]["path"].endswith("phase4_explora/manifest.json")
 
 
 @pytest.mark.slow
@@ -188,7 +191,8 @@ def test_config_error_stops_before_any_job(repo, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiments", [{"demo": {}}, {"demo": {}, "adapted": {"explora": {"enabled": True}}}])
+@pytest.mark.parametrize("experiments", [{"demo": {}}, {"demo": {},
+                                                        "adapted": {"explora": {"enabled": True}}}])
 def test_dag_renders_to_svg(repo, workdir, experiments):
     if shutil.which("dot") is None:
         pytest.fail("graphviz 'dot' is not installed: apt-get install graphviz (.ci/run does this)")

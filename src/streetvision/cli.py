@@ -35,8 +35,8 @@ def _format_node(node: dict, depth: int) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v)
     lines = [
         f"{pad}{m['phase']} [{m.get('experiment')}] {node['path']}",
-        f"{pad}  finished {m.get('finished_at')} in {m.get('duration_s')} s on {m.get('device')} ({m.get('host')})",
-        f"{pad}  config {m.get('config_hash', '')[:16]}  seed {m.get('seed')}  "
+        f"{pad}  finished {m.get('finished_at')} in {m.get('duration_s')} s on {m.get('device')} "
+        f"({m.get('host')})", f"{pad}  config {m.get('config_hash', '')[:16]}  seed {m.get('seed')}  "
         f"git {(git.get('commit') or 'none')[:12]}{' (dirty)' if git.get('dirty') else ''}",
         f"{pad}  {len(m['artifacts'])} artifact(s); consumed {len(m['consumed'])} manifest(s)",
         f"{pad}  versions: {versions}",
@@ -116,19 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-hash every artifact of every manifest under DIR")
     verify.add_argument("directory")
     verify.add_argument("--deep", action="store_true",
-                        help="also re-hash every image the data indexes list (sizes are always checked); reads "
+                        help="also re-hash every image the data indexes list (sizes are always checked); "
+                             "reads "
                              "every image byte, so it costs about the disk's read time for the data set")
     verify.set_defaults(func=cmd_verify)
     inspect = sub.add_parser("inspect", help="print the lineage of a phase manifest")
     inspect.add_argument("manifest")
     inspect.set_defaults(func=cmd_inspect)
-    predict = sub.add_parser("predict", help="run a bundle or a Hugging Face export on images: one JSON line per image")
+    predict = sub.add_parser("predict",
+                             help="run a bundle or a Hugging Face export on images: one JSON line per image")
     predict.add_argument("--model", "--bundle", dest="model", required=True,
                          help="a bundle (results/<exp>/phase6_bundle/bundle) or a Hugging Face repo folder "
                               "(results/<exp>/hf_export/repo, served the stock miner's way)")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--max-pixels", type=int, default=None,
-                         help="refuse images with more pixels than this (default: data.max_pixels' default, 40 MP)")
+                         help="refuse images with more pixels than this (default: data.max_pixels' default, "
+                              "40 MP)")
     predict.add_argument("images", nargs="+")
     predict.set_defaults(func=cmd_predict)
     return parser

@@ -104,13 +104,15 @@ def load_config_file(path: str | Path) -> dict:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: must be a mapping of config keys, got {type(loaded).__name__}")
+        raise ConfigError(f"config file {path}: must be a mapping of config keys, "
+                          f"got {type(loaded).__name__}")
     return loaded
 
 
 def typed_cli_values(value):
     """Types for ``--config`` values: Snakemake parses nested ones with YAML's BaseLoader, which keeps every
-    scalar a string (``scrc={alpha: 0.2}`` gives ``'0.2'``); numbers, booleans and null get their types back."""
+    scalar a string (``scrc={alpha: 0.2}`` gives ``'0.2'``); numbers, booleans and null get their types
+    back."""
     if isinstance(value, dict):
         return {key: typed_cli_values(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -201,12 +203,13 @@ def check_data_source(data_cfg: dict, prefix: str, origins: dict[str, str], over
     if single is not None and several:
         raise ConfigError(
             f"config keys {_set_by('data.source', origins, prefix, overrides)} and "
-            f"{_set_by('data.sources', origins, prefix, overrides)} are both set: give one of them (a later config "
-            "file that replaces an earlier file's list sets 'data.sources: null')")
+            f"{_set_by('data.sources', origins, prefix, overrides)} are both set: give one of them (a later "
+            "config file that replaces an earlier file's list sets 'data.sources: null')")
     if single is None and not several:
-        raise ConfigError(f"config key '{prefix}data.source' (or 'data.sources') is required: say where the images "
-                          "come from (e.g. source: natix_parquet with path: data/natix); nothing falls back to the "
-                          "demo's synthetic scenes")
+        raise ConfigError(f"config key '{prefix}data.source' (or 'data.sources') is required: say where the "
+                          "images "
+                          "come from (e.g. source: natix_parquet with path: data/natix); nothing falls back "
+                          "to the demo's synthetic scenes")
 
 
 def check_finite_numbers(value, where: str) -> None:
@@ -228,8 +231,10 @@ def check_experiment_name(name: str) -> None:
 
     clash = next((entry for entry in SHARED_RESULTS_ENTRIES if entry.lower() == name.lower()), None)
     if clash:
-        raise ConfigError(f"config key 'experiments.{name}': the name is taken by results/{clash}, which the workflow "
-                          f"writes for every experiment; reserved names: {', '.join(sorted(SHARED_RESULTS_ENTRIES))}")
+        raise ConfigError(f"config key 'experiments.{name}': the name is taken by results/{clash}, which the "
+                          "workflow "
+                          "writes for every experiment; reserved names: "
+                          f"{', '.join(sorted(SHARED_RESULTS_ENTRIES))}")
 
 
 def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | None = None) -> dict[str, dict]:
@@ -248,7 +253,8 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
     selected = config.get("run_experiments") or list(experiments)
     unknown = [name for name in selected if name not in experiments]
     if unknown:
-        raise ConfigError(f"config key 'run_experiments': {unknown} not defined under 'experiments' ({sorted(experiments)})")
+        raise ConfigError(f"config key 'run_experiments': {unknown} not defined under 'experiments' "
+                          f"({sorted(experiments)})")
     if not selected:
         raise ConfigError("config key 'experiments': at least one experiment is required")
     resolved = {}

@@ -20,8 +20,8 @@ def domain_weights(domains, configured: dict | None) -> dict[str, float]:
     if configured:
         unknown = sorted(set(configured) - set(present))
         if unknown:
-            raise StreetvisionError(f"config key 'train.domain_weights': unknown domain(s) {unknown}; the train "
-                                    f"split has {present}")
+            raise StreetvisionError(f"config key 'train.domain_weights': unknown domain(s) {unknown}; the "
+                                    f"train split has {present}")
         weights = {domain: float(configured.get(domain, 0.0)) for domain in present}
     elif set(present) == set(VALIDATOR_MIX):
         weights = dict(VALIDATOR_MIX)
@@ -29,5 +29,6 @@ def domain_weights(domains, configured: dict | None) -> dict[str, float]:
         weights = dict.fromkeys(present, 1.0)
     total = sum(weights.values())
     if total <= 0:
-        raise StreetvisionError(f"config key 'train.domain_weights': {configured} gives no domain a positive weight")
+        raise StreetvisionError(f"config key 'train.domain_weights': {configured} gives no domain a positive "
+                                "weight")
     return {domain: weight / total for domain, weight in weights.items()}

@@ -65,11 +65,13 @@ class Baseline:
     METRICS = "metrics.json"
     PREDICTED_SPLITS = (VAL_SELECT, VAL_CALIB, VAL_CONFORMAL, VAL_TEST)
     FEATURE_SPLITS = (VAL_CALIB, VAL_CONFORMAL, VAL_TEST)
-    VIEWS = ("challenge", "clean")  # the seeded challenge pass (what every later step fits and scores on), the source
+    VIEWS = ("challenge",
+             "clean")  # the seeded challenge pass (what every later step fits and scores on), the source
 
     @staticmethod
     def predictions(split: str, view: str = "challenge") -> str:
-        return f"predictions/{split}.parquet" if view == "challenge" else f"predictions/{split}.{view}.parquet"
+        suffix = "" if view == "challenge" else f".{view}"
+        return f"predictions/{split}{suffix}.parquet"
 
     @staticmethod
     def features(split: str) -> str:
@@ -87,7 +89,7 @@ class Gate:
     CONFIG = "gate_config.json"
     REPORT = "gate_report.json"
     PLOT = "risk_coverage.png"
-    SCORED_SPLITS = ("val_conformal", "val_test")
+    SCORED_SPLITS = (VAL_CONFORMAL, VAL_TEST)
 
     @staticmethod
     def scores(split: str) -> str:

@@ -58,7 +58,8 @@ def mcc_from_counts(tp, fp, tn, fn):
     tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
     denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     with np.errstate(invalid="ignore", divide="ignore"):
-        mcc = np.where(denominator > 0, (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1.0), 0.0)
+        mcc = np.where(denominator > 0, (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1.0),
+                       0.0)
     return mcc if mcc.ndim else float(mcc)
 
 
@@ -225,7 +226,8 @@ def natix_reward(labels: Any, probabilities: Any, exponent: float = NATIX_REWARD
     return float((0.5 * mcc + 0.5 * accuracy) ** exponent)
 
 
-def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000, window: int = NATIX_HISTORY,
+def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000,
+                        window: int = NATIX_HISTORY,
                         rng: Any = 0, positive_rate: float = 0.5, exponent: float = NATIX_REWARD_EXPONENT,
                         domains: Any = None, domain_weights: dict | None = None) -> dict[str, float]:
     """The reward a miner with these scored answers would hold after ``window`` validator challenges.
@@ -244,7 +246,8 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
         raise ValueError(f"positive_rate must be in [0, 1]; got {positive_rate}")
     if n_windows < 1 or window < 1:
         raise ValueError(f"n_windows and window must be >= 1; got {n_windows} and {window}")
-    d = np.zeros(y.size, dtype=np.int64) if domains is None else np.unique(np.asarray(domains), return_inverse=True)[1]
+    d = np.zeros(y.size, dtype=np.int64) if domains is None else np.unique(np.asarray(domains),
+                                                                           return_inverse=True)[1]
     names = ["all"] if domains is None else sorted(set(np.asarray(domains).tolist()))
     weights = np.ones(1) if domains is None else np.array([(domain_weights or {}).get(n, 0.0) for n in names])
     if domains is not None and (weights < 0).any() or weights.sum() <= 0:
@@ -256,7 +259,8 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
             pools[k, label] = p[(d == k) & (y == label)]
             if needed and weights[k] > 0 and pools[k, label].size == 0:
                 raise ValueError(f"the evaluation set has no images labelled {label}"
-                                 + ("" if domains is None else f" in domain {name!r}") + f", but positive_rate={positive_rate}")
+                                 + ("" if domains is None else f" in domain {name!r}") + ", but "
+                                                                                         f"positive_rate={positive_rate}")
     generator = np.random.default_rng(rng)
     window_domains = generator.choice(len(names), size=(n_windows, window), p=weights)
     window_labels = (generator.random((n_windows, window)) < positive_rate).astype(np.int64)
@@ -265,7 +269,8 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
         chosen = (window_domains == k) & (window_labels == label)
         if chosen.any():
             answers[chosen] = scores[generator.integers(0, scores.size, int(chosen.sum()))]
-    rewards = np.array([natix_reward(y_row, p_row, exponent) for y_row, p_row in zip(window_labels, answers, strict=True)])
+    rewards = np.array([natix_reward(y_row, p_row, exponent)
+                        for y_row, p_row in zip(window_labels, answers, strict=True)])
     p10, p50, p90 = np.percentile(rewards, [10, 50, 90])
     return {"mean": float(rewards.mean()), "std": float(rewards.std()), "p10": float(p10), "p50": float(p50),
             "p90": float(p90), "n_windows": n_windows, "window": window}
@@ -297,13 +302,13 @@ def validator_metrics(labels: Any, answers: Any, *, rng: Any = 0, n_windows: int
     present = set(np.unique(y[image_weights > 0]).tolist())
     if present != {0, 1}:
         reason = "no images" if not present else f"only label {present.pop()} present"
-        return {**result, "mcc": None, "natix_reward": None, "natix_reward_p10": None, "natix_reward_p90": None,
-                "undefined_reason": reason}
+        return {**result, "mcc": None, "natix_reward": None, "natix_reward_p10": None,
+                "natix_reward_p90": None, "undefined_reason": reason}
     try:
         reward = reward_distribution(y, as_numpy(answers), n_windows=n_windows, rng=rng, domains=domains,
                                      domain_weights=domain_weights)
     except ValueError as err:  # a weighted domain lacks a class: its challenges cannot be drawn
-        return {**result, "mcc": float(mcc_from_counts(**counts)), "natix_reward": None, "natix_reward_p10": None,
-                "natix_reward_p90": None, "undefined_reason": str(err)}
+        return {**result, "mcc": float(mcc_from_counts(**counts)), "natix_reward": None,
+                "natix_reward_p10": None, "natix_reward_p90": None, "undefined_reason": str(err)}
     return {**result, "mcc": float(mcc_from_counts(**counts)), "natix_reward": reward["mean"],
             "natix_reward_p10": reward["p10"], "natix_reward_p90": reward["p90"]}

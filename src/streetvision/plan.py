@@ -47,7 +47,8 @@ def check_hf_export(cfg: dict, prefix: str) -> None:
     try:
         hf_target_for_config(cfg["model"])
     except ConfigError as err:
-        raise ConfigError(f"experiment {prefix.split('.')[1]}: {err} (or set hf_export.enabled: false)") from err
+        raise ConfigError(f"experiment {prefix.split('.')[1]}: {err} "
+                          "(or set hf_export.enabled: false)") from err
 
 
 def check_submitter(cfg: dict, prefix: str) -> None:
@@ -57,8 +58,10 @@ def check_submitter(cfg: dict, prefix: str) -> None:
     submitted_by = cfg["bundle"]["model_card"]["submitted_by"]
     problem = None if cfg["demo"] else ss58_problem(submitted_by)
     if problem:
-        raise ConfigError(f"config key '{prefix}bundle.model_card.submitted_by': {submitted_by!r} is not a hotkey "
-                          f"({problem}); set your miner's ss58 hotkey (or demo: true for a run not meant for mining)")
+        raise ConfigError(f"config key '{prefix}bundle.model_card.submitted_by': {submitted_by!r} is not a "
+                          "hotkey "
+                          f"({problem}); set your miner's ss58 hotkey (or demo: true for a run not meant for "
+                          "mining)")
 
 
 def count_classifier_parameters(model_cfg: dict) -> int:
@@ -77,8 +80,8 @@ def count_classifier_parameters(model_cfg: dict) -> int:
 
 def _describe_sources(specs: list[SourceSpec]) -> str:
     def one(spec: SourceSpec) -> str:
-        what = (f"synthetic {spec.synthetic['style']} scenes ({spec.synthetic['count']})" if spec.kind == "synthetic"
-                else f"{spec.kind} {spec.path}")
+        what = (f"synthetic {spec.synthetic['style']} scenes ({spec.synthetic['count']})"
+                if spec.kind == "synthetic" else f"{spec.kind} {spec.path}")
         return f"{what} [{spec.domain}]"
 
     return " + ".join(one(spec) for spec in specs)
@@ -134,7 +137,8 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     model = cfg["model"]
     checks = {
         "parameters": lambda: count_classifier_parameters(model),  # the backbone name, whatever runs
-        "specs": lambda: check_data_inputs(cfg["data"], prefix) if "data" in steps else source_specs(cfg["data"]),
+        "specs": lambda: check_data_inputs(cfg["data"],
+                                           prefix) if "data" in steps else source_specs(cfg["data"]),
     }
     if steps & TRAINING_STEPS:
         checks["weights"] = lambda: pretrained_weights(model)
@@ -148,19 +152,23 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     specs = found["specs"]
     check_training_mix(cfg["train"], specs, prefix)
     weights = found.get("weights")
-    source = {"random": "random init", "file": f"file {weights}", "hf_cache": f"HF cache {weights}"}[model["init"]]
+    source = {"random": "random init", "file": f"file {weights}",
+              "hf_cache": f"HF cache {weights}"}[model["init"]]
     if "weights" not in found and model["init"] != "random":
         source = f"{model['init']} (not needed by this run)"
     parameters = found["parameters"]
-    lines = [f"experiment {name}: {model['backbone']} ({parameters / 1e6:.2f}M parameters) at {model['img_size']} px, "
-             f"weights: {source}; data: {_describe_sources(specs)}; "
+    lines = [f"experiment {name}: {model['backbone']} ({parameters / 1e6:.2f}M parameters) at "
+             f"{model['img_size']} px, weights: {source}; data: {_describe_sources(specs)}; "
              f"ExPLoRA {'on' if cfg['explora']['enabled'] else 'off'}"]
     if steps != whole_run:
         lines[0] += f"; this run reaches: {', '.join(step for step in STEPS if step in steps)}"
     if model["init"] == "random" and not demo and steps & TRAINING_STEPS:
-        lines.append(f"WARNING: experiment {name} trains from RANDOM weights (model.init: random). That is for tests "
+        lines.append(f"WARNING: experiment {name} trains from RANDOM weights (model.init: random). That is "
+                     "for tests "
                      "and demos only: a miner needs a pretrained backbone (model.init: file or hf_cache).")
     if demo and any(spec.kind != "synthetic" for spec in specs):
-        lines.append(f"WARNING: experiment {name} is a demo run (demo: true) on real data: the hotkey is not checked "
-                     "and the model card says the model is not for mining. Set demo: false for a model to mine with.")
+        lines.append(f"WARNING: experiment {name} is a demo run (demo: true) on real data: the hotkey is not "
+                     "checked "
+                     "and the model card says the model is not for mining. Set demo: false for a model to "
+                     "mine with.")
     return lines

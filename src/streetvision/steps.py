@@ -43,7 +43,7 @@ class Step:
 
     folder: str  # results/<experiment>/<folder>/ (the phase numbers users know)
     consumes: tuple[str, ...]  # steps whose manifests it always reads
-    sections: tuple[str, ...]  # config sections its rule passes (a change re-runs it; its manifest records them)
+    sections: tuple[str, ...]  # config its rule passes (a change re-runs it; its manifest records them)
     consumes_if: tuple[tuple[str, Callable[[dict], bool]], ...] = ()  # (step, when the config needs it)
 
 
@@ -51,13 +51,15 @@ class Step:
 STEPS: dict[str, Step] = {
     "data": Step("data", (), ("data",)),
     "explora": Step("phase4_explora", ("data",), ("model", "explora")),
-    "baseline": Step("phase1_baseline", ("data",), ("model", "train", "challenge"), (("explora", uses_explora),)),
+    "baseline": Step("phase1_baseline", ("data",), ("model", "train", "challenge"),
+                     (("explora", uses_explora),)),
     "thresholds": Step("phase2_thresholds", ("baseline",), ()),
     "gate": Step("phase3_gate", ("baseline", "thresholds"), ("gate",)),
     "scrc": Step("phase5_scrc", ("baseline", "thresholds"), ("scrc",), (("gate", scrc_uses_gate),)),
     "bundle": Step("phase6_bundle", ("data", "baseline", "thresholds"), ("bundle", "challenge", "demo"),
                    (("gate", bundle_uses_gate), ("scrc", bundle_uses_scrc))),
-    "hf_export": Step("hf_export", ("data", "baseline", "bundle"), ("hf_export", "bundle", "challenge", "demo")),
+    "hf_export": Step("hf_export", ("data", "baseline", "bundle"), ("hf_export", "bundle", "challenge",
+                                                                    "demo")),
 }
 
 

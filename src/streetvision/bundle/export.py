@@ -38,7 +38,8 @@ def build_policy(kind: str, thresholds: dict, scrc: dict | None = None) -> dict:
               "decision_rule": "positive iff sigmoid(logit) >= threshold",
               "output": "sigmoid(logit / temperature), remapped so that round(output) == decision"}
     if kind == "scrc":
-        policy.update({"selection_threshold": scrc["selection_threshold"], "selection_score": scrc["selection_score"],
+        policy.update({"selection_threshold": scrc["selection_threshold"],
+                       "selection_score": scrc["selection_score"],
                        "alpha": scrc["alpha"], "delta": scrc["delta"], "guarantee": scrc["guarantee"],
                        "abstained_images": "still get the calibrated output, with accepted = false"})
     return validate_policy(policy, "the policy being exported")
@@ -79,13 +80,15 @@ def write_bundle(bundle_dir: Path, policy: dict, card: dict, files: dict[str, tu
     atomic_write_json(bundle_dir / bundle_files.CARD, card)
     atomic_write_text(bundle_dir / bundle_files.README, bundle_readme(policy, card))
     roles = {name: role for name, (role, _) in files.items()}
-    roles.update({bundle_files.POLICY: "policy", bundle_files.CARD: "model_card", bundle_files.README: "readme"})
+    roles.update({bundle_files.POLICY: "policy", bundle_files.CARD: "model_card",
+                  bundle_files.README: "readme"})
     entries = [{"path": name, "role": role, "sha256": sha256_file(bundle_dir / name),
                 "bytes": (bundle_dir / name).stat().st_size} for name, role in sorted(roles.items())]
     atomic_write_json(bundle_dir / bundle_files.INDEX, {
         "format": bundle_files.FORMAT, "format_version": 1, "policy": policy["type"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": entries,
-        "source_manifests": [{"path": os.path.relpath(p, bundle_dir), "sha256": sha256_file(p)} for p in sources],
+        "source_manifests": [{"path": os.path.relpath(p, bundle_dir),
+                              "sha256": sha256_file(p)} for p in sources],
     })
 
 
@@ -93,8 +96,8 @@ def model_card(card_cfg: dict, model_record: dict, *, demo: bool) -> dict:
     """The NATIX ``model_card.json`` (submitted_by must be a hotkey unless the run is a demo)."""
     from streetvision.bundle.hf_card import build_model_card
 
-    architecture = (f"{model_record['backbone']} @ {model_record['img_size']}px, {model_record.get('head', 'pooled')} "
-                    "head (streetvision)")
+    architecture = (f"{model_record['backbone']} @ {model_record['img_size']}px, "
+                    f"{model_record.get('head', 'pooled')} head (streetvision)")
     return build_model_card(model_name=card_cfg["model_name"], description=card_cfg["description"],
                             version=card_cfg["version"], submitted_by=card_cfg["submitted_by"],
                             architecture=architecture, notes=card_cfg["notes"], demo=demo)
@@ -112,9 +115,12 @@ def check_parity(detector, images: list, expected: pd.DataFrame, policy: dict) -
     mismatches = int(np.sum(np.array([d["decision"] for d in details]) != expected_decisions))
     rounding = int(sum(round(d["probability"]) != d["decision"] for d in details))
     if max_diff > PARITY_TOLERANCE or mismatches or rounding:
-        raise ParityError(f"bundle vs phase 1 on val_test: max |Δp| {max_diff:.2e} (tolerance {PARITY_TOLERANCE}), "
-                          f"{mismatches} decision mismatches, {rounding} outputs whose round() is not the decision")
-    return {"n": len(raw), "max_abs_probability_diff": max_diff, "decision_mismatches": 0, "rounding_mismatches": 0}
+        raise ParityError(f"bundle vs phase 1 on val_test: max |Δp| {max_diff:.2e} (tolerance "
+                          f"{PARITY_TOLERANCE}), "
+                          f"{mismatches} decision mismatches, {rounding} outputs whose round() is not the "
+                          "decision")
+    return {"n": len(raw), "max_abs_probability_diff": max_diff, "decision_mismatches": 0,
+            "rounding_mismatches": 0}
 
 
 def robustness(detector, test: pd.DataFrame, levels: list[int], seed: int) -> dict:
@@ -125,7 +131,8 @@ def robustness(detector, test: pd.DataFrame, levels: list[int], seed: int) -> di
     for level in levels:
         challenge = EvaluationChallenge(seed, level=level)
         answers = np.array([p for start in range(0, len(samples), 64)
-                            for p in detector.predict_batch([challenge.image(s) for s in samples[start:start + 64]])])
+                            for p in detector.predict_batch([challenge.image(s)
+                                                             for s in samples[start:start + 64]])])
         result[f"level_{level}"] = {
             **validator_metrics(test["label"], answers),
             "by_domain": {domain: validator_metrics(test["label"][members], answers[members])
@@ -146,7 +153,8 @@ def write_model_bundle(bundle_dir: Path, model, spec, policy: dict, card: dict) 
     from safetensors.torch import save
 
     record = replace(spec, head=model.pooling).to_record()
-    files = {bundle_files.WEIGHTS: ("weights", save({k: v.contiguous() for k, v in model.state_dict().items()})),
+    files = {bundle_files.WEIGHTS: ("weights",
+                                    save({k: v.contiguous() for k, v in model.state_dict().items()})),
              bundle_files.MODEL_CONFIG: ("model_config", json.dumps(record).encode())}
     write_bundle(Path(bundle_dir), policy, card, files, [])
     return Path(bundle_dir)

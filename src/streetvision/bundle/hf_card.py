@@ -55,7 +55,8 @@ def ss58_problem(address: str) -> str | None:
 
 def check_hf_repo(hf_repo: str | None) -> str | None:
     if hf_repo is not None and not _HF_REPO.match(hf_repo):
-        raise ModelCardError(f"config key 'bundle.hf_repo': {hf_repo!r} is not a Hugging Face repo id (user/name)")
+        raise ModelCardError(f"config key 'bundle.hf_repo': {hf_repo!r} is not a Hugging Face repo id "
+                             "(user/name)")
     return hf_repo
 
 
@@ -72,8 +73,8 @@ def build_model_card(*, model_name: str, description: str, version: str, submitt
         raise ModelCardError(f"config key 'bundle.model_card.version': {version!r} is not X.Y.Z")
     problem = None if demo else ss58_problem(str(submitted_by))
     if problem:
-        raise ModelCardError(f"config key 'bundle.model_card.submitted_by': {submitted_by!r} is not a hotkey: {problem} "
-                             "(or mark the run as a demo)")
+        raise ModelCardError(f"config key 'bundle.model_card.submitted_by': {submitted_by!r} is not a "
+                             f"hotkey: {problem} (or mark the run as a demo)")
     card = {"model_name": model_name, "description": description, "version": str(version),
             "submitted_by": submitted_by,
             "submission_time": int(time.time()) if submission_time is None else int(submission_time),
@@ -107,19 +108,23 @@ def _metrics_table(evaluation: dict[str, dict]) -> str:
 
 
 def render_readme(card: dict, *, architecture: str, backbone: str, img_size: int, license: str,
-                  hf_repo: str | None, fold: dict, preprocessing: str, evaluation: dict[str, dict] | None = None,
+                  hf_repo: str | None, fold: dict, preprocessing: str,
+                  evaluation: dict[str, dict] | None = None,
                   training: str = "", tags: tuple[str, ...] = ()) -> str:
     """README.md with the Hugging Face metadata header; numbers come from the caller."""
     if not re.match(r"^[a-z0-9][a-z0-9.+-]*$", license or ""):
-        raise ModelCardError(f"config key 'hf_export.license': {license!r} is not a Hugging Face license id (e.g. mit)")
+        raise ModelCardError(f"config key 'hf_export.license': {license!r} is not a Hugging Face license id "
+                             "(e.g. mit)")
     repo = hf_repo or HF_REPO_PLACEHOLDER
     all_tags = ["image-classification", "roadwork", "natix", "streetvision", "bittensor", *tags]
-    header = "\n".join(["---", f"license: {license}", "library_name: transformers", "pipeline_tag: image-classification",
+    header = "\n".join(["---", f"license: {license}", "library_name: transformers",
+                        "pipeline_tag: image-classification",
                         "tags:", *[f"- {t}" for t in dict.fromkeys(all_tags)], "---", ""])
     demo = ("\n> **Demo export.** Trained on the workflow's synthetic scenes; not a NATIX submission and not "
             "meant for mining.\n" if card.get("demo") else "")
-    placeholder = (f"\n`{HF_REPO_PLACEHOLDER}` stands for the Hugging Face repo you push this folder to; no "
-                   "`bundle.hf_repo` was configured. Replace it in `miner.yaml` and below.\n" if not hf_repo else "")
+    placeholder = "" if hf_repo else (
+        f"\n`{HF_REPO_PLACEHOLDER}` stands for the Hugging Face repo you push this folder to; no "
+        "`bundle.hf_repo` was configured. Replace it in `miner.yaml` and below.\n")
     return f"""{header}
 # {card['model_name']} {card['version']}
 {demo}
@@ -145,11 +150,12 @@ Stock NATIX miner: `IMAGE_DETECTOR=ViT`, `IMAGE_DETECTOR_CONFIG=/path/to/miner.y
 ## Output
 
 One logit, sigmoid in the pipeline. The decision policy is folded into the classifier: with stage-1
-logit l, threshold t = {fold['threshold']:.6g} (on sigmoid(l)) and temperature T = {fold['temperature']:.6g}, the
-model outputs z = (l - logit t) / T + m with tie margin m = {fold['tie_margin']:g}. So the score is above 0.5
-exactly when the stage-1 probability is >= t (validators round at 0.5, and 0.5 itself down; m puts an
-image exactly at t on the positive side), and it is the temperature-calibrated probability with its
-odds divided by the calibrated odds of t (equal to it, up to m, when t = 0.5).
+logit l, threshold t = {fold['threshold']:.6g} (on sigmoid(l)) and temperature
+T = {fold['temperature']:.6g}, the model outputs z = (l - logit t) / T + m with tie margin
+m = {fold['tie_margin']:g}. So the score is above 0.5 exactly when the stage-1 probability is >= t
+(validators round at 0.5, and 0.5 itself down; m puts an image exactly at t on the positive side), and
+it is the temperature-calibrated probability with its odds divided by the calibrated odds of t (equal to
+it, up to m, when t = 0.5).
 
 ## Preprocessing
 

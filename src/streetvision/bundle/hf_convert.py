@@ -102,11 +102,14 @@ def _backbone_problem(backbone: nn.Module) -> str | None:
         return problem
     if backbone.num_prefix_tokens != 1:
         return "register tokens (Dinov2WithRegisters is not in transformers 4.45.2, the miner's pin)"
-    if backbone.no_embed_class or backbone.pos_embed is None or not isinstance(backbone.norm_pre, nn.Identity):
+    if backbone.no_embed_class or backbone.pos_embed is None or not isinstance(backbone.norm_pre,
+                                                                               nn.Identity):
         return "position embeddings without the class position, or a pre-norm (CLIP style)"
     embed = backbone.patch_embed
-    if (not isinstance(embed.norm, nn.Identity) or embed.proj.bias is None or embed.proj.kernel_size != embed.proj.stride
-            or embed.proj.kernel_size[0] != embed.proj.kernel_size[1] or embed.img_size[0] != embed.img_size[1]):
+    if (not isinstance(embed.norm,
+                       nn.Identity) or embed.proj.bias is None or embed.proj.kernel_size != embed.proj.stride
+            or embed.proj.kernel_size[0] != embed.proj.kernel_size[1]
+            or embed.img_size[0] != embed.img_size[1]):
         return "a patch embedding other than a biased square conv on a square image"
     eps = backbone.norm.eps
     for block in backbone.blocks:
@@ -122,13 +125,16 @@ def _backbone_problem(backbone: nn.Module) -> str | None:
 def _target(backbone: nn.Module, head: str, linear: bool, backbone_name: str) -> HFTarget:
     problem = _backbone_problem(backbone)
     if problem:
-        raise HFExportError(f"config key 'model.backbone' ({backbone_name}): cannot export to transformers: {problem}")
+        raise HFExportError(f"config key 'model.backbone' ({backbone_name}): cannot export to transformers: "
+                            f"{problem}")
     if not linear:
-        raise HFExportError("config key 'model.head_hidden': an MLP head has no transformers equivalent; set it to 0")
+        raise HFExportError("config key 'model.head_hidden': an MLP head has no transformers equivalent; set "
+                            "it to 0")
     if head == "pooled":
         if backbone.global_pool != "token" or not isinstance(backbone.fc_norm, nn.Identity):
             raise HFExportError(
-                f"config key 'model.head': 'pooled' with global_pool {backbone.global_pool!r} has no transformers "
+                f"config key 'model.head': 'pooled' with global_pool {backbone.global_pool!r} has no "
+                "transformers "
                 "equivalent; use model.head: auto (token_mean for DINOv2, token for a class-token ViT)")
         head = "token"  # the backbone's own pooling is then exactly the final-norm CLS
     if head == "token_mean" or has_layer_scale(backbone):
@@ -181,7 +187,8 @@ def _config(target: HFTarget, backbone: nn.Module) -> dict:
     hidden = first.mlp.fc1.out_features
     common = {
         "architectures": [target.architecture], "model_type": target.model_type,
-        "hidden_size": width, "num_hidden_layers": len(backbone.blocks), "num_attention_heads": first.attn.num_heads,
+        "hidden_size": width, "num_hidden_layers": len(backbone.blocks),
+        "num_attention_heads": first.attn.num_heads,
         "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "initializer_range": 0.02, "layer_norm_eps": backbone.norm.eps,
         "image_size": backbone.patch_embed.img_size[0], "patch_size": backbone.patch_embed.patch_size[0],
@@ -212,7 +219,8 @@ def _block_tensors(prefix: str, block: nn.Module, dinov2: bool) -> dict[str, tor
         linears.update({"mlp.fc1": block.mlp.fc1, "mlp.fc2": block.mlp.fc2})
         width = block.norm1.weight.shape[0]
         for i, scale in ((1, block.ls1), (2, block.ls2)):  # a plain ViT block is LayerScale 1
-            out[f"{prefix}.layer_scale{i}.lambda1"] = scale.gamma if hasattr(scale, "gamma") else torch.ones(width)
+            out[f"{prefix}.layer_scale{i}.lambda1"] = scale.gamma if hasattr(scale,
+                                                                             "gamma") else torch.ones(width)
     else:
         norms = {"layernorm_before": block.norm1, "layernorm_after": block.norm2}
         linears.update({"intermediate.dense": block.mlp.fc1, "output.dense": block.mlp.fc2})
@@ -222,7 +230,8 @@ def _block_tensors(prefix: str, block: nn.Module, dinov2: bool) -> dict[str, tor
     return out
 
 
-def to_transformers(model: RoadworkClassifier, threshold: float, temperature: float, margin: float = TIE_MARGIN,
+def to_transformers(model: RoadworkClassifier, threshold: float, temperature: float,
+                    margin: float = TIE_MARGIN,
                     backbone_name: str = "backbone") -> tuple[HFTarget, dict, dict[str, torch.Tensor]]:
     """(target, config.json dict, state dict with transformers 4.45.2 names), policy folded in."""
     target = hf_target(model, backbone_name)
@@ -245,7 +254,8 @@ def to_transformers(model: RoadworkClassifier, threshold: float, temperature: fl
     weight = linear.weight
     if dinov2 and target.head == "token":  # Dinov2 reads [CLS, mean]: give the mean half no weight
         weight = torch.cat([weight, torch.zeros_like(weight)], dim=1)
-    state["classifier.weight"], state["classifier.bias"] = fold_policy(weight, linear.bias, threshold, temperature, margin)
+    state["classifier.weight"], state["classifier.bias"] = fold_policy(weight, linear.bias, threshold,
+                                                                       temperature, margin)
     state = {k: v.detach().float().contiguous().clone() for k, v in state.items()}
     return target, _config(target, backbone), state
 

@@ -51,19 +51,21 @@ def preprocessing_text(processor: dict) -> str:
     names = {code: name for name, code in RESAMPLE.items()}
     size = processor["size"]["height"]
     return (f"`ViTImageProcessor`: resize to {size}x{size} ({names[processor['resample']]}, antialiased), "
-            f"scale to [0, 1], normalise with mean {processor['image_mean']} and std {processor['image_std']}. "
+            f"scale to [0, 1], normalise with mean {processor['image_mean']} and std "
+            f"{processor['image_std']}. "
             f"NATIX challenges are 224x224 JPEGs; at {size} px this is exactly the workflow's evaluation "
-            "transform (transformers <= 4.48 resizes like it; from 4.49 on, torchvision's uint8 kernels may differ by "
-            f"a few grey levels when {size} != 224).")
+            "transform (transformers <= 4.48 resizes like it; from 4.49 on, torchvision's uint8 kernels may "
+            f"differ by a few grey levels when {size} != 224).")
 
 
 def _prepare(out_dir: Path) -> None:
     """Create ``out_dir``; refuse to write into a folder holding anything but an earlier export."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPO_FILES and not p.name.startswith("."))
+    foreign = sorted(p.name for p in out_dir.iterdir()
+                     if p.name not in REPO_FILES and not p.name.startswith("."))
     if foreign:
-        raise HFExportError(f"{out_dir}: holds files that are not part of an export ({', '.join(foreign[:5])}); "
-                            "choose an empty folder")
+        raise HFExportError(f"{out_dir}: holds files that are not part of an export "
+                            f"({', '.join(foreign[:5])}); choose an empty folder")
 
 
 @torch.inference_mode()
@@ -72,7 +74,8 @@ def self_check(repo: Path, model, fold: dict, img_size: int, n: int = 2) -> floa
     from transformers import AutoModelForImageClassification
 
     hf_model, info = AutoModelForImageClassification.from_pretrained(repo, output_loading_info=True)
-    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys",
+                                                             "mismatched_keys")}
     if problems:
         raise HFExportError(f"{repo}: transformers does not load every tensor: {problems}")
     pixels = torch.randn(n, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
@@ -84,7 +87,8 @@ def self_check(repo: Path, model, fold: dict, img_size: int, n: int = 2) -> floa
 
 def export_hf_repo(bundle_dir: str | Path, out_dir: str | Path, *, description: str, license: str = "mit",
                    hf_repo: str | None = None, demo: bool = False, evaluation: dict[str, dict] | None = None,
-                   training: str = "", submission_time: int | None = None, margin: float = TIE_MARGIN) -> dict:
+                   training: str = "", submission_time: int | None = None,
+                   margin: float = TIE_MARGIN) -> dict:
     """Write the repo folder for the bundle's model and policy; returns a summary for the manifest.
 
     ``evaluation`` ({set name: {metric: value}}) and ``training`` (text) go into the README as given.
@@ -98,11 +102,13 @@ def export_hf_repo(bundle_dir: str | Path, out_dir: str | Path, *, description: 
     detector = load_bundle(bundle_dir)
     policy, bundle_card = detector.policy, detector.model_card
     check_hf_repo(hf_repo)
-    target, hf_config, state = to_transformers(detector.model, policy["threshold"], policy["temperature"], margin,
-                                               backbone_name=model_config["backbone"])
-    architecture = f"{target.architecture} ({model_config['backbone']} @ {model_config['img_size']} px, head {target.head})"
+    target, hf_config, state = to_transformers(detector.model, policy["threshold"], policy["temperature"],
+                                               margin, backbone_name=model_config["backbone"])
+    architecture = (f"{target.architecture} ({model_config['backbone']} @ {model_config['img_size']} px, "
+                    f"head {target.head})")
     card = build_model_card(model_name=bundle_card.get("model_name", ""), description=description,
-                            version=bundle_card.get("version", ""), submitted_by=bundle_card.get("submitted_by", ""),
+                            version=bundle_card.get("version", ""),
+                            submitted_by=bundle_card.get("submitted_by", ""),
                             architecture=architecture, notes=bundle_card.get("notes", ""), demo=demo,
                             submission_time=submission_time)
     threshold, temperature = float(policy["threshold"]), float(policy["temperature"])
@@ -110,9 +116,10 @@ def export_hf_repo(bundle_dir: str | Path, out_dir: str | Path, *, description: 
             "logit_threshold": math.log(threshold) - math.log1p(-threshold)}
     processor = preprocessor_config(model_config["data"])
     readme = render_readme(card, architecture=target.architecture, backbone=model_config["backbone"],
-                           img_size=int(model_config["img_size"]), license=license, hf_repo=hf_repo, fold=fold,
-                           preprocessing=preprocessing_text(processor), evaluation=evaluation, training=training,
-                           tags=(target.model_type,))
+                           img_size=int(model_config["img_size"]), license=license, hf_repo=hf_repo,
+                           fold=fold,
+                           preprocessing=preprocessing_text(processor), evaluation=evaluation,
+                           training=training, tags=(target.model_type,))
 
     _prepare(out_dir)
     atomic_save_tensors(out_dir / "model.safetensors", state, {"format": "pt"})
@@ -124,8 +131,8 @@ def export_hf_repo(bundle_dir: str | Path, out_dir: str | Path, *, description: 
 
     diff = self_check(out_dir, detector.model, fold, int(model_config["img_size"]))
     if not diff <= SELF_CHECK_TOLERANCE:
-        raise HFExportError(f"{out_dir}: transformers' logits differ from the bundle's folded logits by {diff:.2e} "
-                            f"(tolerance {SELF_CHECK_TOLERANCE})")
+        raise HFExportError(f"{out_dir}: transformers' logits differ from the bundle's folded logits by "
+                            f"{diff:.2e} (tolerance {SELF_CHECK_TOLERANCE})")
     return {"architecture": target.architecture, "model_type": target.model_type, "head": target.head,
             "fold": fold, "self_check_max_abs_logit_diff": diff, "files": list(REPO_FILES),
             "hf_repo": hf_repo, "demo": demo, "model_card": card}

@@ -66,7 +66,8 @@ def find_transformers_pin(pin_dir: str | Path | None = None) -> Path | None:
     """The folder holding transformers ``PIN_VERSION`` (argument, else $STREETVISION_TRANSFORMERS_PIN_DIR,
     else ``DEFAULT_PIN_DIR``), or None when it is not installed there."""
     folder = Path(pin_dir or os.environ.get(PIN_DIR_ENV) or DEFAULT_PIN_DIR).expanduser()
-    installed = (folder / f"transformers-{PIN_VERSION}.dist-info").is_dir() and (folder / "transformers").is_dir()
+    installed = ((folder / f"transformers-{PIN_VERSION}.dist-info").is_dir()
+                 and (folder / "transformers").is_dir())
     return folder.resolve() if installed else None
 
 
@@ -76,17 +77,18 @@ def pinned_miner_scores(repo: str | Path, images, pin_dir: str | Path, timeout: 
     The images travel as PNG files (lossless: the subprocess decodes exactly the same pixels).
     """
     path = [str(pin_dir), str(SRC_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TRANSFORMERS_VERBOSITY": "error"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     with tempfile.TemporaryDirectory(prefix="hf-parity-") as tmp:
         paths = []
         for i, image in enumerate(images):
             paths.append(str(Path(tmp) / f"{i:05d}.png"))
             image.convert("RGB").save(paths[-1])
-        done = subprocess.run([sys.executable, "-m", "streetvision.bundle.hf_miner", str(repo), *paths], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-m", "streetvision.bundle.hf_miner", str(repo), *paths],
+                              env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"miner-style load of {repo} with transformers from {pin_dir} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"miner-style load of {repo} with transformers from {pin_dir} "
+                           f"failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -145,8 +147,8 @@ def check_miner_labels(repo: Path) -> None:
         raise HFRepoError(f"{config_path}: not a readable JSON file ({err})") from None
     labels = config.get("id2label") if isinstance(config, dict) else None
     if not isinstance(labels, dict) or LABEL not in labels.values():
-        raise HFRepoError(f"{config_path}: id2label is {labels!r}, without the label {LABEL!r} whose score the "
-                          "stock miner returns")
+        raise HFRepoError(f"{config_path}: id2label is {labels!r}, without the label {LABEL!r} whose score "
+                          "the stock miner returns")
 
 
 class HFDetector:
@@ -157,8 +159,10 @@ class HFDetector:
         check_miner_labels(self.repo)
         try:
             self.pipe = load_miner_pipeline(repo)
-        except (OSError, ValueError, KeyError, TypeError) as err:  # what transformers raises for a broken folder
-            raise HFRepoError(f"{self.repo}: transformers cannot load it the stock miner's way ({err})") from None
+        except (OSError, ValueError, KeyError,
+                TypeError) as err:  # what transformers raises for a broken folder
+            raise HFRepoError(f"{self.repo}: transformers cannot load it the stock miner's way "
+                              f"({err})") from None
         card = self.repo / "model_card.json"
         self.model_card = json.loads(card.read_text()) if card.is_file() else {}
 

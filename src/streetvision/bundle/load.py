@@ -63,7 +63,8 @@ def _read_bundle_index(index_path: Path) -> dict:
     if index.get("format") != FORMAT:
         raise BundleError(f"{index_path}: format is {index.get('format')!r}, expected {FORMAT!r}")
     if not isinstance(index.get("files"), list):
-        raise BundleError(f"{index_path}: 'files' must be a list of file entries, got {type(index.get('files')).__name__}")
+        raise BundleError(f"{index_path}: 'files' must be a list of file entries, got "
+                          f"{type(index.get('files')).__name__}")
     for i, entry in enumerate(index["files"]):
         if not isinstance(entry, dict):
             raise BundleError(f"{index_path}: files[{i}] must be an object, got {type(entry).__name__}")
@@ -82,8 +83,8 @@ def _files_by_role(index_path: Path, entries: list[dict]) -> dict[str, dict]:
         if role not in REQUIRED_ROLES + OPTIONAL_ROLES:
             raise BundleError(f"{index_path}: {entry['path']} has unknown role {role!r}")
         if role in by_role:
-            raise BundleError(f"{index_path}: two files with role '{role}' ({by_role[role]['path']}, {entry['path']}): "
-                              f"a bundle holds exactly one")
+            raise BundleError(f"{index_path}: two files with role '{role}' ({by_role[role]['path']}, "
+                              f"{entry['path']}): a bundle holds exactly one")
         by_role[role] = entry
     missing = [role for role in REQUIRED_ROLES if role not in by_role]
     if missing:
@@ -117,7 +118,8 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise BundleError(f"{path.name}: not a valid safetensors file (refusing to unpickle): {err}") from err
-    bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    bad = [name for name, tensor in tensors.items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise BundleError(f"{path.name}: tensor(s) {bad[:5]} hold NaN or infinite values")
     return tensors
@@ -146,10 +148,11 @@ def _classifier_spec(path: Path):
 
 
 class Detector:
-    """``detector(pil_image) -> float`` (round() gives the decision); ``predict_batch``; ``predict_details``."""
+    """``detector(pil_image) -> float`` (its round() is the decision); ``predict_batch``; ``predict_details``.
+    """
 
-    def __init__(self, model, transform, policy: dict, gate=None, device: str = "cpu", card: dict | None = None,
-                 img_size: int | None = None):
+    def __init__(self, model, transform, policy: dict, gate=None, device: str = "cpu",
+                 card: dict | None = None, img_size: int | None = None):
         self.model = model.eval().to(device)
         self.img_size = img_size
         self.transform = transform
@@ -205,7 +208,8 @@ def _build_model(spec, path: Path):
     from streetvision.errors import StreetvisionError as _Base
 
     if not {"img_size", "mean", "std", "interpolation"} <= set(spec.data):
-        raise BundleError(f"{path.name}: 'data' must give img_size, mean, std and interpolation, got {sorted(spec.data)}")
+        raise BundleError(f"{path.name}: 'data' must give img_size, mean, std and interpolation, got "
+                          f"{sorted(spec.data)}")
     try:
         return spec.build()
     except _Base as err:  # an unknown timm name or arguments
@@ -223,9 +227,11 @@ def _load_gate(paths: dict, policy_path: Path):
         gate = GateMLP(int(gate_config["in_dim"]), int(gate_config["hidden"]), state["mean"], state["std"])
         gate.load_state_dict(state)
     except KeyError as err:
-        raise BundleError(f"{paths['gate_config'].name} / {paths['gate_weights'].name}: missing {err}") from None
+        names = f"{paths['gate_config'].name} / {paths['gate_weights'].name}"
+        raise BundleError(f"{names}: missing {err}") from None
     except (RuntimeError, TypeError, ValueError) as err:
-        raise BundleError(f"{paths['gate_weights'].name}: does not fit {paths['gate_config'].name}: {err}") from None
+        raise BundleError(f"{paths['gate_weights'].name}: does not fit {paths['gate_config'].name}: "
+                          f"{err}") from None
     return gate.eval()
 
 

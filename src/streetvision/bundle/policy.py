@@ -44,7 +44,8 @@ def _selection_threshold(value, where: str) -> None:
     if value == "inf" or (isinstance(value, float) and value == math.inf):
         return
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
-        raise PolicyError(f"{where}: must be a score in [0, 1] or \"inf\" (abstain on everything), got {value!r}")
+        raise PolicyError(f"{where}: must be a score in [0, 1] or \"inf\" (abstain on everything), got "
+                          f"{value!r}")
 
 
 def needs_gate(policy: dict) -> bool:
@@ -59,7 +60,8 @@ def validate_policy(policy, where: str = "policy.json") -> dict:
     if not isinstance(policy, dict):
         raise PolicyError(f"{where}: must be a JSON object, got {type(policy).__name__}")
     if policy.get("type") not in POLICY_TYPES:
-        raise PolicyError(f"{where}: unknown policy type {policy.get('type')!r} (expected one of {POLICY_TYPES})")
+        raise PolicyError(f"{where}: unknown policy type {policy.get('type')!r} (expected one of "
+                          f"{POLICY_TYPES})")
     if not 0.0 <= _number(policy, "threshold", where) <= 1.0:
         raise PolicyError(f"{where}: 'threshold' must lie in [0, 1], got {policy['threshold']!r}")
     if not _number(policy, "temperature", where) > 0.0:
@@ -71,8 +73,8 @@ def validate_policy(policy, where: str = "policy.json") -> dict:
         selection = policy.get("selection_threshold")
         if isinstance(selection, dict):
             if set(selection) != {"positive", "negative"}:
-                raise PolicyError(f"{where}: 'selection_threshold' per decision needs exactly the keys positive and "
-                                  f"negative, got {sorted(selection)}")
+                raise PolicyError(f"{where}: 'selection_threshold' per decision needs exactly the keys "
+                                  f"positive and negative, got {sorted(selection)}")
             for key, value in selection.items():
                 _selection_threshold(value, f"{where}: 'selection_threshold.{key}'")
         else:

@@ -102,7 +102,8 @@ def _check_calls(positive_calls, size: int, label: str) -> np.ndarray:
     return calls.astype(bool)
 
 
-def selective_counts(scores: np.ndarray, errors: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def selective_counts(scores: np.ndarray, errors: np.ndarray,
+                     grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(accepted, errors among accepted) at each threshold of ``grid``, via one sort."""
     order = np.argsort(scores)
     sorted_scores = scores[order]
@@ -178,7 +179,8 @@ def _split_fixed_sequence(s, e, alpha, delta, *, reference, sequence_size, where
     size = min(DEFAULT_SEQUENCE_SIZE, r.size) if sequence_size is None else sequence_size
     if size < 1 or r.size < size:
         raise CalibrationSizeError(
-            f"{where}: reference_scores: a split fixed sequence of {size} candidates needs at least {max(size, 1)} "
+            f"{where}: reference_scores: a split fixed sequence of {size} candidates needs at least "
+            f"{max(size, 1)} "
             f"reference images (one per coverage step 1/{size}); got {r.size}. Enlarge the reference split "
             "or lower the sequence size.")
     sequence = reference_sequence(r, size)
@@ -221,9 +223,11 @@ class Method:
 
 
 METHODS = {
-    "split_fixed_sequence": Method(_split_fixed_sequence, lambda delta, m, starts: delta, True, "sequence_size"),
+    "split_fixed_sequence": Method(_split_fixed_sequence, lambda delta, m, starts: delta, True,
+                                   "sequence_size"),
     "fixed_sequence": Method(_multi_start_fixed_sequence,
-                             lambda delta, m, starts: delta / len(_chain_starts(m, starts)), False, "grid_size"),
+                             lambda delta, m, starts: delta / len(_chain_starts(m, starts)), False,
+                             "grid_size"),
     "bonferroni": Method(_bonferroni, lambda delta, m, starts: delta / m, False, "grid_size"),
 }
 
@@ -241,8 +245,8 @@ def _check_sizes(name: str, method: Method, sequence_size, grid_size, where: str
         if value is not None and (int(value) != value or value < 1):
             raise ValueError(f"{where}: {argument} must be a positive integer, got {value}")
         if value is not None and argument != method.size_argument:
-            raise ValueError(f"{where}: {argument} does not apply to method {name}; its candidates are sized by "
-                             f"{method.size_argument}")
+            raise ValueError(f"{where}: {argument} does not apply to method {name}; its candidates are sized "
+                             f"by {method.size_argument}")
 
 
 def fit_selection(scores, errors, alpha: float, delta: float, *, reference_scores=None, reference_errors=None,
@@ -264,20 +268,22 @@ def fit_selection(scores, errors, alpha: float, delta: float, *, reference_score
         raise CalibrationSizeError(
             f"{where}: SCRC needs at least {needed} calibration samples for alpha={alpha}, delta={delta} "
             f"(method {name}); got {s.size}. Enlarge the split or relax alpha/delta.")
-    return chosen.fit(s, e, alpha, delta, reference=(reference_scores, reference_errors), sequence_size=sequence_size,
-                      grid_size=grid, starts=starts, where=where)
+    return chosen.fit(s, e, alpha, delta, reference=(reference_scores, reference_errors),
+                      sequence_size=sequence_size, grid_size=grid, starts=starts, where=where)
 
 
 def fit_selection_threshold(scores, errors, alpha: float, delta: float, *, reference_scores=None,
-                            reference_errors=None, method: str | None = None, sequence_size: int | None = None,
-                            grid_size: int | None = None, starts=DEFAULT_STARTS, where: str = "calibration") -> float:
+                            reference_errors=None, method: str | None = None,
+                            sequence_size: int | None = None,
+                            grid_size: int | None = None, starts=DEFAULT_STARTS,
+                            where: str = "calibration") -> float:
     """λ̂ with P(selective risk of 'score >= λ̂' > α) <= δ over the calibration draw; inf = abstain on all.
 
     ``reference_*``: an independent split (scores, 0/1 errors) that orders the candidates and picks the
     start; with it the default method is ``split_fixed_sequence``, without it ``fixed_sequence``.
     ``sequence_size``: G, the candidates of ``split_fixed_sequence`` (default min(1000, reference size));
-    ``grid_size``: m, the fixed grid of ``fixed_sequence`` and ``bonferroni`` (default 100); each method refuses
-    the other's. ``starts``: chain starts of ``fixed_sequence``. ``where`` labels error messages.
+    ``grid_size``: m, the fixed grid of ``fixed_sequence`` and ``bonferroni`` (default 100); each method
+    refuses the other's. ``starts``: chain starts of ``fixed_sequence``. ``where`` labels error messages.
     """
     return fit_selection(scores, errors, alpha, delta, reference_scores=reference_scores,
                          reference_errors=reference_errors, method=method, sequence_size=sequence_size,
@@ -353,7 +359,8 @@ def selective_summary(accepted, errors, positive_calls=None) -> dict:
     result = summary(np.ones(accepted.size, dtype=bool))
     if positive_calls is not None:
         calls = _check_calls(positive_calls, accepted.size, "positive_calls")
-        result.update({group: summary(members) for group, members in zip(GROUPS, (calls, ~calls), strict=True)})
+        result.update({group: summary(members) for group, members in zip(GROUPS, (calls, ~calls),
+                                                                         strict=True)})
     return result
 
 
@@ -368,14 +375,16 @@ def risk_upper_bound(accepted: int, errors: int, confidence: float) -> float:
     return float(beta.ppf(confidence, errors + 1, accepted - errors))
 
 
-def conformal_risk_control(scores, errors, alpha: float, bound: float = 1.0, where: str = "calibration") -> float:
+def conformal_risk_control(scores, errors, alpha: float, bound: float = 1.0,
+                           where: str = "calibration") -> float:
     """CRC threshold: smallest λ (over the calibration scores and +inf) with n/(n+1)·R̂(λ) + B/(n+1) <= α."""
     _check_levels(alpha, 0.5, where)
     s = _check_scores(scores, where)
     e = _check_errors(errors, s.size, where)
     n = s.size
     if bound / (n + 1) > alpha:
-        raise CalibrationSizeError(f"{where}: CRC needs n >= {math.ceil(bound / alpha - 1)} samples for alpha={alpha}; got {n}")
+        raise CalibrationSizeError(f"{where}: CRC needs n >= {math.ceil(bound / alpha - 1)} samples for "
+                                   f"alpha={alpha}; got {n}")
     candidates = np.r_[np.unique(s), math.inf]  # R̂ only changes at observed scores
     order = np.argsort(s)
     errors_from_top = np.r_[np.cumsum(e[order][::-1])[::-1], 0.0]

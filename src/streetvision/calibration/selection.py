@@ -1,4 +1,4 @@
-"""Stage 1's decisions and the confidence scores selection builds on (shared by phases 3, 5 and the bundle)."""
+"""Stage 1's decisions and the confidence scores selection builds on (phases 3, 5 and the bundle)."""
 
 from __future__ import annotations
 

@@ -39,5 +39,6 @@ def calibration_metrics(labels, logits, temperature: float) -> dict:
     from streetvision.metrics import brier_score, expected_calibration_error
 
     before, after = apply_temperature(logits, 1.0), apply_temperature(logits, temperature)
-    return {"ece_before": expected_calibration_error(labels, before), "ece_after": expected_calibration_error(labels, after),
+    return {"ece_before": expected_calibration_error(labels, before),
+            "ece_after": expected_calibration_error(labels, after),
             "brier_before": brier_score(labels, before), "brier_after": brier_score(labels, after)}

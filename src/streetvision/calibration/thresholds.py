@@ -32,7 +32,8 @@ def _validated(y_true, y_score, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not np.isin(y, (0.0, 1.0)).all():
         raise ThresholdInputError(f"{where}: labels must be 0 or 1")
     if y.min() == y.max():
-        raise ThresholdInputError(f"{where}: only class {int(y[0])} present; MCC is undefined for every threshold")
+        raise ThresholdInputError(f"{where}: only class {int(y[0])} present; MCC is undefined for every "
+                                  "threshold")
     return y.astype(np.int64), s
 
 

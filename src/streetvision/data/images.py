@@ -1,4 +1,4 @@
-"""Opening an image and turning it into 8-bit RGB: one way, used by ingest, every view, the bundle and predict.
+"""Opening an image and turning it into 8-bit RGB: one way for ingest, every view, the bundle and predict.
 
 - ``open_image`` opens lazily (header only) and refuses an image of more than ``max_pixels`` pixels before a
   single pixel is decoded: a 100 kB PNG can declare 30000 x 30000 pixels (a "decompression bomb"), whose

@@ -54,9 +54,9 @@ class IngestResult:
 
 
 def decode_check(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Check the size from the header, fully decode the image (truncated JPEGs fail only on load) and convert it
-    to 8-bit RGB as every consumer does (``data.images``); return (format, width, height). Raises
-    ``ImageError`` (with the reason) when any of that fails or the image is too small to challenge."""
+    """Check the size from the header, fully decode the image (truncated JPEGs fail only on load) and
+    convert it to 8-bit RGB as every consumer does (``data.images``); return (format, width, height).
+    Raises ``ImageError`` (with the reason) when any of that fails or the image is too small to challenge."""
     opened = open_image(data, max_pixels)
     image = read_rgb(opened)
     if min(image.size) < MIN_SIDE:
@@ -86,7 +86,8 @@ class Ingestor:
         self.max_pixels = max_pixels
         self.result = IngestResult(entries={}, quarantine=[], duplicates=[])
 
-    def _quarantine(self, sample: RawSample, sha: str | None, reason: str, stored: Path | None = None) -> None:
+    def _quarantine(self, sample: RawSample, sha: str | None, reason: str,
+                    stored: Path | None = None) -> None:
         self.result.quarantine.append({
             "origin": sample.origin, "source": sample.source, "sha256": sha, "label": sample.label,
             "reason": reason, "stored_path": str(stored) if stored else None,
@@ -107,14 +108,16 @@ class Ingestor:
             self._quarantine(sample, None, f"unreadable: {err.strerror or err}")
             return
         sha = sha256_bytes(data)
-        keep_copy = sample.data is not None or sample.copy_to_store  # else the index points at the user's file
+        keep_copy = sample.data is not None or sample.copy_to_store  # else the index names the user's file
         try:
             fmt, width, height = decode_check(data, self.max_pixels)
         except ImageTooLargeError as err:
-            self._quarantine(sample, sha, f"too large: {err}", self._store(data, sha, ".bin") if keep_copy else None)
+            self._quarantine(sample, sha, f"too large: {err}", self._store(data, sha,
+                                                                           ".bin") if keep_copy else None)
             return
         except ImageError as err:
-            self._quarantine(sample, sha, f"undecodable: {err}", self._store(data, sha, ".bin") if keep_copy else None)
+            self._quarantine(sample, sha, f"undecodable: {err}", self._store(data, sha,
+                                                                             ".bin") if keep_copy else None)
             return
         skip = validator_skip_reason(sample.label, sample.scene_description)
         if skip:
@@ -156,7 +159,8 @@ class Ingestor:
                 del self.result.entries[sha]
             else:
                 for origin in entry.merged_origins:
-                    self.result.duplicates.append({"origin": origin, "sha256": sha, "kept_origin": entry.origin})
+                    self.result.duplicates.append({"origin": origin, "sha256": sha,
+                                                   "kept_origin": entry.origin})
         return self.result
 
 

@@ -44,7 +44,8 @@ class Scene:
         return self.horizon + t * (self.size - self.horizon)
 
     def road_edges(self, t: float) -> tuple[float, float]:
-        return (self.vanish_x + t * (self.bottom_left - self.vanish_x), self.vanish_x + t * (self.bottom_right - self.vanish_x))
+        return (self.vanish_x + t * (self.bottom_left - self.vanish_x),
+                self.vanish_x + t * (self.bottom_right - self.vanish_x))
 
 
 def jitter(rng: np.random.Generator, colour, amount: int = 18) -> tuple[int, int, int]:
@@ -71,9 +72,11 @@ def draw_buildings(draw, scene: Scene, rng, distractor_awning: bool) -> None:
             width = s * rng.uniform(0.12, 0.25)
             height = s * rng.uniform(0.15, 0.4)
             left = x if side == 0 else x - width
-            colour = jitter(rng, [(170, 150, 130), (120, 110, 110), (200, 190, 170), (140, 90, 70)][rng.integers(4)])
+            facades = [(170, 150, 130), (120, 110, 110), (200, 190, 170), (140, 90, 70)]
+            colour = jitter(rng, facades[rng.integers(4)])
             box = [left, scene.horizon - height, left + width, scene.horizon + s * 0.02]
-            if side == 0 and box[2] > scene.vanish_x - s * 0.05 or side == 1 and box[0] < scene.vanish_x + s * 0.05:
+            if (side == 0 and box[2] > scene.vanish_x - s * 0.05
+                    or side == 1 and box[0] < scene.vanish_x + s * 0.05):
                 break
             draw.rectangle(box, fill=colour)
             win = max(2, int(s * 0.025))
@@ -97,7 +100,8 @@ def draw_road(draw, scene: Scene, rng) -> None:
         for which in (0, 1):
             a = scene.road_edges(t0)[which] * 0.97 + scene.vanish_x * 0.03
             b = scene.road_edges(t1)[which] * 0.97 + scene.vanish_x * 0.03
-            draw.line([(a, scene.depth_y(t0)), (b, scene.depth_y(t1))], fill=edge_colour, width=max(1, s // 80))
+            draw.line([(a, scene.depth_y(t0)), (b, scene.depth_y(t1))], fill=edge_colour,
+                      width=max(1, s // 80))
     centre_colour = (240, 200, 40) if rng.random() < 0.4 else (240, 240, 240)
     t = 0.05
     while t < 1.0:
@@ -140,7 +144,8 @@ def _draw_barrel(draw, x, y, scale, rng) -> None:
     h, w = scale * 0.5, scale * 0.32
     draw.rounded_rectangle([x - w / 2, y - h, x + w / 2, y], radius=w * 0.2, fill=ORANGE[rng.integers(3)])
     for frac in (0.25, 0.55, 0.8):
-        draw.rectangle([x - w / 2, y - h * frac - h * 0.06, x + w / 2, y - h * frac + h * 0.06], fill=(245, 245, 245))
+        draw.rectangle([x - w / 2, y - h * frac - h * 0.06, x + w / 2, y - h * frac + h * 0.06],
+                       fill=(245, 245, 245))
 
 
 def _draw_barrier(draw, x, y, scale, rng) -> None:
@@ -168,8 +173,10 @@ def _draw_diamond_sign(draw, x, y, scale, fill, glyph: str) -> None:
     draw.polygon([(x, cy - inner), (x + inner, cy), (x, cy + inner), (x - inner, cy)], fill=fill)
     if glyph == "worker":  # a digging figure
         draw.ellipse([x - r * 0.15, cy - r * 0.45, x + r * 0.05, cy - r * 0.25], fill=(20, 20, 20))
-        draw.line([(x - r * 0.05, cy - r * 0.25), (x + r * 0.1, cy + r * 0.3)], fill=(20, 20, 20), width=max(1, int(r * 0.12)))
-        draw.line([(x + r * 0.2, cy - r * 0.1), (x - r * 0.3, cy + r * 0.35)], fill=(20, 20, 20), width=max(1, int(r * 0.08)))
+        draw.line([(x - r * 0.05, cy - r * 0.25), (x + r * 0.1, cy + r * 0.3)], fill=(20, 20, 20),
+                  width=max(1, int(r * 0.12)))
+        draw.line([(x + r * 0.2, cy - r * 0.1), (x - r * 0.3, cy + r * 0.35)], fill=(20, 20, 20),
+                  width=max(1, int(r * 0.08)))
     else:  # a plain exclamation mark
         draw.line([(x, cy - r * 0.4), (x, cy + r * 0.15)], fill=(20, 20, 20), width=max(1, int(r * 0.15)))
         draw.ellipse([x - r * 0.08, cy + r * 0.28, x + r * 0.08, cy + r * 0.44], fill=(20, 20, 20))
@@ -231,7 +238,8 @@ def draw_street_furniture(draw, scene: Scene, rng, distractors: bool, painters: 
         items.append((rng.uniform(0.15, 0.85), rng.uniform(0.2, 0.8), "car"))
     if distractors:
         for _ in range(rng.integers(1, 3)):
-            what = rng.choice(["orange_car", "round_sign", "person", "bin", "warning_sign"], p=[0.3, 0.2, 0.2, 0.2, 0.1])
+            what = rng.choice(["orange_car", "round_sign", "person", "bin", "warning_sign"],
+                              p=[0.3, 0.2, 0.2, 0.2, 0.1])
             on_road = what == "orange_car"
             lateral = rng.uniform(0.2, 0.8) if on_road else rng.choice([-0.12, 1.12])
             items.append((rng.uniform(0.25, 0.85), lateral, what))
@@ -251,19 +259,22 @@ DASHCAM_PAINTERS: dict[str, Painter] = {
     "cone": _draw_cone,
     "barrel": _draw_barrel,
     "barrier": _draw_barrier,
-    "work_sign": lambda draw, x, y, scale, rng: _draw_diamond_sign(draw, x, y, scale, ORANGE[rng.integers(3)], "worker"),
+    "work_sign": lambda draw, x, y, scale, rng: _draw_diamond_sign(draw, x, y, scale, ORANGE[rng.integers(3)],
+                                                                   "worker"),
     "tree": lambda draw, x, y, scale, rng: _draw_tree(draw, x, y, scale * 1.6, rng),
-    "car": lambda draw, x, y, scale, rng: _draw_car(draw, x, y, scale, CAR_COLOURS[rng.integers(len(CAR_COLOURS))]),
+    "car": lambda draw, x, y, scale, rng: _draw_car(draw, x, y, scale,
+                                                    CAR_COLOURS[rng.integers(len(CAR_COLOURS))]),
     "orange_car": lambda draw, x, y, scale, rng: _draw_car(draw, x, y, scale, ORANGE[rng.integers(3)]),
     "round_sign": _draw_round_sign,
     "person": _draw_person,
     "bin": _draw_bin,
-    "warning_sign": lambda draw, x, y, scale, rng: _draw_diamond_sign(draw, x, y, scale, (250, 215, 30), "exclamation"),
+    "warning_sign": lambda draw, x, y, scale, rng: _draw_diamond_sign(draw, x, y, scale, (250, 215, 30),
+                                                                      "exclamation"),
 }
 
 
 def render_dashcam(seed: int, label: int, size: int) -> Image.Image:
-    """One scene in the dashcam style: flat fills, daylight, Lanczos downsampling, sometimes blur, sensor noise."""
+    """One scene in the dashcam style: flat fills, daylight, Lanczos downsampling, some blur, sensor noise."""
     rng = np.random.default_rng(seed)
     canvas = size * SUPERSAMPLE
     centre = canvas * rng.uniform(0.4, 0.6)

@@ -54,12 +54,12 @@ class Lighting:
 
 
 LIGHTING_PRESETS = {
-    "golden_hour": Lighting((105, 115, 185), (255, 180, 105), (255, 196, 140), (1.08, 0.97, 0.82), 1.3, 1.05, 0.0,
-                            (255, 150, 60), 0.35, 0.06, 0.3),
-    "vivid_midday": Lighting((10, 70, 210), (115, 195, 255), (190, 222, 255), (1.0, 1.0, 1.0), 1.45, 1.15, -6.0,
-                             (255, 250, 215), 0.2, 0.4, 0.2),
-    "high_key": Lighting((200, 220, 242), (246, 246, 240), (244, 244, 242), (1.03, 1.02, 1.0), 1.1, 0.85, 25.0,
-                         (255, 255, 255), 0.2, 0.3, 0.0),
+    "golden_hour": Lighting((105, 115, 185), (255, 180, 105), (255, 196, 140), (1.08, 0.97, 0.82), 1.3, 1.05,
+                            0.0, (255, 150, 60), 0.35, 0.06, 0.3),
+    "vivid_midday": Lighting((10, 70, 210), (115, 195, 255), (190, 222, 255), (1.0, 1.0, 1.0), 1.45, 1.15,
+                             -6.0, (255, 250, 215), 0.2, 0.4, 0.2),
+    "high_key": Lighting((200, 220, 242), (246, 246, 240), (244, 244, 242), (1.03, 1.02, 1.0), 1.1, 0.85,
+                         25.0, (255, 255, 255), 0.2, 0.3, 0.0),
     "twilight": Lighting((40, 32, 108), (250, 125, 120), (232, 148, 160), (0.93, 0.86, 1.08), 1.3, 1.1, 0.0,
                          (255, 130, 140), 0.3, 0.04, 0.35),
 }
@@ -148,7 +148,8 @@ def _paint_cone(draw, x, y, scale, rng, light: Light) -> None:
         draw.polygon([(x, apex_y), (x0, base_top), (x1, base_top)], fill=_shade(orange, shade))
         for frac in (0.4, 0.66):  # band as the part of this slice between two heights
             top_y, bottom_y = y - h * (frac + 0.07), y - h * (frac - 0.07)
-            s_top, s_bottom = (top_y - apex_y) / (base_top - apex_y), (bottom_y - apex_y) / (base_top - apex_y)
+            height = base_top - apex_y
+            s_top, s_bottom = (top_y - apex_y) / height, (bottom_y - apex_y) / height
             draw.polygon([(x + s_top * (x0 - x), top_y), (x + s_top * (x1 - x), top_y),
                           (x + s_bottom * (x1 - x), bottom_y), (x + s_bottom * (x0 - x), bottom_y)],
                          fill=_shade((245, 245, 240), shade))
@@ -165,7 +166,8 @@ def _paint_barrel(draw, x, y, scale, rng, light: Light) -> None:
     for shade, x0, x1 in zip(shades, edges[:-1], edges[1:], strict=True):
         draw.rectangle([x0, y - h, x1, y], fill=_shade(orange, shade))
         for frac in (0.25, 0.55, 0.8):
-            draw.rectangle([x0, y - h * (frac + 0.06), x1, y - h * (frac - 0.06)], fill=_shade((245, 245, 240), shade))
+            draw.rectangle([x0, y - h * (frac + 0.06), x1, y - h * (frac - 0.06)],
+                           fill=_shade((245, 245, 240), shade))
     draw.ellipse([x - w / 2, y - h - w * 0.12, x + w / 2, y - h + w * 0.12], fill=_shade(orange, 1.15))
 
 
@@ -187,11 +189,14 @@ def _paint_car(draw, x, y, scale, rng, light: Light, colour=None) -> None:
     scale *= rng.uniform(0.9, 1.2)
     w, h = scale * 0.9, scale * 0.45
     _paint_shadow(draw, x, y, w * 1.1, light)
-    draw.rounded_rectangle([x - w / 2, y - h, x + w / 2, y - h * 0.2], radius=h * 0.2, fill=_shade(colour, 1.1))
+    draw.rounded_rectangle([x - w / 2, y - h, x + w / 2, y - h * 0.2], radius=h * 0.2,
+                           fill=_shade(colour, 1.1))
     draw.rectangle([x - w / 2, y - h * 0.55, x + w / 2, y - h * 0.2], fill=_shade(colour, 0.75))
-    draw.rounded_rectangle([x - w * 0.35, y - h * 1.45, x + w * 0.35, y - h * 0.95], radius=h * 0.15, fill=colour)
+    draw.rounded_rectangle([x - w * 0.35, y - h * 1.45, x + w * 0.35, y - h * 0.95], radius=h * 0.15,
+                           fill=colour)
     draw.rectangle([x - w * 0.3, y - h * 1.38, x + w * 0.3, y - h], fill=(70, 95, 125))
-    draw.polygon([(x - w * 0.25, y - h), (x - w * 0.1, y - h * 1.38), (x, y - h * 1.38), (x - w * 0.15, y - h)],
+    draw.polygon([(x - w * 0.25, y - h), (x - w * 0.1, y - h * 1.38), (x, y - h * 1.38),
+                  (x - w * 0.15, y - h)],
                  fill=(255, 255, 255, 90))
     for wx in (x - w * 0.3, x + w * 0.3):
         draw.ellipse([wx - h * 0.25, y - h * 0.45, wx + h * 0.25, y + h * 0.05], fill=(25, 22, 28))
@@ -231,7 +236,8 @@ def _light_and_grade(pixels: np.ndarray, horizon: float, light: Light, rng) -> n
     vignette = 1 - preset.vignette * 2 * ((cols - 0.5) ** 2 + (rows - 0.5) ** 2)
     sun_x = rng.uniform(0.05, 0.3) if light.from_left else rng.uniform(0.7, 0.95)
     glow = np.exp(-((cols - sun_x) ** 2 + (rows - horizon + preset.sun_height) ** 2) / (2 * 0.22**2))
-    pixels = pixels * ((1 + 0.3 * towards_sun) * vignette) + np.float32(preset.glow) * (preset.glow_strength * glow)
+    pixels = (pixels * ((1 + 0.3 * towards_sun) * vignette)
+              + np.float32(preset.glow) * (preset.glow_strength * glow))
     pixels = pixels + 0.5 * _blurred_highlights(pixels)
     return pixels @ _grade_matrix(preset).T + (128 * (1 - preset.contrast) + preset.lift)
 
@@ -279,4 +285,5 @@ def _roll(image: Image.Image, degrees: float, zoom: float = 1.15) -> Image.Image
     cx, cy = image.width / 2, image.height / 2
     # PIL maps each output pixel (u, v) to the input pixel (a u + b v + c, d u + e v + f).
     coefficients = (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
-    return image.transform(image.size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
+    return image.transform(image.size, Image.Transform.AFFINE, coefficients,
+                           resample=Image.Resampling.BILINEAR)

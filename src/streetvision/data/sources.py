@@ -116,8 +116,8 @@ def read_image_folder(root: str | Path, class_map: dict[str, int],
             found += 1
             yield _file_sample(image, label)
     if found == 0:
-        raise DataSourceError(f"{display_name(root)}: no images found (expected class folders {sorted(class_map)} "
-                              "with images)")
+        raise DataSourceError(f"{display_name(root)}: no images found (expected class folders "
+                              f"{sorted(class_map)} with images)")
 
 
 def read_unlabeled_folder(root: str | Path, skipped: SkippedFiles | None = None) -> Iterator[RawSample]:
@@ -140,10 +140,12 @@ def _index_rows(index_path: Path) -> list[tuple[Path, object]]:
     try:
         table = pd.read_parquet(index_path) if index_path.suffix == ".parquet" else pd.read_csv(index_path)
     except Exception as err:  # pandas raises many types for malformed files
-        raise DataSourceError(f"{index_path}: cannot be read as {index_path.suffix or 'CSV'} ({err})") from err
+        kind = index_path.suffix or "CSV"
+        raise DataSourceError(f"{index_path}: cannot be read as {kind} ({err})") from err
     missing = {"path", "label"} - set(table.columns)
     if missing:
-        raise DataSourceError(f"{index_path}: missing column(s) {sorted(missing)}; found {list(table.columns)}")
+        raise DataSourceError(f"{index_path}: missing column(s) {sorted(missing)}; found "
+                              f"{list(table.columns)}")
     if table.empty:
         raise DataSourceError(f"{index_path}: no rows")
     rows = []
@@ -157,7 +159,8 @@ def read_index_file(index_path: str | Path) -> Iterator[RawSample]:
     """A CSV or parquet with ``path,label``; relative paths are relative to the index file."""
     index_path = Path(index_path)
     for row_number, (image, label) in enumerate(_index_rows(index_path), start=1):
-        yield RawSample(origin=str(image), label=_check_label(label, f"{index_path} row {row_number}"), path=image)
+        yield RawSample(origin=str(image), label=_check_label(label, f"{index_path} row {row_number}"),
+                        path=image)
 
 
 def _inline_image_bytes(cell, where: str) -> bytes | None:
@@ -168,7 +171,8 @@ def _inline_image_bytes(cell, where: str) -> bytes | None:
         if cell.get("bytes") is not None:
             return bytes(cell["bytes"])
         return None
-    raise DataSourceError(f"{where}: 'image' must be bytes or a struct {{bytes, path}}, got {type(cell).__name__}")
+    raise DataSourceError(f"{where}: 'image' must be bytes or a struct {{bytes, path}}, got "
+                          f"{type(cell).__name__}")
 
 
 def _mask_center(value, where: str) -> tuple[int, int] | None:
@@ -222,7 +226,8 @@ def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
         optional = [c for c in ("scene_description", "mask_center") if c in names]
         row = 0
         try:
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["image", "label", *optional]):
+            columns = ["image", "label", *optional]
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
                 records = batch.to_pydict()
                 for i in range(batch.num_rows):
                     where = f"{shard} row {row}"
@@ -233,7 +238,8 @@ def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
                         data=data if data is not None else b"",
                         scene_description=(records["scene_description"][i] if "scene_description" in records
                                            else NO_DESCRIPTION_COLUMN),
-                        mask_center=_mask_center(records["mask_center"][i], where) if "mask_center" in records else None,
+                        mask_center=_mask_center(records["mask_center"][i],
+                                                 where) if "mask_center" in records else None,
                     )
                     row += 1
         except DataSourceError:
@@ -279,11 +285,13 @@ def source_specs(data_cfg: dict) -> list[SourceSpec]:
     specs, seen = [], {}
     for where, entry in raw:
         kind = entry["source"]
-        synthetic = {**data_cfg["synthetic"], **(entry.get("synthetic") or {})} if kind == "synthetic" else None
+        synthetic = {**data_cfg["synthetic"],
+                     **(entry.get("synthetic") or {})} if kind == "synthetic" else None
         path = entry.get("path")
         if kind != "synthetic" and not path:
             raise DataSourceError(f"config key '{where}.path' is required for source '{kind}'")
-        identity = ("synthetic", tuple(sorted(synthetic.items()))) if synthetic else (kind, str(Path(path).resolve()))
+        identity = (("synthetic", tuple(sorted(synthetic.items()))) if synthetic
+                    else (kind, str(Path(path).resolve())))
         if identity in seen:
             raise DataSourceError(f"config keys '{seen[identity]}' and '{where}' read the same data "
                                   f"({path or 'the same generator settings'}): list each source once")
@@ -336,7 +344,8 @@ def source_signature(data_cfg: dict) -> dict:
     or replaced under ``data.path`` (or ``data.unlabeled_path``); ``snakemake -n`` then says "Params have
     changed". The demo generator's sources are described by their config alone.
     """
-    entries = [(spec.name, spec.kind, spec.path) for spec in source_specs(data_cfg) if spec.kind != "synthetic"]
+    entries = [(spec.name, spec.kind,
+                spec.path) for spec in source_specs(data_cfg) if spec.kind != "synthetic"]
     if data_cfg.get("unlabeled_path"):
         entries.append(("unlabeled", "image_folder", data_cfg["unlabeled_path"]))
     signature = {}
@@ -353,9 +362,10 @@ def _synthetic_root(spec: SourceSpec, cache_root: Path) -> Path:
     from streetvision.io.hashing import config_hash
 
     syn = spec.synthetic
-    return generate_dataset(Path(cache_root) / config_hash(syn)[:16], count=syn["count"], size=syn["image_size"],
-                            positive_fraction=syn["positive_fraction"], unlabeled_count=syn["unlabeled_count"],
-                            seed=syn["seed"], style=syn["style"])
+    return generate_dataset(Path(cache_root) / config_hash(syn)[:16], count=syn["count"],
+                            size=syn["image_size"],
+                            positive_fraction=syn["positive_fraction"],
+                            unlabeled_count=syn["unlabeled_count"], seed=syn["seed"], style=syn["style"])
 
 
 def samples_of(spec: SourceSpec, synthetic_cache: Path,

@@ -54,7 +54,8 @@ def split_statistics(splits, labels) -> dict[str, dict[str, int]]:
     for name in (*SPLIT_NAMES, UNLABELED):
         in_split = splits == name
         positives = int(np.sum(in_split & (labels == 1)))
-        stats[name] = {"n": int(in_split.sum()), "positives": positives, "negatives": int(in_split.sum()) - positives}
+        stats[name] = {"n": int(in_split.sum()), "positives": positives,
+                       "negatives": int(in_split.sum()) - positives}
     return stats
 
 
@@ -66,6 +67,7 @@ def check_splits_usable(stats: dict[str, dict[str, int]]) -> None:
         if s["n"] == 0:
             problems.append(f"split '{name}' is empty")
         elif s["positives"] == 0 or s["negatives"] == 0:
-            problems.append(f"split '{name}' is single-class ({s['positives']} positives, {s['negatives']} negatives)")
+            problems.append(f"split '{name}' is single-class ({s['positives']} positives, {s['negatives']} "
+                            "negatives)")
     if problems:
         raise SplitError("; ".join(problems) + ": add data or change data.splits")

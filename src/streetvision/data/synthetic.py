@@ -54,7 +54,8 @@ def scene_jpeg(seed: int, label: int, size: int, style: str = "dashcam") -> byte
 def generate_dataset(out_dir: str | Path, count: int, size: int = 96, positive_fraction: float = 0.5,
                      unlabeled_count: int = 0, seed: int = 0, class_names: dict[int, str] | None = None,
                      style: str = "dashcam") -> Path:
-    """Write ``count`` labelled scenes as ``<out>/labelled/<class>/<n>.jpg``, unlabeled ones as ``<out>/unlabeled/<n>.jpg``.
+    """Write ``count`` labelled scenes as ``<out>/labelled/<class>/<n>.jpg``, unlabeled ones as
+    ``<out>/unlabeled/<n>.jpg``.
 
     Files are written atomically and skipped when already present, so a killed run resumes. The layout
     is the same for every ``style``; give each style its own ``out_dir``.
@@ -64,9 +65,11 @@ def generate_dataset(out_dir: str | Path, count: int, size: int = 96, positive_f
     names = class_names or {1: "roadwork", 0: "none"}
     label_rng = np.random.default_rng([seed, 1])
     labels = (label_rng.random(count) < positive_fraction).astype(int)
-    jobs = [(out / "labelled" / names[int(lab)] / f"{i:07d}.jpg", int(lab), i) for i, lab in enumerate(labels)]
+    jobs = [(out / "labelled" / names[int(lab)] / f"{i:07d}.jpg", int(lab),
+             i) for i, lab in enumerate(labels)]
     unlabeled_labels = (label_rng.random(unlabeled_count) < positive_fraction).astype(int)
-    jobs += [(out / "unlabeled" / f"{i:07d}.jpg", int(lab), count + i) for i, lab in enumerate(unlabeled_labels)]
+    jobs += [(out / "unlabeled" / f"{i:07d}.jpg", int(lab),
+              count + i) for i, lab in enumerate(unlabeled_labels)]
     for path, label, index in jobs:
         if not path.exists():
             atomic_write_bytes(path, scene_jpeg(seed * 1_000_003 + index, label, size, style), durable=False)
@@ -74,7 +77,7 @@ def generate_dataset(out_dir: str | Path, count: int, size: int = 96, positive_f
 
 
 def sample_grid(path: str | Path, columns: int = 8, size: int = 96, zoom: int = 2, seed: int = 0) -> Path:
-    """A PNG of example scenes, one row per (style, class): dashcam none / roadwork, generated none / roadwork.
+    """A PNG of example scenes, one row per (style, class): dashcam none, roadwork; generated none, roadwork.
 
     Scenes are rendered at ``size`` and enlarged ``zoom`` times (nearest neighbour, so pixels stay visible).
     """
@@ -83,7 +86,8 @@ def sample_grid(path: str | Path, columns: int = 8, size: int = 96, zoom: int = 
     grid = Image.new("RGB", (margin + columns * cell, len(rows) * cell), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     for r, (style, label) in enumerate(rows):
-        draw.text((6, r * cell + cell // 2 - 12), f"{style}\n{'roadwork' if label else 'none'}", fill=(0, 0, 0))
+        draw.text((6, r * cell + cell // 2 - 12), f"{style}\n{'roadwork' if label else 'none'}",
+                  fill=(0, 0, 0))
         for c in range(columns):
             jpeg = scene_jpeg(seed * 1_000_003 + r * columns + c, label, size, style)
             scene = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)

@@ -48,7 +48,8 @@ def samples_of(frame: pd.DataFrame) -> list[Sample]:
         mask = None
         if has_mask and not (pd.isna(row.mask_center_x) or pd.isna(row.mask_center_y)):
             mask = (int(row.mask_center_x), int(row.mask_center_y))
-        samples.append(Sample(str(row.path), int(str(row.sha256)[:15], 16), int(row.width), int(row.height), mask))
+        samples.append(Sample(str(row.path), int(str(row.sha256)[:15], 16), int(row.width), int(row.height),
+                              mask))
     return samples
 
 
@@ -109,6 +110,7 @@ def challenge_plan(samples: list[Sample], seed: int, level: int | None = None) -
     rows = []
     for sample in samples:
         params = draw_challenge_params(sample.width, sample.height, level=level,
-                                       rng=challenge_rng(seed, sample.key, level), mask_center=sample.mask_center)
+                                       rng=challenge_rng(seed, sample.key, level),
+                                       mask_center=sample.mask_center)
         rows.append({"level": params.level, **{kind: params.distortions[kind] for kind in DISTORTIONS}})
     return pd.DataFrame(rows, columns=["level", *DISTORTIONS])

@@ -132,7 +132,8 @@ def atomic_write_with(path: str | os.PathLike, write_fn) -> Path:
     return target
 
 
-def atomic_save_tensors(path: str | os.PathLike, tensors: Mapping, metadata: Mapping[str, str] | None = None) -> Path:
+def atomic_save_tensors(path: str | os.PathLike, tensors: Mapping,
+                        metadata: Mapping[str, str] | None = None) -> Path:
     """Save a dict of torch tensors as safetensors, atomically."""
     from safetensors.torch import save
 

@@ -32,7 +32,8 @@ from streetvision.runtime import process_rank
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-TRACKED_PACKAGES = ("python", "torch", "torchvision", "timm", "lightning", "peft", "snakemake", "numpy", "streetvision")
+TRACKED_PACKAGES = ("python", "torch", "torchvision", "timm", "lightning", "peft", "snakemake", "numpy",
+                    "streetvision")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -53,7 +54,8 @@ def git_state(repo_dir: str | os.PathLike | None) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True, text=True, timeout=20)
+            done = subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True, text=True,
+                                  timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -99,7 +101,8 @@ class PhaseRecorder:
 
     Usage::
 
-        rec = PhaseRecorder(out_dir, "phase2_thresholds", "demo", cfg, consumes=[baseline_dir / MANIFEST_NAME])
+        rec = PhaseRecorder(out_dir, "phase2_thresholds", "demo", cfg,
+                            consumes=[baseline_dir / MANIFEST_NAME])
         rec.write_json("thresholds.json", result)
         rec.metrics["threshold"] = 0.42
         rec.finish()
@@ -107,7 +110,8 @@ class PhaseRecorder:
 
     def __init__(self, phase_dir: str | os.PathLike, phase: str, experiment: str, config_section: Any, *,
                  consumes: Iterable[str | os.PathLike] = (), seed: int | None = None,
-                 workflow_dir: str | os.PathLike | None = None, device: str = "cpu", scratch: Iterable[str] = ()):
+                 workflow_dir: str | os.PathLike | None = None, device: str = "cpu",
+                 scratch: Iterable[str] = ()):
         self.phase_dir = Path(phase_dir)
         self.phase, self.experiment, self.config_section = phase, experiment, config_section
         self.seed, self.workflow_dir, self.device = seed, workflow_dir, device
@@ -173,8 +177,8 @@ class PhaseRecorder:
         if foreign:
             shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
             raise ForeignFilesError(
-                f"{self.phase_dir}: holds {len(foreign)} file(s) that step '{self.phase}' did not write ({shown}); "
-                "nothing was removed. Move them elsewhere: a step only replaces its own outputs")
+                f"{self.phase_dir}: holds {len(foreign)} file(s) that step '{self.phase}' did not write "
+                f"({shown}); nothing was removed. Move them elsewhere: a step only replaces its own outputs")
         (self.phase_dir / MANIFEST_NAME).unlink(missing_ok=True)
         for entry in owned:  # artifacts listed with '..' (outside the folder) are owned too
             target = self.phase_dir / entry
@@ -184,7 +188,8 @@ class PhaseRecorder:
                 target.unlink(missing_ok=True)
         for path in sorted(self.phase_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             rel = path.relative_to(self.phase_dir)
-            if path.is_dir() and not path.is_symlink() and rel.parts[0] not in self.scratch and not any(path.iterdir()):
+            emptied = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+            if emptied and rel.parts[0] not in self.scratch:
                 path.rmdir()  # folders emptied above
         atomic_write_json(self.phase_dir / JOURNAL_NAME, {"phase": self.phase, "claimed": []})
 
@@ -194,7 +199,8 @@ class PhaseRecorder:
         if relative in self._claimed:
             return
         self._claimed.add(relative)
-        atomic_write_json(self.phase_dir / JOURNAL_NAME, {"phase": self.phase, "claimed": sorted(self._claimed)})
+        atomic_write_json(self.phase_dir / JOURNAL_NAME, {"phase": self.phase,
+                                                          "claimed": sorted(self._claimed)})
 
     # ------------------------------------------------------------ writing = listing
 
@@ -228,7 +234,8 @@ class PhaseRecorder:
     def register_tree(self, relative_dir: str) -> list[Path]:
         """List every file under a folder that a library function wrote (e.g. the bundle)."""
         root = self.phase_dir / relative_dir
-        return [self.add_artifact(p.relative_to(self.phase_dir)) for p in sorted(root.rglob("*")) if p.is_file()]
+        files = [path for path in sorted(root.rglob("*")) if path.is_file()]
+        return [self.add_artifact(path.relative_to(self.phase_dir)) for path in files]
 
     def write_with(self, relative: str, write_fn) -> Path:
         """``write_fn(tmp_path)`` writes the complete file (parquet, PNG, ...); atomic, then listed."""
@@ -280,7 +287,8 @@ class PhaseRecorder:
     def finish(self) -> Path:
         unlisted = self._unlisted_files()
         if unlisted:
-            raise RuntimeError(f"{self.phase_dir}: files written without being listed in the manifest: {unlisted}")
+            raise RuntimeError(f"{self.phase_dir}: files written without being listed in the manifest: "
+                               f"{unlisted}")
         artifacts = [file_record(Path(os.path.normpath(self.phase_dir / rel)), self.phase_dir)
                      for rel in sorted(self._artifacts)]
         consumed = [

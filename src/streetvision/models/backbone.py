@@ -52,7 +52,8 @@ class BackboneSpec:
 
     @classmethod
     def from_config(cls, model_cfg: dict) -> BackboneSpec:
-        return cls(model_cfg["backbone"], int(model_cfg["img_size"]), dict(model_cfg.get("backbone_kwargs") or {}))
+        return cls(model_cfg["backbone"], int(model_cfg["img_size"]),
+                   dict(model_cfg.get("backbone_kwargs") or {}))
 
     def to_record(self) -> dict:
         return {"backbone": self.name, "img_size": self.img_size, "backbone_kwargs": self.kwargs}
@@ -131,7 +132,8 @@ def pretrained_weights(model_cfg: dict) -> Path | None:
     if init == "file":
         weights = model_cfg.get("pretrained_file")
         if not weights:
-            raise WeightsNotFoundError("config key 'model.pretrained_file' is required when model.init is 'file'")
+            raise WeightsNotFoundError("config key 'model.pretrained_file' is required when model.init is "
+                                       "'file'")
         if not Path(weights).is_file():
             raise WeightsNotFoundError(
                 f"model.pretrained_file {weights} does not exist: put the {name} weights there "
@@ -144,7 +146,8 @@ def pretrained_weights(model_cfg: dict) -> Path | None:
         if cached is None:
             raise WeightsNotFoundError(
                 f"weights for {name} are not in the local Hugging Face cache "
-                f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and nothing is downloaded at run time: "
+                f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and nothing is downloaded at run "
+                "time: "
                 "fetch them once where there is network (e.g. timm.create_model(name, pretrained=True)), "
                 "or set model.init: file and model.pretrained_file"
             )
@@ -223,5 +226,6 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
     }
 
 
-__all__ = ["BackboneConfigError", "BackboneSpec", "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "pretrained_weights", "unit_layer_scales", "apply_freezing",
+__all__ = ["BackboneConfigError", "BackboneSpec", "UnknownBackboneError", "WeightsNotFoundError",
+           "build_backbone", "pretrained_weights", "unit_layer_scales", "apply_freezing",
            "backbone_blocks", "data_config", "count_parameters"]

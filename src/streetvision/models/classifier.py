@@ -64,7 +64,8 @@ def resolve_head(backbone: nn.Module, head: str) -> str:
 
 
 class RoadworkClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, head_hidden: int = 0, head_dropout: float = 0.0, head: str = "pooled"):
+    def __init__(self, backbone: nn.Module, head_hidden: int = 0, head_dropout: float = 0.0,
+                 head: str = "pooled"):
         super().__init__()
         self.backbone = backbone
         self.pooling = resolve_head(backbone, head)  # saved in model_config.json as "head"

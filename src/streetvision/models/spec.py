@@ -34,7 +34,8 @@ class ClassifierSpec:
 
     @classmethod
     def from_record(cls, record: dict) -> ClassifierSpec:
-        return cls(BackboneSpec.from_record(record), int(record["head_hidden"]), float(record["head_dropout"]),
+        return cls(BackboneSpec.from_record(record), int(record["head_hidden"]),
+                   float(record["head_dropout"]),
                    dict(record.get("data") or {}), record.get("head", "pooled"))
 
     def build(self, backbone=None) -> RoadworkClassifier:
@@ -57,7 +58,8 @@ class ClassifierSpec:
         """The deterministic preprocessing the weights expect (PIL image -> normalised tensor)."""
         from streetvision.data.transforms import eval_transform
 
-        return eval_transform(self.data["img_size"], self.data["mean"], self.data["std"], self.data["interpolation"])
+        return eval_transform(self.data["img_size"], self.data["mean"], self.data["std"],
+                              self.data["interpolation"])
 
 
 def build_trainable_classifier(model_cfg: dict, adapted_backbone: str | os.PathLike | None = None

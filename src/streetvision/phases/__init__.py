@@ -30,11 +30,12 @@ def step_dirs(named_manifests) -> dict[str, Path]:
 
 def output_dir(named_outputs) -> Path:
     """A step's own folder: the parent of its ``manifest`` output."""
-    return Path(str(named_outputs["manifest"] if hasattr(named_outputs, "keys") else named_outputs.manifest)).parent
+    return Path(str(named_outputs["manifest"] if hasattr(named_outputs,
+                                                         "keys") else named_outputs.manifest)).parent
 
 
 def step_recorder(step: str, out_dir, experiment: str, config_section, **kwargs) -> PhaseRecorder:
-    """The recorder of ``step``'s folder; the manifest's ``phase`` is the folder's name (e.g. phase1_baseline)."""
+    """The recorder of ``step``'s folder; the manifest's ``phase`` is the folder's name (phase1_baseline)."""
     return PhaseRecorder(out_dir, layout.STEP_DIRS[step], experiment, config_section, **kwargs)
 
 

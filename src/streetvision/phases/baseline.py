@@ -1,4 +1,4 @@
-"""Step ``baseline`` (phase 1): train the stage-1 classifier; export weights, per-split predictions and features."""
+"""Step ``baseline`` (phase 1): train the stage-1 classifier; export weights, predictions and features."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from streetvision.train.trainer import build_trainer, export_curves, fit_resumab
 STEP = "baseline"
 
 
-def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | None = None, out_dir: str | Path,
-                 experiment: str, gpus: int = 0, threads: int | None = None,
+def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | None = None,
+                 out_dir: str | Path, experiment: str, gpus: int = 0, threads: int | None = None,
                  workflow_dir: str | None = None) -> Path | None:
     """Train and export phase 1. Returns the manifest path (None on non-zero DDP ranks).
 
@@ -44,15 +44,18 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     # Phase 4's merged backbone, when there is one, takes the place of the pretrained weights.
     adapted = Path(explora_dir) / layout.Explora.BACKBONE if explora_dir else None
     model, spec = build_trainable_classifier(model_cfg, adapted)
-    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, section_settings(TrainingDraws, train_cfg),
-                                 cfg["challenge"]["seed"])
+    draws = section_settings(TrainingDraws, train_cfg)
+    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, draws, cfg["challenge"]["seed"])
     module = BaselineModule(model, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
-                            warmup_fraction=train_cfg["warmup_fraction"], layer_decay=train_cfg["layer_decay"],
-                            pos_weight=train_cfg["pos_weight"], aux_max_pool_weight=train_cfg["aux_max_pool_weight"])
+                            warmup_fraction=train_cfg["warmup_fraction"],
+                            layer_decay=train_cfg["layer_decay"],
+                            pos_weight=train_cfg["pos_weight"],
+                            aux_max_pool_weight=train_cfg["aux_max_pool_weight"])
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
         precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
-        tensorboard=train_cfg["tensorboard"], checkpoint_interval_minutes=train_cfg["checkpoint_interval_minutes"],
+        tensorboard=train_cfg["tensorboard"],
+        checkpoint_interval_minutes=train_cfg["checkpoint_interval_minutes"],
         distributed_sampler=False)  # the domain sampler shards itself
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports
@@ -76,11 +79,12 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         "parameters": count_parameters(model),
     })
     log_result(STEP, experiment, f"val_test MCC {test['challenge']['mcc']:.3f} on the challenge pass, "
-                                       f"{test['clean']['mcc']:.3f} clean (at 0.5; {record['epochs']} epochs)")
+                                 f"{test['clean']['mcc']:.3f} clean (at 0.5; {record['epochs']} epochs)")
     return recorder.finish()
 
 
-def export_split(recorder, model, datamodule: SplitDataModule, split: str, view: str, device: torch.device) -> dict:
+def export_split(recorder, model, datamodule: SplitDataModule, split: str, view: str,
+                 device: torch.device) -> dict:
     """Predictions of one split through one view; for the challenge pass, the challenge each image got and,
     for the splits later phases fit on, the pooled features. Returns the split's metrics at 0.5."""
     frame = datamodule.split(split)

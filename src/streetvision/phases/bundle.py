@@ -19,7 +19,8 @@ STEP = "bundle"
 def bundle_members(policy: dict, baseline_dir: Path, gate_dir: Path | None) -> dict[str, tuple[str, bytes]]:
     """The model (and, for a gate-scored SCRC policy, the gate) as bundle files: name -> (role, bytes)."""
     members = {files.WEIGHTS: ("weights", (baseline_dir / layout.Baseline.MODEL).read_bytes()),
-               files.MODEL_CONFIG: ("model_config", (baseline_dir / layout.Baseline.MODEL_CONFIG).read_bytes())}
+               files.MODEL_CONFIG: ("model_config",
+                                    (baseline_dir / layout.Baseline.MODEL_CONFIG).read_bytes())}
     if needs_gate(policy):
         members[files.GATE_WEIGHTS] = ("gate_weights", (gate_dir / layout.Gate.WEIGHTS).read_bytes())
         members[files.GATE_CONFIG] = ("gate_config", (gate_dir / layout.Gate.CONFIG).read_bytes())
@@ -38,7 +39,8 @@ def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=No
     policy = build_policy(bundle_cfg["policy"], layout.thresholds_of(thresholds_dir),
                           layout.scrc_of(scrc_dir) if bundle_cfg["policy"] == "scrc" else None)
     card = model_card(bundle_cfg["model_card"], layout.model_record_of(baseline_dir), demo=cfg["demo"])
-    write_bundle(recorder.folder(layout.Bundle.DIR), policy, card, bundle_members(policy, baseline_dir, gate_dir), sources)
+    write_bundle(recorder.folder(layout.Bundle.DIR), policy, card, bundle_members(policy, baseline_dir,
+                                                                                  gate_dir), sources)
     recorder.register_tree(layout.Bundle.DIR)
 
     detector = load_bundle(layout.bundle_dir_of(out_dir))
@@ -49,11 +51,13 @@ def run_bundle(*, cfg: dict, data_dir, baseline_dir, thresholds_dir, scrc_dir=No
     recorder.write_json(layout.Bundle.ROBUSTNESS, robust)
     recorder.metrics.update({
         "policy": policy["type"], "parity": parity,
-        "val_test_by_level": {level: {k: m[k] for k in ("mcc", "accuracy", "natix_reward")} for level, m in robust.items()},
+        "val_test_by_level": {level: {k: m[k] for k in ("mcc", "accuracy",
+                                                        "natix_reward")} for level, m in robust.items()},
     })
     by_level = ", ".join(f"L{level.split('_')[-1]} {_fmt(m['mcc'])}" for level, m in robust.items())
     log_result(STEP, experiment, f"{policy['type']} policy verified on the challenge pass (parity max |Δp| "
-                                     f"{parity['max_abs_probability_diff']:.1e}); val_test MCC by level: {by_level}")
+                                 f"{parity['max_abs_probability_diff']:.1e}); val_test MCC by level: "
+                                 f"{by_level}")
     return recorder.finish()
 
 

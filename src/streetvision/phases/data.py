@@ -18,8 +18,8 @@ STEP = "data"
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height", "bytes",
-                 "mask_center_x", "mask_center_y"]
+INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
+                 "bytes", "mask_center_x", "mask_center_y"]
 QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
 DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
 
@@ -33,11 +33,14 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
     data_cfg, out_dir = cfg["data"], Path(out_dir)
     recorder = step_recorder(STEP, out_dir, experiment, cfg, seed=data_cfg["seed"], workflow_dir=workflow_dir,
                              scratch=[layout.Data.IMAGES])
-    result = ingest_configured(data_cfg, out_dir / layout.Data.IMAGES, out_dir.parent.parent / layout.SYNTHETIC_CACHE)
-    index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir), columns=INDEX_COLUMNS)
+    result = ingest_configured(data_cfg, out_dir / layout.Data.IMAGES,
+                               out_dir.parent.parent / layout.SYNTHETIC_CACHE)
+    index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir),
+                         columns=INDEX_COLUMNS)
     index["label"] = index["label"].astype("Int8")
     index[["mask_center_x", "mask_center_y"]] = index[["mask_center_x", "mask_center_y"]].astype("Int32")
-    stats = split_statistics(index["split"], index["label"].astype(object).where(index["label"].notna(), None))
+    stats = split_statistics(index["split"], index["label"].astype(object).where(index["label"].notna(),
+                                                                                 None))
     check_splits_usable(stats)
     hashes_in_two_splits = int(index.groupby("sha256")["split"].nunique().gt(1).sum())
     if hashes_in_two_splits or index["id"].duplicated().any():
@@ -55,14 +58,17 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
         "quarantined": len(result.quarantine),
         "quarantined_by_reason": dict(Counter(row["reason"].split(":")[0] for row in result.quarantine)),
         "splits": stats,
-        "by_domain": {domain: split_statistics(part["split"], part["label"].astype(object).where(part["label"].notna(), None))
+        "by_domain": {domain: split_statistics(part["split"],
+                                               part["label"].astype(object).where(part["label"].notna(),
+                                                                                  None))
                       for domain, part in index.groupby("domain")},
         "sources": index["source"].value_counts().to_dict(),
         "hashes_in_two_splits": hashes_in_two_splits,
         "unsupported_files": result.unsupported_files.summary(),  # files in the folders that are not images
     })
     skipped = result.unsupported_files.summary()["total"]
+    counted = f", {skipped} files that are not images counted" if skipped else ""
     log_result(STEP, experiment, f"{len(index)} unique images from {result.rows_read} rows "
-                                   f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} quarantined"
-                                   + (f", {skipped} files that are not images counted" if skipped else "") + ")")
+                                 f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} "
+                                 f"quarantined{counted})")
     return recorder.finish()

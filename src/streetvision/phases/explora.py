@@ -1,4 +1,5 @@
-"""Step ``explora`` (phase 4): run ExPLoRA, export the merged backbone, prove the export by reloading it, probe it."""
+"""Step ``explora`` (phase 4): run ExPLoRA, export the merged backbone, prove the export by reloading it,
+probe it."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     out_dir = Path(out_dir)
     upstream = [layout.manifest_of(data_dir)]
     accelerator, devices = start_training_phase(
-        STEP, out_dir, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"], upstream=upstream,
+        STEP, out_dir, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"],
+        upstream=upstream,
         threads=threads, loader_workers=ex_cfg["num_workers"])
     recorder = step_recorder(STEP, out_dir, experiment, cfg, consumes=upstream, seed=ex_cfg["seed"],
                              workflow_dir=workflow_dir, device=f"{accelerator}x{devices}",
@@ -47,7 +49,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     base = build_backbone(model_cfg)
     spec = data_config(base, model_cfg["img_size"])
     frame = explora_frame(index, ex_cfg["splits"])
-    crops = MultiCrop(model_cfg["img_size"], ex_cfg["local_crop_size"] or model_cfg["img_size"], ex_cfg["n_local_crops"],
+    crops = MultiCrop(model_cfg["img_size"], ex_cfg["local_crop_size"] or model_cfg["img_size"],
+                      ex_cfg["n_local_crops"],
                       ex_cfg["global_scale"], ex_cfg["local_scale"], spec["mean"], spec["std"])
     views = ChallengeCrops(crops, seed=ex_cfg["seed"]) if ex_cfg["challenge_views"] else crops
     loader = explora_loader(index, ex_cfg["splits"], views, ex_cfg["batch_size"], ex_cfg["num_workers"])
@@ -77,7 +80,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
         "load_back_max_abs_diff": load_back, "adaptation_max_abs_change": adaptation, "parameters": params,
         "trainable_fraction_of_backbone": params["backbone_trainable"] / params["backbone_total"],
         "images_used": {split: int((frame["split"] == split).sum()) for split in ex_cfg["splits"]},
-        "global_step": record["global_step"], "epochs": record["epochs"], "resumed_from_step": record["resumed_from_step"],
+        "global_step": record["global_step"], "epochs": record["epochs"],
+        "resumed_from_step": record["resumed_from_step"],
     }
     if ex_cfg["linear_probe"]:  # evaluation only, after the backbone is saved
         summary["linear_probe_val_test_mcc"] = {
@@ -89,5 +93,6 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     export_curves(recorder)
     recorder.metrics.update(summary)
     log_result(STEP, experiment, f"{params['backbone_trainable']:,} of {params['backbone_total']:,} backbone "
-                                      f"parameters trained; load-back max |Δ| {load_back:.1e}, adaptation {adaptation:.3g}")
+                                 f"parameters trained; load-back max |Δ| {load_back:.1e}, "
+                                 f"adaptation {adaptation:.3g}")
     return recorder.finish()

@@ -36,7 +36,8 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     calib, calib_features = layout.features_of(baseline_dir, "val_calib")
     _, calib_correct = stage1_decisions(calib["probability"], calib["label"], threshold)
     if calib_correct.min() == calib_correct.max():
-        raise GateUnfittableError("val_calib: stage 1 is right on every sample (or wrong on every one); the gate has "
+        raise GateUnfittableError("val_calib: stage 1 is right on every sample (or wrong on every one); the "
+                                  "gate has "
                                   "nothing to learn — use more val_calib data, or bundle.policy: threshold")
     x = GateInputs(calib_features, calib["logit"].to_numpy()).matrix()
     fit = section_settings(GateFit, gate_cfg)
@@ -46,10 +47,13 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         "in_dim": int(x.shape[1]), "hidden": gate_cfg["hidden"], "loss": gate_cfg["loss"],
         "inputs": "features + [logit, |p-0.5|, entropy(p)]", "decision_threshold": threshold})
 
-    # val_calib's own scores come from gates that never saw the row (phase 5 builds SCRC's candidates from them).
+    # val_calib's own scores come from gates that never saw the row (phase 5 builds SCRC's candidates from
+    # them).
     recorder.write_parquet(layout.Gate.scores("val_calib"), pd.DataFrame({
-        "id": calib["id"], "gate_score": cross_fitted_gate_scores(x, calib_correct, fit, gate_cfg["cross_fit_folds"]),
-        "max_probability": max_probability(calib["probability"]), "correct": calib_correct, "cross_fitted": True}))
+        "id": calib["id"], "gate_score": cross_fitted_gate_scores(x, calib_correct, fit,
+                                                                  gate_cfg["cross_fit_folds"]),
+        "max_probability": max_probability(calib["probability"]), "correct": calib_correct,
+        "cross_fitted": True}))
     report = {"fit": fit_info}
     for split in layout.Gate.SCORED_SPLITS:
         table, features = layout.features_of(baseline_dir, split)
@@ -69,7 +73,8 @@ def run_gate(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     recorder.write_json(layout.Gate.REPORT, report)
     test = report["val_test"]
     recorder.metrics.update({k: test[k] for k in
-                             ("error_detection_auroc_gate", "error_detection_auroc_max_probability", "errors", "n")})
+                             ("error_detection_auroc_gate", "error_detection_auroc_max_probability", "errors",
+                              "n")})
     log_result(STEP, experiment, f"val_test error-detection AUROC {test['error_detection_auroc_gate']:.3f} "
-                                   f"(max-probability {test['error_detection_auroc_max_probability']:.3f})")
+                                 f"(max-probability {test['error_detection_auroc_max_probability']:.3f})")
     return recorder.finish()

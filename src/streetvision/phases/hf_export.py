@@ -29,14 +29,16 @@ log = logging.getLogger(__name__)
 def evaluation_table(robustness: dict) -> dict[str, dict]:
     """The README's numbers: the bundle's val_test scores per validator level (phase 6)."""
     return {f"val_test, validator level {level.split('_')[-1]}": {
-        k: robustness[level][k] for k in ("n", "mcc", "accuracy", "natix_reward")} for level in sorted(robustness)}
+        k: robustness[level][k] for k in ("n", "mcc", "accuracy",
+                                          "natix_reward")} for level in sorted(robustness)}
 
 
 def parity_problems(check: dict) -> list[str]:
     """What fails an export in one ``hf_parity`` result (borderline flips do not: see hf_miner)."""
     problems = []
     if check["decision_mismatches"]:
-        problems.append(f"{check['decision_mismatches']} decision mismatch(es) (images {check['mismatched_images']})")
+        problems.append(f"{check['decision_mismatches']} decision mismatch(es) (images "
+                        f"{check['mismatched_images']})")
     if check["exactly_one_half"]:
         problems.append(f"{check['exactly_one_half']} score(s) of exactly 0.5")
     if check["max_abs_probability_diff"] > MAX_SCORE_DIFF:
@@ -46,11 +48,12 @@ def parity_problems(check: dict) -> list[str]:
 
 def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_step_dir, out_dir, experiment: str,
                   workflow_dir: str | None = None) -> Path:
-    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge`` and ``demo`` sections; ``bundle_step_dir`` is
-    the bundle step's folder (the bundle itself is its ``bundle/``)."""
+    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge`` and ``demo`` sections; ``bundle_step_dir``
+    is the bundle step's folder (the bundle itself is its ``bundle/``)."""
     out_dir = Path(out_dir)
     recorder = step_recorder(STEP, out_dir, experiment, cfg, workflow_dir=workflow_dir,
-                             consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir, bundle_step_dir)])
+                             consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir,
+                                                                       bundle_step_dir)])
     bundle = layout.bundle_dir_of(bundle_step_dir)
     record = layout.model_record_of(baseline_dir)
     repo = recorder.folder(layout.HFExport.REPO)
@@ -58,8 +61,8 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_step_dir, out_dir
         bundle, repo, description=cfg["bundle"]["model_card"]["description"],
         license=cfg["hf_export"]["license"], hf_repo=cfg["bundle"]["hf_repo"], demo=cfg["demo"],
         evaluation=evaluation_table(layout.robustness_of(bundle_step_dir)),
-        training=(f"{record['backbone']} at {record['img_size']} px, trained by the streetvision workflow on the "
-                  "validators' exact challenge pipeline (levels 0-3, 224x224 JPEG)."))
+        training=(f"{record['backbone']} at {record['img_size']} px, trained by the streetvision workflow on "
+                  "the validators' exact challenge pipeline (levels 0-3, 224x224 JPEG)."))
     recorder.register_tree(layout.HFExport.REPO)
 
     _, images = val_test_challenges(data_dir, baseline_dir, cfg["challenge"]["seed"])
@@ -70,7 +73,8 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_step_dir, out_dir
         checks["miner_pin"] = hf_parity(detector, repo, images, pin_dir=pin)
     else:
         log.warning("transformers 4.45.2 (the stock miner's pin) is not installed: checked with %s only; run "
-                    ".ci/transformers-pin.sh to check the miner's version too", checks["installed"]["transformers"])
+                    ".ci/transformers-pin.sh to check the miner's version too",
+                    checks["installed"]["transformers"])
     recorder.write_json(layout.HFExport.SUMMARY, summary)
     recorder.write_json(layout.HFExport.PARITY, checks)
     bad = {name: c for name, c in checks.items() if parity_problems(c)}
@@ -90,5 +94,5 @@ def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_step_dir, out_dir
                          + (f", {c['borderline_flips']} borderline flip(s)" if c["borderline_flips"] else "")
                          for c in checks.values())
     log_result(STEP, experiment, f"{summary['architecture']} repo; 0 decision mismatches on "
-                                        f"{len(images)} challenges ({versions})")
+                                 f"{len(images)} challenges ({versions})")
     return recorder.finish()

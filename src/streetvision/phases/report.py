@@ -35,7 +35,8 @@ def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[s
         if metrics["mcc"] is None:
             groups[value]["mcc_undefined_reason"] = metrics["undefined_reason"]
         in_clean = (clean[column] == value).to_numpy()
-        groups[value]["clean_mcc"] = validator_metrics(clean["label"][in_clean], clean_decisions[in_clean])["mcc"]
+        groups[value]["clean_mcc"] = validator_metrics(clean["label"][in_clean],
+                                                       clean_decisions[in_clean])["mcc"]
     return groups
 
 
@@ -51,7 +52,8 @@ def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
     mix = domain_weights(test["domain"], None)
     overall = validator_metrics(test["label"], decisions, domains=test["domain"], domain_weights=mix)
     row = {"experiment": experiment, "policy": policy["type"], "threshold": thresholds["threshold"],
-           **{k: overall[k] for k in ("mcc", "accuracy", "natix_reward", "natix_reward_p10", "natix_reward_p90")},
+           **{k: overall[k] for k in ("mcc", "accuracy", "natix_reward", "natix_reward_p10",
+                                      "natix_reward_p90")},
            "clean_mcc": thresholds["val_test_clean_at_threshold"]["mcc"], "domain_mix": mix,
            "by_domain": group_scores(test, decisions, clean, clean_decisions, "domain"),
            "by_source": group_scores(test, decisions, clean, clean_decisions, "source"),
@@ -60,7 +62,8 @@ def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
         row["by_level"][level] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
     if "scrc" in dirs:
         scrc = layout.scrc_of(dirs["scrc"])
-        row.update(scrc_coverage=scrc["val_test"]["coverage"], scrc_selective_risk=scrc["val_test"]["selective_risk"])
+        row.update(scrc_coverage=scrc["val_test"]["coverage"],
+                   scrc_selective_risk=scrc["val_test"]["selective_risk"])
     if "hf_export" in dirs:
         checks = layout.hf_parity_of(dirs["hf_export"]).values()
         row["hf_parity"] = ", ".join(
@@ -82,33 +85,40 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def summary_markdown(rows: list[dict]) -> str:
-    by_domain = [{"experiment": r["experiment"], "domain": d, **m} for r in rows for d, m in r["by_domain"].items()]
-    by_source = [{"experiment": r["experiment"], "source": d, **m} for r in rows for d, m in r["by_source"].items()]
     group_columns = ["n", "mcc", "accuracy", "natix_reward", "clean_mcc"]
+    def grouped(key: str, column: str) -> list[dict]:
+        return [{"experiment": r["experiment"], column: value, **metrics}
+                for r in rows for value, metrics in r[key].items()]
+
+    by_domain, by_source = grouped("by_domain", "domain"), grouped("by_source", "source")
     by_level = [{"experiment": r["experiment"], "level": level.split("_")[-1], **m}
                 for r in rows for level, m in r["by_level"].items()]
     mixes = "; ".join(f"{r['experiment']}: {r['domain_mix']}" for r in rows)
-    return (
-        "# streetvision summary\n\n"
-        "val_test as validators score it: each image through one seeded validator challenge (224x224 JPEG), "
-        "decided at the phase-2 threshold. `natix_reward` is the mean NATIX reward after a 100-challenge history "
-        "(50/50 labels, windows drawn from val_test; p10/p90 over 1,000 histories). Domains are mixed with the "
-        f"validators' weights ({mixes}): each image of domain d weighs w_d / n_d. `clean_mcc` scores the source "
-        "images without a challenge.\n\n"
-        f"{markdown_table(rows, MAIN_COLUMNS)}\n\n"
-        "## By domain and by source (val_test challenge pass; clean_mcc: the same images without a challenge)\n\n"
-        f"{markdown_table(by_domain, ['experiment', 'domain', *group_columns])}\n\n"
-        f"{markdown_table(by_source, ['experiment', 'source', *group_columns])}\n\n"
-        "MCC and the reward are undefined (—) for a domain or source whose val_test holds a single class.\n\n"
-        "## By validator augmentation level (every val_test image at each level, through the bundle)\n\n"
-        f"{markdown_table(by_level, ['experiment', 'level', 'n', 'mcc', 'accuracy', 'natix_reward'])}\n")
+    intro = ("val_test as validators score it: each image through one seeded validator challenge (224x224 "
+             "JPEG), decided at the phase-2 threshold. `natix_reward` is the mean NATIX reward after a "
+             "100-challenge history (50/50 labels, windows drawn from val_test; p10/p90 over 1,000 "
+             "histories). "
+             f"Domains are mixed with the validators' weights ({mixes}): each image of domain d weighs "
+             "w_d / n_d. `clean_mcc` scores the source images without a challenge.")
+    sections = [
+        "# streetvision summary", intro, markdown_table(rows, MAIN_COLUMNS),
+        "## By domain and by source (val_test challenge pass; clean_mcc: the same images without a "
+        "challenge)",
+        markdown_table(by_domain, ["experiment", "domain", *group_columns]),
+        markdown_table(by_source, ["experiment", "source", *group_columns]),
+        "MCC and the reward are undefined (—) for a domain or source whose val_test holds a single class.",
+        "## By validator augmentation level (every val_test image at each level, through the bundle)",
+        markdown_table(by_level, ["experiment", "level", "n", "mcc", "accuracy", "natix_reward"]),
+    ]
+    return "\n\n".join(sections) + "\n"
 
 
 def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Path,
                workflow_dir: str | None = None) -> Path:
     """``manifests``: {experiment: {step: manifest}} of exactly what the report reads (its rule's inputs)."""
     experiments = list(manifests)
-    dirs = {exp: {step: Path(path).parent for step, path in steps.items()} for exp, steps in manifests.items()}
+    dirs = {exp: {step: Path(path).parent for step, path in steps.items()}
+            for exp, steps in manifests.items()}
     recorder = step_recorder(STEP, out_dir, ",".join(experiments), {"experiments": experiments},
                              consumes=[path for steps in manifests.values() for path in steps.values()],
                              workflow_dir=workflow_dir)
@@ -116,9 +126,11 @@ def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Pa
     for exp in experiments:
         rows.append(experiment_row(exp, dirs[exp]))
         test = layout.thresholds_of(dirs[exp]["thresholds"])["val_test_at_threshold"]
-        recorder.write_figure(layout.Report.figure(exp, "confusion"), confusion_figure(test, f"{exp}: val_test"))
+        recorder.write_figure(layout.Report.figure(exp, "confusion"),
+                              confusion_figure(test, f"{exp}: val_test"))
         curves = layout.curves_of(dirs[exp]["baseline"])
-        recorder.write_figure(layout.Report.figure(exp, "curves"), training_curves_figure(curves, f"{exp}: phase 1 training"))
+        recorder.write_figure(layout.Report.figure(exp, "curves"),
+                              training_curves_figure(curves, f"{exp}: phase 1 training"))
     recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows})
     recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows))
     recorder.metrics.update({"experiments": len(rows)})

@@ -44,13 +44,14 @@ log = logging.getLogger(__name__)
 SPLITS = (VAL_CALIB, VAL_CONFORMAL, VAL_TEST)  # reference, calibration, report
 
 
-def selection_scores(table: pd.DataFrame, gate_dir: Path | None, temperature: float, threshold: float, kind: str,
-                     split: str) -> np.ndarray:
+def selection_scores(table: pd.DataFrame, gate_dir: Path | None, temperature: float, threshold: float,
+                     kind: str, split: str) -> np.ndarray:
     """Per image of ``split``: the gate's P(correct), or the calibrated confidence in stage 1's decision."""
     if kind == "gate":
         gate = layout.gate_scores_of(gate_dir, split)
         if gate["id"].tolist() != table["id"].tolist():
-            raise StreetvisionError(f"gate scores for split '{split}' are not aligned with phase 1's predictions")
+            raise StreetvisionError(f"gate scores for split '{split}' are not aligned with phase 1's "
+                                    "predictions")
         scores = gate["gate_score"].to_numpy()
     else:
         predicted, _ = stage1_decisions(table["probability"], table["label"], threshold)
@@ -69,9 +70,10 @@ def fit_policy(cfg: dict, scores: dict, errors: dict, calls: dict):
         if cfg["per_decision"]:
             kwargs["reference_positive_calls"] = calls["val_calib"]
     if cfg["per_decision"]:
-        return fit_per_decision_thresholds(scores["val_conformal"], errors["val_conformal"], calls["val_conformal"],
-                                           cfg["alpha"], cfg["delta"], **kwargs)
-    return fit_selection(scores["val_conformal"], errors["val_conformal"], cfg["alpha"], cfg["delta"], **kwargs)
+        return fit_per_decision_thresholds(scores["val_conformal"], errors["val_conformal"],
+                                           calls["val_conformal"], cfg["alpha"], cfg["delta"], **kwargs)
+    return fit_selection(scores["val_conformal"], errors["val_conformal"], cfg["alpha"], cfg["delta"],
+                         **kwargs)
 
 
 def split_summary(table: pd.DataFrame, accepted, errors, calls) -> dict:
@@ -84,7 +86,8 @@ def split_summary(table: pd.DataFrame, accepted, errors, calls) -> dict:
     return summary
 
 
-def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path, gate_dir: str | Path | None = None,
+def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
+             gate_dir: str | Path | None = None,
              out_dir: str | Path, experiment: str, workflow_dir: str | None = None) -> Path:
     scrc_cfg = cfg["scrc"]
     consumed = [baseline_dir, thresholds_dir] + ([gate_dir] if gate_dir else [])
@@ -101,7 +104,8 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
 
     fit = fit_policy(scrc_cfg, scores, errors, calls)
     fits = fit if isinstance(fit, dict) else {"all": fit}
-    selection = {group: f.threshold for group, f in fits.items()} if scrc_cfg["per_decision"] else fit.threshold
+    per_group = {group: f.threshold for group, f in fits.items()}
+    selection = per_group if scrc_cfg["per_decision"] else fit.threshold
     warnings = [f"no threshold is certified at alpha={alpha}, delta={delta}: the policy abstains on "
                 f"{'every image' if group == 'all' else f'every {group} call'}" for group, f in fits.items()
                 if math.isinf(f.threshold)]
@@ -115,8 +119,8 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         "alpha": alpha, "delta": delta, "selection_score": kind, "method": scrc_cfg["method"],
         "per_decision": scrc_cfg["per_decision"], "decision_threshold": threshold, "temperature": temperature,
         "selection_threshold": selection, "crc_threshold": crc, "view": "challenge",
-        "fits": {group: {"threshold": f.threshold, "method": f.method, "test_level": f.test_level, "start": f.start,
-                         "candidates": f.candidates} for group, f in fits.items()},
+        "fits": {group: {"threshold": f.threshold, "method": f.method, "test_level": f.test_level,
+                         "start": f.start, "candidates": f.candidates} for group, f in fits.items()},
         "n_val_conformal": len(tables["val_conformal"]),
         "minimum_calibration_size": minimum_calibration_size_for(
             scrc_cfg["method"], alpha, delta / 2 if scrc_cfg["per_decision"] else delta,
@@ -132,7 +136,8 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     conformal["risk_upper_bound"] = {}  # Clopper-Pearson at the level each test ran at
     for group, f in fits.items():
         part = conformal if group == "all" else conformal[group]
-        conformal["risk_upper_bound"][group] = risk_upper_bound(part["accepted"], part["errors_accepted"], 1 - f.test_level)
+        conformal["risk_upper_bound"][group] = risk_upper_bound(part["accepted"], part["errors_accepted"],
+                                                                1 - f.test_level)
     test = tables["val_test"]
     result["calibration_val_test"] = calibration_metrics(test["label"], test["logit"], temperature)
 
@@ -141,12 +146,15 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         "before (T = 1)": (labels, apply_temperature(test["logit"], 1.0)),
         f"after (T = {temperature:.2f})": (labels, apply_temperature(test["logit"], temperature))}))
     recorder.write_figure(layout.Scrc.RISK_PLOT, risk_coverage_figure(
-        {f"{kind} score": risk_coverage(scores["val_test"], errors["val_test"])}, "SCRC on val_test", alpha=alpha))
-    recorder.write_json(layout.Scrc.TEMPERATURE, {"temperature": temperature, **result["calibration_val_test"]})
+        {f"{kind} score": risk_coverage(scores["val_test"], errors["val_test"])}, "SCRC on val_test",
+        alpha=alpha))
+    recorder.write_json(layout.Scrc.TEMPERATURE, {"temperature": temperature,
+                                                  **result["calibration_val_test"]})
     recorder.write_json(layout.Scrc.RESULT, result)
     recorder.metrics.update({
         "selection_threshold": selection, "method": scrc_cfg["method"], "warnings": warnings,
-        "val_test_coverage": result["val_test"]["coverage"], "val_test_selective_risk": result["val_test"]["selective_risk"],
+        "val_test_coverage": result["val_test"]["coverage"],
+        "val_test_selective_risk": result["val_test"]["selective_risk"],
         "val_test_by_domain": {d: {k: v[k] for k in ("coverage", "selective_risk")}
                                for d, v in result["val_test"]["by_domain"].items()},
         "val_conformal_coverage": conformal["coverage"],
@@ -155,7 +163,8 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
     })
     risk = result["val_test"]["selective_risk"]
     log_result(STEP, experiment, f"val_test coverage {result['val_test']['coverage']:.3f}, selective risk "
-                                   f"{'undefined' if risk is None else f'{risk:.4f}'} (alpha {alpha}, {scrc_cfg['method']})")
+                                 f"{'undefined' if risk is None else f'{risk:.4f}'} (alpha {alpha}, "
+                                 f"{scrc_cfg['method']})")
     return recorder.finish()
 
 

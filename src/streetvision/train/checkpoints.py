@@ -1,4 +1,4 @@
-"""Checkpoints of the training phases: written atomically, read without unpickling code, resumed from the newest.
+"""Checkpoints of the training phases: written atomically, read without unpickling, resumed from the newest.
 
 Files (``checkpoints/``, scratch of the phase folder): ``last.ckpt`` at every epoch end and every
 ``checkpoint_interval_minutes`` within an epoch; ``best.ckpt`` by the monitored metric; ``hpc_ckpt_<n>.ckpt``
@@ -46,8 +46,8 @@ def load_training_state(path: Path, mmap: bool = False) -> dict:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written atomically, so a kill mid-save never leaves a torn ``last.ckpt`` to resume from, and
-    read with ``weights_only=True`` whatever Lightning or the environment would default to."""
+    """Checkpoints written atomically, so a kill mid-save never leaves a torn ``last.ckpt`` to resume from,
+    and read with ``weights_only=True`` whatever Lightning or the environment would default to."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         atomic_write_with(path, lambda tmp: torch.save(checkpoint, tmp))
@@ -73,7 +73,8 @@ def discard_stale_training(out_dir: Path, run_key: str, wait_s: float = 600.0) -
         deadline = time.monotonic() + wait_s
         while not (key_file.is_file() and key_file.read_text() == run_key):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"rank {process_rank()}: rank 0 did not record run key {key_file} in {wait_s:g} s")
+                raise TimeoutError(f"rank {process_rank()}: rank 0 did not record run key {key_file} in "
+                                   f"{wait_s:g} s")
             time.sleep(0.2)
         return
     if key_file.is_file() and key_file.read_text() == run_key:
@@ -164,7 +165,8 @@ def restore_checkpoint(module: L.LightningModule, out_dir: Path, record: dict) -
 
 
 def next_hpc_path(checkpoint_dir: Path) -> Path:
-    numbers = [int(m.group(1)) for p in resume_candidates(checkpoint_dir) if (m := HPC_CHECKPOINT.fullmatch(p.name))]
+    numbers = [int(m.group(1)) for p in resume_candidates(checkpoint_dir)
+               if (m := HPC_CHECKPOINT.fullmatch(p.name))]
     return checkpoint_dir / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
@@ -182,7 +184,8 @@ class CheckpointOnTerminate(Callback):
             log.warning("SIGTERM at global step %d: state saved to %s", trainer.global_step, path)
 
 
-def checkpoint_callbacks(checkpoint_dir: Path, monitor: str | None, interval_minutes: float) -> list[ModelCheckpoint]:
+def checkpoint_callbacks(checkpoint_dir: Path, monitor: str | None,
+                         interval_minutes: float) -> list[ModelCheckpoint]:
     """``best.ckpt`` by the monitored metric (when there is one; first, as ``fit_resumable`` reports on it),
     ``last.ckpt`` at every epoch end, and ``last.ckpt`` every ``interval_minutes`` within an epoch.
 
@@ -191,12 +194,13 @@ def checkpoint_callbacks(checkpoint_dir: Path, monitor: str | None, interval_min
     another callback's ``last.ckpt``.
     """
     def last(**trigger) -> ModelCheckpoint:
-        return ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST).stem, save_top_k=1, save_last=False,
-                               enable_version_counter=False, **trigger)
+        return ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST).stem, save_top_k=1,
+                               save_last=False, enable_version_counter=False, **trigger)
 
     callbacks = [last(every_n_epochs=1)]
     if monitor:
-        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max",
+        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor,
+                                            mode="max",
                                             save_last=False, save_top_k=1, enable_version_counter=False))
     if interval_minutes > 0:
         callbacks.append(last(train_time_interval=timedelta(minutes=interval_minutes)))

@@ -16,11 +16,12 @@ from streetvision.models.classifier import RoadworkClassifier
 MONITOR = "val_select/mcc"
 
 
-def layer_decay_groups(model: RoadworkClassifier, lr: float, weight_decay: float, layer_decay: float | None) -> list[dict]:
+def layer_decay_groups(model: RoadworkClassifier, lr: float, weight_decay: float,
+                       layer_decay: float | None) -> list[dict]:
     """AdamW parameter groups; with ``layer_decay`` block i of N gets lr·decay^(N−i), the stem decay^(N+1).
 
-    Biases and norm weights (1-D tensors), and what the backbone's ``no_weight_decay()`` names (timm: the class
-    token, position embeddings), get no weight decay.
+    Biases and norm weights (1-D tensors), and what the backbone's ``no_weight_decay()`` names (timm: the
+    class token, position embeddings), get no weight decay.
     """
     try:
         blocks = backbone_blocks(model.backbone) if layer_decay else []
@@ -40,7 +41,8 @@ def layer_decay_groups(model: RoadworkClassifier, lr: float, weight_decay: float
                 scale = 1.0
             elif id(param) in depth:
                 scale = layer_decay ** (n + 1 - depth[id(param)])
-            elif name.startswith("backbone.") and any(k in name for k in ("norm", "fc_norm")) and "blocks" not in name:
+            elif (name.startswith("backbone.") and any(k in name for k in ("norm", "fc_norm"))
+                  and "blocks" not in name):
                 scale = 1.0
             else:
                 scale = layer_decay ** (n + 1)
@@ -48,7 +50,8 @@ def layer_decay_groups(model: RoadworkClassifier, lr: float, weight_decay: float
             scale = 1.0
         decay = 0.0 if param.ndim <= 1 or name in no_decay else weight_decay
         groups.setdefault((lr * scale, decay), []).append(param)
-    return [{"params": params, "lr": group_lr, "weight_decay": decay} for (group_lr, decay), params in groups.items()]
+    return [{"params": params, "lr": group_lr, "weight_decay": decay} for (group_lr,
+                                                                           decay), params in groups.items()]
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -68,7 +71,8 @@ class BaselineModule(L.LightningModule):
     """
 
     def __init__(self, model: RoadworkClassifier, lr: float, weight_decay: float, warmup_fraction: float,
-                 layer_decay: float | None = None, pos_weight: float | None = None, aux_max_pool_weight: float = 0.0):
+                 layer_decay: float | None = None, pos_weight: float | None = None,
+                 aux_max_pool_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
@@ -97,7 +101,8 @@ class BaselineModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, labels, _ = batch
         logits = self.model(images).float()
-        self.log("val_select/loss", self.loss(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.log("val_select/loss", self.loss(logits, labels), on_epoch=True, sync_dist=True,
+                 batch_size=len(labels))
         self._val_logits.append(logits.detach())
         self._val_labels.append(labels.detach())
 
@@ -120,12 +125,14 @@ class BaselineModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(self.warmup_fraction * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                      lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 @torch.inference_mode()
-def predict_with_features(model: RoadworkClassifier, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_with_features(model: RoadworkClassifier, loader,
+                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, pooled features) for every sample of the loader, in order."""
     model.eval().to(device)
     logits, features = [], []

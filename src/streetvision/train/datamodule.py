@@ -1,4 +1,4 @@
-"""Data for phase 1 from the data step's index: lazy decoding (and challenge simulation) in DataLoader workers.
+"""Data for phase 1 from the data step's index: decoding (and challenge simulation) in DataLoader workers.
 
 Training draws go through the exact validator challenge (``TrainingChallenge``), mixed by domain
 (``DomainWeightedSampler``); early stopping and the exported predictions use the seeded challenge pass
@@ -70,7 +70,8 @@ class SplitDataModule(L.LightningDataModule):
         raise ValueError(f"unknown view {name!r}; expected one of {VIEWS}")
 
     def dataset(self, frame: pd.DataFrame, transform) -> ImageDataset:
-        return ImageDataset(samples_of(frame), transform, frame["label"].astype("float32").tolist(), opener=_identity)
+        return ImageDataset(samples_of(frame), transform, frame["label"].astype("float32").tolist(),
+                            opener=_identity)
 
     def _loader(self, frame, transform, every_epoch: bool, sampler=None) -> DataLoader:
         workers, batch_size = self.draws.num_workers, self.draws.batch_size

@@ -67,8 +67,8 @@ def physical_gpu_count() -> int:
     if executable is None:
         return 0
     try:
-        listed = subprocess.run([executable, "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                                text=True, timeout=60, check=True).stdout
+        listed = subprocess.run([executable, "--query-gpu=index", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
         log.warning("nvidia-smi failed (%s): counting no GPU", err)
         return 0
@@ -116,7 +116,8 @@ def lease_gpus(count: int, *, rule: str, lock_dir: Path | None = None, timeout_s
     return lease
 
 
-def _lock_devices(pool: list[str], count: int, lock_dir: Path, timeout_s: float, poll_s: float) -> DeviceLease:
+def _lock_devices(pool: list[str], count: int, lock_dir: Path, timeout_s: float,
+                  poll_s: float) -> DeviceLease:
     _prepare_lock_dir(lock_dir)
     deadline = time.monotonic() + timeout_s
     waited = False
@@ -127,14 +128,16 @@ def _lock_devices(pool: list[str], count: int, lock_dir: Path, timeout_s: float,
             if handle is not None:
                 held.append((device, handle))
                 if len(held) == count:
-                    return DeviceLease(tuple(d for d, _ in held), lock_dir=lock_dir, _handles=[h for _, h in held])
+                    return DeviceLease(tuple(d for d, _ in held), lock_dir=lock_dir,
+                                       _handles=[h for _, h in held])
         for _, handle in held:  # not enough free: let go of what we hold, wait, retry
             handle.close()
         if time.monotonic() > deadline:
             raise DeviceError(f"no {count} free GPU(s) among {len(pool)} within {timeout_s:g} s "
                               f"(locks held by other jobs in {lock_dir})")
         if not waited:
-            log.info("all %d GPU(s) are locked by other jobs (%s): waiting for %d", len(pool), lock_dir, count)
+            log.info("all %d GPU(s) are locked by other jobs (%s): waiting for %d", len(pool), lock_dir,
+                     count)
             waited = True
         time.sleep(poll_s)
 
@@ -151,7 +154,8 @@ def _prepare_lock_dir(lock_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise DeviceError(f"GPU lock directory {lock_dir} is not writable ({err.strerror or err}); "
-                          f"set {LOCK_DIR_VARIABLE} to a directory all training jobs on this machine can write") from err
+                          f"set {LOCK_DIR_VARIABLE} to a directory all training jobs on this machine can "
+                          "write") from err
 
 
 def _try_lock(path: Path):

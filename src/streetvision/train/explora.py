@@ -43,7 +43,8 @@ class ExportValidationError(StreetvisionError, RuntimeError):
     """The saved backbone does not reproduce the adapted model's embeddings (or cannot be checked)."""
 
 
-# ---------------------------------------------------------------- settings (from the ``explora`` config section)
+# ---------------------------------------------------------------- settings (from the ``explora`` config
+# section)
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -121,11 +122,13 @@ class DINOLoss(nn.Module):
 
     def __init__(self, out_dim: int, student_temp: float, teacher_temp: float, center_momentum: float):
         super().__init__()
-        self.student_temp, self.teacher_temp, self.center_momentum = student_temp, teacher_temp, center_momentum
+        self.student_temp, self.teacher_temp = student_temp, teacher_temp
+        self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor]) -> torch.Tensor:
-        teacher_probs = [F.softmax((t - self.center) / self.teacher_temp, dim=-1).detach() for t in teacher_out]
+        teacher_probs = [F.softmax((t - self.center) / self.teacher_temp,
+                                   dim=-1).detach() for t in teacher_out]
         student_logp = [F.log_softmax(s / self.student_temp, dim=-1) for s in student_out]
         total, pairs = 0.0, 0
         for ti, t in enumerate(teacher_probs):
@@ -174,14 +177,17 @@ class MultiCrop:
         tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
         jitter = [v2.RandomHorizontalFlip(), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
                   v2.RandomGrayscale(p=0.2)]
-        self.global_view = v2.Compose([v2.RandomResizedCrop(img_size, scale=tuple(global_scale), antialias=True),
+        self.global_view = v2.Compose([v2.RandomResizedCrop(img_size, scale=tuple(global_scale),
+                                                            antialias=True),
                                        *jitter, v2.RandomApply([v2.GaussianBlur(5)], p=0.5), *tail])
-        self.local_view = v2.Compose([v2.RandomResizedCrop(local_size, scale=tuple(local_scale), antialias=True),
+        self.local_view = v2.Compose([v2.RandomResizedCrop(local_size, scale=tuple(local_scale),
+                                                           antialias=True),
                                       *jitter, *tail])
         self.n_local = n_local
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
-        return [self.global_view(image), self.global_view(image)] + [self.local_view(image) for _ in range(self.n_local)]
+        return [self.global_view(image),
+                self.global_view(image)] + [self.local_view(image) for _ in range(self.n_local)]
 
 
 def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
@@ -195,10 +201,12 @@ def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     return frame
 
 
-def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int, num_workers: int) -> DataLoader:
+def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int,
+                   num_workers: int) -> DataLoader:
     frame = explora_frame(index, splits)
     return DataLoader(ImageDataset(frame["path"].tolist(), transform), batch_size=batch_size, shuffle=True,
-                      num_workers=num_workers, persistent_workers=num_workers > 0, drop_last=len(frame) > batch_size)
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      drop_last=len(frame) > batch_size)
 
 
 # ---------------------------------------------------------------- Lightning module
@@ -219,12 +227,14 @@ class ExploraModule(L.LightningModule):
             teacher_out = [self.teacher_head(self.teacher(c)) for c in crops[:2]]
         student_out = [self.student_head(self.student(c)) for c in crops]
         loss = self.loss([s.float() for s in student_out], [t.float() for t in teacher_out])
-        self.log("explora/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=crops[0].shape[0])
+        self.log("explora/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=crops[0].shape[0])
         return loss
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        m = ema_momentum(self.global_step, int(self.trainer.estimated_stepping_batches), self.dino.ema_momentum)
+        m = ema_momentum(self.global_step, int(self.trainer.estimated_stepping_batches),
+                         self.dino.ema_momentum)
         for student, teacher in ((self.student, self.teacher), (self.student_head, self.teacher_head)):
             for s, t in zip(student.parameters(), teacher.parameters(), strict=True):
                 if s.requires_grad:
@@ -232,14 +242,15 @@ class ExploraModule(L.LightningModule):
         self.log("explora/ema_momentum", m, on_step=True)
 
     def configure_optimizers(self):
-        params = [p for p in list(self.student.parameters()) + list(self.student_head.parameters()) if p.requires_grad]
+        params = [p for p in [*self.student.parameters(), *self.student_head.parameters()] if p.requires_grad]
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.dino.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=self.dino.lr)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(self.dino.warmup_fraction * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                      lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -256,8 +267,10 @@ def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model.eval()(images).float()
 
 
-def validate_export(reference: nn.Module, path, spec: BackboneSpec, batch: torch.Tensor, tolerance: float) -> float:
-    """Rebuild the backbone from its spec, load ``path`` strictly, compare embeddings; raise if they differ."""
+def validate_export(reference: nn.Module, path, spec: BackboneSpec, batch: torch.Tensor,
+                    tolerance: float) -> float:
+    """Rebuild the backbone from its spec, load ``path`` strictly, compare embeddings; raise if they
+    differ."""
     try:
         fresh = spec.load(path)
     except StreetvisionError as err:
@@ -276,8 +289,8 @@ def check_adaptation_visible(adaptation: float, tolerance: float) -> None:
     if not adaptation > 10 * tolerance:
         raise ExportValidationError(
             f"ExPLoRA changed the backbone's embeddings by only max |Δ| = {adaptation:.3g} (≤ 10 × "
-            f"explora.export_tolerance {tolerance:g}): the load-back check cannot tell a good export from one "
-            "without the adapter. Train longer, raise explora.lr, or lower the tolerance.")
+            f"explora.export_tolerance {tolerance:g}): the load-back check cannot tell a good export from "
+            "one without the adapter. Train longer, raise explora.lr, or lower the tolerance.")
 
 
 def linear_probe(backbone: nn.Module, index: pd.DataFrame, spec: dict, max_train: int, seed: int) -> float:
@@ -289,7 +302,9 @@ def linear_probe(backbone: nn.Module, index: pd.DataFrame, spec: dict, max_train
     transform = eval_transform(spec["img_size"], spec["mean"], spec["std"], spec["interpolation"])
 
     def features(frame: pd.DataFrame) -> np.ndarray:
-        return np.concatenate([embed(backbone, batch).numpy() for batch in image_batches(frame["path"].tolist(), transform)])
+        return np.concatenate([embed(backbone,
+                                     batch).numpy() for batch in image_batches(frame["path"].tolist(),
+                                                                               transform)])
 
     train = index[index["split"] == "train"].sample(frac=1.0, random_state=seed).head(max_train)
     test = index[index["split"] == "val_test"]

@@ -31,4 +31,5 @@ class DomainWeightedSampler(Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7_919 + self.rank)
-        yield from torch.multinomial(self.probabilities, self.per_rank, replacement=True, generator=generator).tolist()
+        yield from torch.multinomial(self.probabilities, self.per_rank, replacement=True,
+                                     generator=generator).tolist()

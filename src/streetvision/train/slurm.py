@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 # What a nested srun may inherit: the job's identity. Step-level values (SLURM_NTASKS=1,
 # SLURM_CPUS_PER_TASK of the enclosing step, ...) would override the layout asked for here.
-KEPT_SLURM_VARIABLES = {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_CLUSTER_NAME", "SLURM_CONF", "SLURM_ARRAY_JOB_ID",
-                        "SLURM_ARRAY_TASK_ID", "SLURM_SUBMIT_DIR", "SLURM_SUBMIT_HOST"}
+KEPT_SLURM_VARIABLES = {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_CLUSTER_NAME", "SLURM_CONF",
+                        "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_SUBMIT_DIR", "SLURM_SUBMIT_HOST"}
 
 
 class SlurmLaunchError(StreetvisionError, RuntimeError):
@@ -92,7 +92,8 @@ def srun_command(shape: JobShape, argv: list[str], python: str = sys.executable)
 
 def task_environment(environ=os.environ) -> dict[str, str]:
     return {k: v for k, v in environ.items()
-            if not (k.startswith(("SRUN_", "SBATCH_")) or (k.startswith("SLURM_") and k not in KEPT_SLURM_VARIABLES))}
+            if not (k.startswith(("SRUN_",
+                                  "SBATCH_")) or (k.startswith("SLURM_") and k not in KEPT_SLURM_VARIABLES))}
 
 
 def launch_tasks_if_needed(rule: str, environ=os.environ) -> None:
@@ -110,9 +111,10 @@ def launch_tasks_if_needed(rule: str, environ=os.environ) -> None:
         return
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if script is None or not script.is_file():
-        raise SlurmLaunchError(f"rule {rule}: SLURM job {environ['SLURM_JOB_ID']} has {shape.tasks} tasks but this "
-                               f"process was not started from a script file ({sys.argv[:1]}), so it cannot start "
-                               "them: run it with `srun` yourself")
+        raise SlurmLaunchError(f"rule {rule}: SLURM job {environ['SLURM_JOB_ID']} has {shape.tasks} tasks "
+                               "but this "
+                               f"process was not started from a script file ({sys.argv[:1]}), so it cannot "
+                               "start them: run it with `srun` yourself")
     command = srun_command(shape, sys.argv)
     log.info("rule %s: SLURM job %s has %d tasks: starting them with %s", rule, environ["SLURM_JOB_ID"],
              shape.tasks, " ".join(command))

@@ -55,7 +55,8 @@ def training_devices(gpus: int, cpu_devices: int, rule: str) -> tuple[str, int]:
             log.warning("%s: training on CPU", cpu_fallback_reason(rule, gpus, lease))
         accelerator, devices = "cpu", cpu_devices
     tasks = step_tasks()
-    return (accelerator, devices) if tasks is None else (accelerator, slurm_devices(accelerator, devices, tasks, rule))
+    return (accelerator, devices) if tasks is None else (accelerator, slurm_devices(accelerator, devices,
+                                                                                    tasks, rule))
 
 
 def cpu_fallback_reason(rule: str, gpus: int, lease: DeviceLease) -> str:
@@ -70,18 +71,20 @@ def slurm_devices(accelerator: str, devices: int, tasks: StepTasks, rule: str) -
     """Devices per node when this process is one of a SLURM step's tasks: one task per device."""
     if accelerator == "gpu":
         if tasks.per_node != devices:
-            raise DeviceError(f"rule {rule} asks for gpu={devices} but its SLURM job step runs {tasks.per_node} "
-                              f"task(s) per node: DDP under SLURM needs one task per GPU (keep `tasks_per_gpu: 1` "
-                              f"for {rule} in the SLURM profile)")
+            raise DeviceError(f"rule {rule} asks for gpu={devices} but its SLURM job step runs "
+                              f"{tasks.per_node} "
+                              "task(s) per node: DDP under SLURM needs one task per GPU (keep "
+                              f"`tasks_per_gpu: 1` for {rule} in the SLURM profile)")
         visible = torch.cuda.device_count()
         if visible < devices:
-            raise DeviceError(f"rule {rule}: each of the {devices} SLURM tasks sees {visible} GPU(s); every task must "
+            raise DeviceError(f"rule {rule}: each of the {devices} SLURM tasks sees {visible} GPU(s); every "
+                              "task must "
                               "see all of its node's GPUs (no per-task GPU binding, e.g. --gpu-bind)")
         return devices
     if devices not in (1, tasks.per_node):
         log.warning("rule %s: %d CPU processes configured, but the SLURM job step runs %d task(s) per node: "
-                    "training with %d (request `tasks` for the rule to change it)", rule, devices, tasks.per_node,
-                    tasks.per_node)
+                    "training with %d (request `tasks` for the rule to change it)", rule, devices,
+                    tasks.per_node, tasks.per_node)
     return tasks.per_node
 
 
@@ -108,7 +111,8 @@ def share_cpu_threads(threads: int | None, loader_workers: int, processes: int =
     if not threads:
         return
     torch.set_num_threads(max(1, threads // max(1, processes) - loader_workers))
-    log.info("torch uses %d CPU thread(s) beside %d DataLoader worker(s)", torch.get_num_threads(), loader_workers)
+    log.info("torch uses %d CPU thread(s) beside %d DataLoader worker(s)", torch.get_num_threads(),
+             loader_workers)
 
 
 def curves_logger(trainer: L.Trainer) -> CurvesLogger | None:
@@ -206,7 +210,7 @@ class TrainingClock(Callback):
 
 
 def batch_size(batch) -> int:
-    """Samples in a batch: the leading size of its first tensor (images, or the first crop of a multi-crop)."""
+    """Samples in a batch: the leading size of its first tensor (the images, or a multi-crop's first crop)."""
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0])
     if isinstance(batch, dict):
@@ -222,7 +226,8 @@ def show_progress_bar() -> bool:
 
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
                   monitor: str | None = None, patience: int = 0, tensorboard: bool = False,
-                  max_steps: int = -1, find_unused_parameters: bool = False, checkpoint_interval_minutes: float = 0.0,
+                  max_steps: int = -1, find_unused_parameters: bool = False,
+                  checkpoint_interval_minutes: float = 0.0,
                   extra_callbacks=(), distributed_sampler: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     checkpoint_dir = phase_dir / CHECKPOINT_DIR
     checkpoints = checkpoint_callbacks(checkpoint_dir, monitor, checkpoint_interval_minutes)
