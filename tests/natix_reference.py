@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -195,3 +196,69 @@ def draw_reference_level(level_probs=None, numpy_random=np.random) -> int:
         if value <= cumulative:
             return level
     return max(level_probs)
+
+
+# --- before the challenge: the cache step, the row metadata and the fallback (natix/validator/cache/extract.py,
+# image_cache.py, forward.py) ---
+
+def reference_cache(image_bytes: bytes, folder) -> Path:
+    """extract.py: open the row's bytes with PIL and save them under the name of PIL's format, at its defaults."""
+    image = Image.open(io.BytesIO(image_bytes))
+    path = Path(folder) / f"shard__image_0.{(image.format or 'png').lower()}"
+    image.save(path)
+    return path
+
+
+def reference_metadata(shard) -> list[dict]:
+    """Each row's JSON sidecar, read back: pandas values, json.dumps where it works, else str(value)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(shard)
+    frame = table.to_pandas()
+    # The subnet's lock file (spring 2025) resolves pandas 2.x, where a null of a string column is None; pandas
+    # >= 3 (installed here) reads it as NaN. Restore the validators' view.
+    for field in table.schema:
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            frame[field.name] = frame[field.name].astype(object).where(frame[field.name].notna(), None)
+    rows = []
+    for _, row in frame.iterrows():
+        meta = {}
+        for column in frame.columns:
+            if "image" in column:
+                continue
+            value = row[column]
+            try:
+                json.dumps({column: value})
+                meta[column] = value
+            except (TypeError, OverflowError):
+                meta[column] = str(value)
+        rows.append(json.loads(json.dumps(meta)))
+    return rows
+
+
+def reference_augmentation_raises(mask_center, level: int = 1) -> bool:
+    """forward.py's try: the level's augmentation with the sidecar's mask_center; True when it raises."""
+    image = Image.new("RGB", (64, 48), (120, 120, 120))
+    try:
+        reference_array(image, level, mask_center=mask_center, crop_box=(5, 5, 30, 30), angle=0.0)
+    except Exception:  # noqa: BLE001 - the validator catches every exception here
+        return True
+    return False
+
+
+def reference_fallback_jpeg(cached_path) -> bytes:
+    """Level -1: the cached image as PIL opens it, sent as a JPEG at PIL's defaults (prepare_image_synapse)."""
+    buffer = io.BytesIO()
+    Image.open(cached_path).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def reference_row_served(label: int, meta: dict) -> bool:
+    """image_cache.py's sample(label): skip rows whose description disagrees with the label, by presence."""
+    description = meta.get("scene_description")
+    if label == 0 and description:
+        return False
+    return not (label == 1 and not description)

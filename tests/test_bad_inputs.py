@@ -39,7 +39,8 @@ import pytest
 from helpers import jpeg_bytes
 
 from streetvision.config import ConfigError
-from streetvision.data.sources import DataSourceError, read_natix_parquet
+from streetvision.data.natix import read_natix_parquet
+from streetvision.data.sources import DataSourceError
 from streetvision.data.splits import SplitError, check_splits_usable
 
 

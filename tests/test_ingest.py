@@ -120,23 +120,28 @@ def test_natix_rows_are_skipped_exactly_as_validators_skip_them(repo, tmp_path, 
     assert set(index["domain"]) == {"real"} and set(index["source"]) == {f"natix_parquet:{shards}"}
 
 
-def test_shards_without_descriptions_keep_every_row_and_mask_centres_reach_the_index(repo, tmp_path):
-    folder = tmp_path / "natix"
-    folder.mkdir()
+def test_shards_without_descriptions_lose_label_1_rows_and_mask_centres_mark_the_fallback(repo, tmp_path):
+    """Validators read a missing scene_description as None (every label-1 row of that shard is skipped) and
+    send a row with any stored mask_center unaugmented at levels 1-3 (tests/test_validator_path.py has the
+    literal path)."""
+    folder = write_natix_shards(tmp_path / "natix")  # two shards with descriptions: both classes
+    (folder / "nested").mkdir()
     pq.write_table(pa.table({
-        "image": [jpeg_bytes(i, 40) for i in range(N)],
-        "label": [i % 2 for i in range(N)],
-        "mask_center": [[i % 40, 3] if i % 3 == 0 else None for i in range(N)],
-    }), folder / "a.parquet")
+        "image": [jpeg_bytes(9000 + i, 40) for i in range(20)],
+        "label": [i % 2 for i in range(20)],
+        "mask_center": [[i % 40, 3] if i % 4 == 0 else None for i in range(20)],
+    }), folder / "nested" / "b.parquet")
     manifest, index, quarantine, _ = ingest(repo, tmp_path, source="natix_parquet", path=str(folder))
-    assert manifest["metrics"]["quarantined"] == 0 and len(index) == N
-    with_mask = index.dropna(subset=["mask_center_x"])
-    assert len(with_mask) == len(range(0, N, 3)) and (with_mask["mask_center_y"] == 3).all()
-    pq.write_table(pa.table({"image": [jpeg_bytes(1)], "label": [1], "mask_center": [[1.5, 2.0]]}),
-                   folder / "a.parquet")
-    with pytest.raises(DataSourceError,
-                       match=r"a\.parquet row 0: mask_center \[1\.5, 2\.0\] must hold integer"):
-        ingest(repo, tmp_path, source="natix_parquet", path=str(folder))
+    undescribed = quarantine[quarantine["origin"].str.contains("b.parquet")]
+    assert len(undescribed) == 10 and (undescribed["label"] == 1).all()
+    assert undescribed["reason"].str.startswith("validator would skip: label 1 in a shard without a "
+                                                "scene_description column").all()
+    from_b = index[index["origin"].str.contains("b.parquet")]
+    assert len(from_b) == 10 and (from_b["label"] == 0).all()  # found in a nested folder, label 0 kept
+    assert from_b["level_fallback"].tolist() == [i % 4 == 0 for i in range(0, 20, 2)]
+    assert from_b.loc[from_b["level_fallback"], "mask_center"].tolist() == ["[0, 3]", "[4, 3]", "[8, 3]", "[12, 3]",
+                                                                            "[16, 3]"]
+    assert not index[~index["origin"].str.contains("b.parquet")]["level_fallback"].any()
 
 
 def test_images_too_small_to_challenge_are_quarantined_and_counted(repo, tmp_path):

@@ -17,8 +17,9 @@ natix/protocol.py; see /work/shared/NATIX.md §1) turns a source image into a ch
 
 Public API:
 
-- ``simulate_challenge(image, *, level=None, rng=None, mask_center=None, level_probs=None, exact=False)``
-  -> ``(PIL JPEG image as the miner opens it, info)``: the whole path in one call;
+- ``validator_cache(image_bytes)``: the bytes a validator's cache step keeps of a real image;
+- ``simulate_challenge(image, *, level=None, rng=None, mask_center=None, level_probs=None, exact=False,
+  fallback=False)`` -> ``(PIL JPEG image as the miner opens it, info)``: the whole path in one call;
 - ``draw_challenge_params(width, height, ...)`` and ``render_challenge(image, params, ...)``: the same path
   split into the random draws and the deterministic rendering (an evaluation pass can store the params);
 - ``apply_distortion(rgb, kind, level, rng=None)``: one DeeperForensics distortion on a uint8 RGB array;
@@ -44,16 +45,26 @@ dominates; a store of reduced copies (``store_copy``: the smallest size at which
 still has 224 pixels across, plus the original size to draw parameters on) cuts it further, at the
 cost of one more resample and re-encode.
 
+Before the challenge: the cache step. A validator builds challenges from its cached copy of a real image,
+not from the data set's bytes: ``validator_cache`` re-saves the image in its own format at PIL's defaults
+(a JPEG becomes a new JPEG at quality 75); generated images are cached as lossless PNG.
+
+Level -1, the fallback. When the augmentation raises, the validator sends the cached image unaugmented, at
+full size and any aspect ratio, as a JPEG at PIL's defaults (``encode_fallback_jpeg``); the stock miner's
+processor then squashes it to 224x224. Reading the subnet's code, that is what happens at levels 1-3 to
+every row with a ``mask_center``: whatever form a shard stores it in, the value that reaches the crop after
+the cache's JSON round trip cannot be unpacked as a point (``natix.validators_fall_back``), so no
+validator ever moves a crop towards a mask centre. ``fallback=True`` (the index's ``level_fallback``) turns
+a drawn level 1-3 into level -1; ``level=-1`` asks for it directly.
+
 Quirks reproduced on purpose:
 
-- ``mask_center`` (x, y) moves the crop so the point is (about 10 px) inside it, but the validator reads
-  the tensor's (height, width) as (width, height): the horizontal offset is capped at ``height - side``
-  and the vertical one at ``width - side``. A point near the right edge of a landscape image is then
-  not inside the crop, and a point near (or below) the bottom edge pulls the crop partly or wholly
-  below the image: rows outside the image are black (torchvision pads crops with zeros). A point
-  outside the image is handled by the same rule (no error), with the same black padding.
-  Coordinates must be integers: with floats, upstream's crop fails, and the validator then sends the
-  unaugmented source image as it is (level -1), which this module does not simulate.
+- ``mask_center`` (x, y), when given as numbers (no data path does: see level -1), moves the crop so the
+  point is (about 10 px) inside it, but the validator reads the tensor's (height, width) as (width,
+  height): the horizontal offset is capped at ``height - side`` and the vertical one at ``width - side``.
+  A point near the right edge of a landscape image is then not inside the crop, and a point near (or
+  below) the bottom edge pulls the crop partly or wholly below the image: rows outside the image are black
+  (torchvision pads crops with zeros). Coordinates must be integers.
 - Truncation (not rounding) wherever floats become uint8; CC is a plain darkening; "JPEG" is a
   bilinear down- and up-resize (no JPEG codec); CS and GNC go through OpenCV's float YCrCb with a
   studio-range rescale applied to 0-255 values, which sets GNC's noise scale (std about 297*sqrt(v) on
@@ -77,6 +88,7 @@ from PIL import Image
 from streetvision.data.images import to_rgb
 
 TARGET_SIZE = 224
+FALLBACK_LEVEL = -1  # the validators' level when the augmentation raises: the image sent unaugmented
 LEVEL_PROBS = {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}
 ROTATION_DEGREES = 20.0
 CROP_SCALE = (0.2, 1.0)
@@ -181,11 +193,15 @@ def move_crop_to_point(box, point, width: int, height: int) -> tuple[int, int, i
 
 
 def draw_challenge_params(width: int, height: int, *, level: int | None = None, rng=None, mask_center=None,
-                          level_probs: Mapping[int, float] | None = None) -> ChallengeParams:
+                          level_probs: Mapping[int, float] | None = None,
+                          fallback: bool = False) -> ChallengeParams:
     """Draw a challenge's level, rotation, crop and distortion levels as a validator does.
 
-    ``level=None`` draws it from ``level_probs`` (default ``LEVEL_PROBS``); ``rng`` is a seed or a numpy
-    Generator; ``mask_center`` is the source row's (x, y) in full-resolution pixels, or None.
+    ``level=None`` draws it from ``level_probs`` (default ``LEVEL_PROBS``); ``level=-1`` asks for the
+    fallback (the unaugmented image); ``rng`` is a seed or a numpy Generator; ``mask_center`` is a numeric
+    (x, y) in full-resolution pixels, or None (the data path never has one: see the module docstring).
+    ``fallback``: the row's augmentation raises at levels 1-3 on a validator (``natix.validators_fall_back``),
+    so a drawn level 1-3 becomes level -1.
     """
     if width < 1 or height < 1:
         raise ValueError(f"source size must be positive; got width={width}, height={height}")
@@ -193,8 +209,10 @@ def draw_challenge_params(width: int, height: int, *, level: int | None = None, 
     if level is None:
         probs = _check_level_probs(level_probs if level_probs is not None else LEVEL_PROBS)
         level = int(rng.choice(list(probs), p=list(probs.values())))
-    elif level not in LEVEL_DISTORTIONS:
-        raise ValueError(f"level must be 0, 1, 2 or 3; got {level!r}")
+    elif level not in LEVEL_DISTORTIONS and level != FALLBACK_LEVEL:
+        raise ValueError(f"level must be -1, 0, 1, 2 or 3; got {level!r}")
+    if level == FALLBACK_LEVEL or (fallback and level > 0):
+        return ChallengeParams(level=FALLBACK_LEVEL, source_size=(width, height))
     if level == 0:
         return ChallengeParams(level=0, source_size=(width, height))
     angle = float(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES))
@@ -405,6 +423,8 @@ def render_challenge(image, params: ChallengeParams, *, rng=None,
     ``rng`` drives GNC's noise. Returns the array and the overall reduction used (1 = full resolution).
     """
     source = _open_source(image)
+    if params.level == FALLBACK_LEVEL:
+        return np.asarray(to_rgb(source)), 1
     if params.level == 0:
         return _centre_square(source, params, exact)
     pre_x, pre_y = _source_scale(source, params.source_size, exact)
@@ -418,6 +438,32 @@ def render_challenge(image, params: ChallengeParams, *, rng=None,
     return array, round(1 / min(scale_x, scale_y))
 
 
+def validator_cache(image_bytes: bytes) -> bytes:
+    """The bytes a validator holds for a real image after its cache step (natix/validator/cache/extract.py):
+    the image as PIL opens it, re-saved in its own format at PIL's defaults. A JPEG becomes a new JPEG at
+    quality 75 with 4:2:0 chroma, at full size, without EXIF or ICC profile; a PNG stays lossless (its pixels
+    do not change, so its bytes are returned as they are). No RGB conversion, no EXIF transpose."""
+    with Image.open(io.BytesIO(image_bytes)) as image:
+        if image.format == "PNG":
+            return bytes(image_bytes)
+        image.load()
+        buffer = io.BytesIO()
+        image.save(buffer, format=image.format)  # MPO, WEBP, ... as well: validators never sample those
+        return buffer.getvalue()
+
+
+def encode_fallback_jpeg(image) -> bytes:
+    """Level -1: the cached image sent as it is, full size, as a JPEG at PIL's defaults. A mode JPEG cannot
+    hold (RGBA, P, 16-bit) makes the validator's own save fail, so it never sends such a challenge; here it
+    is converted (``data.images.to_rgb``) so that evaluation still has an image to score."""
+    source = _open_source(image)
+    if source.mode not in ("RGB", "L", "CMYK"):
+        source = to_rgb(source)
+    buffer = io.BytesIO()
+    source.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
 def encode_challenge_jpeg(rgb: np.ndarray) -> bytes:
     """The validator's encoding: PIL JPEG with default settings (quality 75, 4:2:0)."""
     buffer = io.BytesIO()
@@ -427,14 +473,17 @@ def encode_challenge_jpeg(rgb: np.ndarray) -> bytes:
 
 def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center=None,
                        level_probs: Mapping[int, float] | None = None, exact: bool = False,
-                       source_size: tuple[int, int] | None = None) -> tuple[Image.Image, dict]:
-    """A validator's challenge built from ``image``, as the miner receives it.
+                       source_size: tuple[int, int] | None = None,
+                       fallback: bool = False) -> tuple[Image.Image, dict]:
+    """A validator's challenge built from ``image`` (the validator's cached bytes: ``validator_cache``), as
+    the miner receives it.
 
-    Returns ``PIL.Image.open`` of the 224x224 JPEG bytes (left as opened: ``format == "JPEG"``, its
-    quantization tables intact, not converted) and ``info`` with ``level``, ``distortions`` (kind ->
-    level, 0 = not applied), ``angle`` and ``crop_box`` (None at level 0), ``drawn_crop_box``,
-    ``source_size``, ``decode_reduction`` and ``jpeg_bytes``. ``level=None`` draws the level from
-    ``level_probs`` (default 0.25 each); ``rng`` (seed or numpy Generator) makes it reproducible;
+    Returns ``PIL.Image.open`` of the JPEG bytes (left as opened: ``format == "JPEG"``, its quantization
+    tables intact, not converted): 224x224 at levels 0-3; at level -1 (``level=-1``, or a drawn level 1-3 of a
+    row with ``fallback``) the unaugmented image at full size. ``info`` holds ``level``, ``distortions``
+    (kind -> level, 0 = not applied), ``angle`` and ``crop_box`` (None at levels -1 and 0),
+    ``drawn_crop_box``, ``source_size``, ``decode_reduction`` and ``jpeg_bytes``. ``level=None`` draws the
+    level from ``level_probs`` (default 0.25 each); ``rng`` (seed or numpy Generator) makes it reproducible;
     ``exact=True`` decodes at full resolution like the validator (slower, see the module docstring).
     ``image`` may be a reduced copy from ``store_copy``: then ``source_size`` is the original's (width,
     height), on which the parameters are drawn (``mask_center`` stays in original pixels).
@@ -443,9 +492,12 @@ def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center
     rng = _generator(rng)
     width, height = source_size or source.size
     params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
-                                   level_probs=level_probs)
-    array, reduction = render_challenge(source, params, rng=rng, exact=exact)
-    jpeg = encode_challenge_jpeg(array)
+                                   level_probs=level_probs, fallback=fallback)
+    if params.level == FALLBACK_LEVEL:
+        array, reduction, jpeg = None, 1, encode_fallback_jpeg(source)
+    else:
+        array, reduction = render_challenge(source, params, rng=rng, exact=exact)
+        jpeg = encode_challenge_jpeg(array)
     info = {"level": params.level, "distortions": dict(params.distortions), "angle": params.angle,
             "crop_box": params.crop_box, "drawn_crop_box": params.drawn_crop_box,
             "source_size": params.source_size, "decode_reduction": reduction, "jpeg_bytes": jpeg}
@@ -512,8 +564,8 @@ class ChallengeTransform:
             self._rng, self._worker = np.random.default_rng(np.random.SeedSequence(entropy or None)), key
         return self._rng
 
-    def __call__(self, image, mask_center=None, source_size=None) -> Image.Image:
+    def __call__(self, image, mask_center=None, source_size=None, fallback: bool = False) -> Image.Image:
         challenge, _ = simulate_challenge(image, rng=self._generator(), mask_center=mask_center,
                                           exact=self.exact, level_probs=self.level_probs,
-                                          source_size=source_size)
+                                          source_size=source_size, fallback=fallback)
         return challenge

@@ -39,7 +39,11 @@ class Entry:
     size: int = 0  # bytes of the image file (verify compares it; --deep re-hashes)
     source: str = ""
     domain: str = ""
-    mask_center: tuple[int, int] | None = None
+    mask_center: str | None = None
+    level_fallback: bool = False
+    challenge_path: Path | None = None  # the bytes challenges start from (the validators' cached re-save)
+    challenge_size: int = 0
+    challenge_sha256: str | None = None
     conflicting: bool = False
     merged_origins: list[str] = field(default_factory=list)
 
@@ -64,14 +68,26 @@ def decode_check(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tu
     return opened.format or "unknown", image.width, image.height
 
 
-def validator_skip_reason(label: int | None, description) -> str | None:
-    """Why a NATIX validator would never send this row as a challenge (None when it would).
+SAMPLED_FORMATS = ("JPEG", "PNG")  # the validators' cache samples only .jpg/.jpeg/.png files
+
+
+def validator_skip_reason(label: int | None, description, image_format: str | None = None) -> str | None:
+    """Why a validator would never send this row of the NATIX data set as a challenge (None when it would).
 
     Validators skip rows whose label and ``scene_description`` disagree by presence alone: label 0 with a
-    (truthy) description, or label 1 without one. Rows of shards without the column are kept: the rule
-    cannot apply to data that never had descriptions.
+    (truthy) description, or label 1 without one; a shard without the column reads as None there, so all
+    its label-1 rows are skipped. Their cache re-saves each image under its PIL format's name and samples
+    only .jpg/.jpeg/.png, so a row PIL reads as another format (MPO, WEBP, ...) is never sent
+    (``image_format``: PIL's name for it; None skips that rule). Other sources' images have no such rules.
     """
-    if description is NO_DESCRIPTION_COLUMN or label is None:
+    if image_format is not None and image_format not in SAMPLED_FORMATS:
+        return f"validator would skip: PIL reads it as {image_format}, a format their cache never samples"
+    if label is None:
+        return None
+    if description is NO_DESCRIPTION_COLUMN:
+        if label == 1:
+            return ("validator would skip: label 1 in a shard without a scene_description column "
+                    "(it reads as None)")
         return None
     if label == 0 and description:
         return "validator would skip: label 0 with a scene_description"
@@ -119,26 +135,46 @@ class Ingestor:
             self._quarantine(sample, sha, f"undecodable: {err}", self._store(data, sha,
                                                                              ".bin") if keep_copy else None)
             return
-        skip = validator_skip_reason(sample.label, sample.scene_description)
+        skip = validator_skip_reason(sample.label, sample.scene_description,
+                                     fmt) if sample.natix_row else None
         if skip:
             stored = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if keep_copy else None
             self._quarantine(sample, sha, f"{skip}: {sample.scene_description!r}", stored)
             return
         existing = self.result.entries.get(sha)
         if existing is not None:
-            self._merge(existing, sample)
+            self._merge(existing, sample, data, fmt)
             return
         path = self._store(data, sha, FORMAT_SUFFIX.get(fmt, ".img")) if keep_copy else Path(sample.path)
-        self.result.entries[sha] = Entry(sha, sample.label, path, sample.origin, width, height, len(data),
-                                         sample.source, sample.domain, sample.mask_center)
+        entry = Entry(sha, sample.label, path, sample.origin, width, height, len(data), sample.source,
+                      sample.domain, sample.mask_center, sample.level_fallback)
+        self._add_challenge_source(entry, data, fmt)
+        self.result.entries[sha] = entry
 
-    def _merge(self, existing: Entry, sample: RawSample) -> None:
+    def _add_challenge_source(self, entry: Entry, data: bytes, fmt: str) -> None:
+        """The bytes its challenges start from: for a real image, what a validator's cache step makes of it
+        (``challenge.validator_cache``: a JPEG re-saved at quality 75); validators cache generated images
+        as lossless PNG, so a synthetic-domain image is its own source."""
+        if entry.domain == "synthetic":
+            entry.challenge_path, entry.challenge_size = entry.path, entry.size
+            entry.challenge_sha256 = entry.sha256
+            return
+        from streetvision.data.challenge import validator_cache
+
+        cached = validator_cache(data)
+        cached_sha = sha256_bytes(cached)
+        entry.challenge_path = self._store(cached, cached_sha, FORMAT_SUFFIX.get(fmt, ".img"))
+        entry.challenge_size, entry.challenge_sha256 = len(cached), cached_sha
+
+    def _merge(self, existing: Entry, sample: RawSample, data: bytes, fmt: str) -> None:
         if sample.label is None or sample.label == existing.label:
             existing.merged_origins.append(sample.origin)
         elif existing.label is None:  # an unlabeled copy seen first: the labelled one defines it
             existing.merged_origins.append(existing.origin)
             existing.label, existing.origin = sample.label, sample.origin
             existing.source, existing.domain = sample.source, sample.domain
+            existing.mask_center, existing.level_fallback = sample.mask_center, sample.level_fallback
+            self._add_challenge_source(existing, data, fmt)  # its domain decides the cache step
         else:
             existing.conflicting = True
             existing.merged_origins.append(sample.origin)
@@ -173,24 +209,31 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
     rows = []
     data_dir = data_dir.resolve()
     results_root = data_dir.parent.parent
-    for sha, entry in result.entries.items():
-        path = entry.path.resolve()
+
+    def stored(path: Path) -> str:
+        path = path.resolve()
         inside = path.is_relative_to(results_root)
-        stored = Path(os.path.relpath(path, data_dir)).as_posix() if inside else str(path)
+        return Path(os.path.relpath(path, data_dir)).as_posix() if inside else str(path)
+
+    for sha, entry in result.entries.items():
+
         rows.append({
             "id": sha[:16],
             "sha256": sha,
             "label": entry.label,
             "split": UNLABELED if entry.label is None else assign_split(sha, ratios, seed),
-            "path": stored,
+            "path": stored(entry.path),
             "origin": entry.origin,
             "source": entry.source,
             "domain": entry.domain,
             "width": entry.width,
             "height": entry.height,
             "bytes": entry.size,
-            "mask_center_x": entry.mask_center[0] if entry.mask_center else None,
-            "mask_center_y": entry.mask_center[1] if entry.mask_center else None,
+            "challenge_path": stored(entry.challenge_path),
+            "challenge_sha256": entry.challenge_sha256,
+            "challenge_bytes": entry.challenge_size,
+            "mask_center": entry.mask_center,
+            "level_fallback": entry.level_fallback,
         })
     return rows
 

@@ -37,10 +37,12 @@ class RawSample:
     data: bytes | None = None  # image bytes when the source holds them inline
     path: Path | None = None  # image file when the source references one
     scene_description: object = NO_DESCRIPTION_COLUMN  # str | None where the source has the column
-    mask_center: tuple[int, int] | None = None  # NATIX rows may carry one; the challenge crop moves to it
+    mask_center: str | None = None  # a NATIX row's mask_center cell, as text (validators never use it)
+    level_fallback: bool = False  # validators send this row unaugmented (level -1) where they draw levels 1-3
     source: str = ""  # the configured source's name (set by ``samples_of``)
     domain: str = ""  # its domain, e.g. real / synthetic (set by ``samples_of``)
     copy_to_store: bool = False  # a file the index cannot name (not UTF-8): ingest stores a copy
+    natix_row: bool = False  # a row of the NATIX data set: the validators' row rules apply (ingest)
 
     def read_bytes(self) -> bytes:
         return self.data if self.data is not None else Path(self.path).read_bytes()
@@ -163,93 +165,8 @@ def read_index_file(index_path: str | Path) -> Iterator[RawSample]:
                         path=image)
 
 
-def _inline_image_bytes(cell, where: str) -> bytes | None:
-    """NATIX ``image`` cells hold raw bytes or a struct ``{bytes, path}``."""
-    if isinstance(cell, bytes | bytearray):
-        return bytes(cell)
-    if isinstance(cell, dict):
-        if cell.get("bytes") is not None:
-            return bytes(cell["bytes"])
-        return None
-    raise DataSourceError(f"{where}: 'image' must be bytes or a struct {{bytes, path}}, got "
-                          f"{type(cell).__name__}")
-
-
-def _mask_center(value, where: str) -> tuple[int, int] | None:
-    """A NATIX ``mask_center`` cell: null, or an (x, y) pair of integer pixel coordinates (a list, a struct
-    with fields x and y, or the JSON text of a pair). Anything else is an error naming the row."""
-    if value is None:
-        return None
-    original = value
-    if isinstance(value, str):
-        import json
-
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise DataSourceError(f"{where}: mask_center {original!r} is not an (x, y) pair") from None
-    if isinstance(value, dict):
-        value = (value.get("x"), value.get("y"))
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise DataSourceError(f"{where}: mask_center {original!r} is not an (x, y) pair")
-    x, y = value
-    if x is None or y is None:
-        return None
-    if isinstance(x, bool) or isinstance(y, bool) or not all(isinstance(v, int | float) for v in (x, y)):
-        raise DataSourceError(f"{where}: mask_center {original!r} must hold numbers")
-    if not all(math.isfinite(v) and int(v) == v for v in (x, y)):
-        raise DataSourceError(f"{where}: mask_center {original!r} must hold integer pixel coordinates")
-    return int(x), int(y)
-
-
-def read_natix_parquet(root: str | Path) -> Iterator[RawSample]:
-    """Shards ``*.parquet`` (sorted) with columns ``image``, ``label``, optional ``scene_description`` and
-    ``mask_center`` (the point a validator's crop moves to).
-
-    Streams row batches so memory stays bounded however large the shards are.
-    """
-    import pyarrow.parquet as pq
-
-    root = Path(root)
-    shards = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
-    if not shards or not shards[0].exists():
-        raise DataSourceError(f"data.path {root}: no parquet shards found")
-    for shard in shards:
-        try:
-            parquet = pq.ParquetFile(shard)
-        except Exception as err:
-            raise DataSourceError(f"{shard}: unreadable parquet shard ({err})") from err
-        names = set(parquet.schema_arrow.names)
-        missing = {"image", "label"} - names
-        if missing:
-            raise DataSourceError(f"{shard}: missing column(s) {sorted(missing)}; found {sorted(names)}")
-        optional = [c for c in ("scene_description", "mask_center") if c in names]
-        row = 0
-        try:
-            columns = ["image", "label", *optional]
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-                records = batch.to_pydict()
-                for i in range(batch.num_rows):
-                    where = f"{shard} row {row}"
-                    data = _inline_image_bytes(records["image"][i], where)
-                    yield RawSample(
-                        origin=f"{shard}#{row}",
-                        label=_check_label(records["label"][i], where),
-                        data=data if data is not None else b"",
-                        scene_description=(records["scene_description"][i] if "scene_description" in records
-                                           else NO_DESCRIPTION_COLUMN),
-                        mask_center=_mask_center(records["mask_center"][i],
-                                                 where) if "mask_center" in records else None,
-                    )
-                    row += 1
-        except DataSourceError:
-            raise
-        except Exception as err:  # pyarrow raises OSError/ArrowInvalid for truncated data pages
-            raise DataSourceError(f"{shard}: unreadable parquet shard at row {row} ({err})") from err
-
-
 SYNTHETIC_CLASSES = {"roadwork": 1, "none": 0}
-KINDS = ("synthetic", "natix_parquet", "image_folder", "index")
+KINDS = ("synthetic", "natix_parquet", "hf_dataset", "image_folder", "index")
 
 
 @dataclass(frozen=True)
@@ -310,8 +227,9 @@ def source_specs(data_cfg: dict) -> list[SourceSpec]:
 def _files_signature(kind: str, path: str) -> tuple[int, int, str]:
     """(files, bytes, digest of every file's name, size and modification time) of what a source reads."""
     root = Path(path)
-    if kind == "natix_parquet":
-        files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
+    if kind in ("natix_parquet", "hf_dataset"):
+        files = sorted(p for pattern in ("*.parquet", "*.arrow", "*.json") for p in root.rglob(pattern)) \
+            if root.is_dir() else [root]
     elif kind == "index":
         files = [root, *(Path(p) for p in _index_paths(root))]
     else:  # a folder of images: every file, so a new, removed or replaced one is seen (unsupported ones too)
@@ -381,7 +299,13 @@ def samples_of(spec: SourceSpec, synthetic_cache: Path,
         labelled = read_image_folder(spec.path, spec.class_map, skipped)
     elif spec.kind == "index":
         labelled = read_index_file(spec.path)
+    elif spec.kind == "hf_dataset":
+        from streetvision.data.natix import read_hf_dataset
+
+        labelled = read_hf_dataset(spec.path)
     else:
+        from streetvision.data.natix import read_natix_parquet
+
         labelled = read_natix_parquet(spec.path)
     return _tagged(labelled, spec), _tagged(unlabeled, spec)
 

@@ -14,7 +14,10 @@ from torchvision.transforms import v2
 
 
 class FloatResize:
-    """Resize the short side of a uint8 image tensor in float32 and round back to uint8.
+    """Resize a uint8 image tensor to ``size`` x ``size`` in float32 and round back to uint8.
+
+    Both sides go to ``size``, whatever the aspect ratio: the stock miner's processor (``size: {height,
+    width}``) squashes a full-size level -1 challenge the same way.
 
     The arithmetic of torchvision's tensor ``functional.resize`` (v1: cast to float, antialiased
     interpolation, clamp after bicubic overshoot, round), which is what transformers 4.45.2's
@@ -28,9 +31,7 @@ class FloatResize:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
-        short, long = min(height, width), max(height, width)
-        long = int(self.size * long / short)
-        target = (self.size, long) if height <= width else (long, self.size)
+        target = (self.size, self.size)
         if target == (height, width):
             return image
         smooth = self.mode in ("bilinear", "bicubic")
@@ -41,16 +42,15 @@ class FloatResize:
 
 
 def eval_transform(img_size: int, mean, std, interpolation: str = "bicubic"):
-    """Deterministic: resize the short side, centre crop, normalise (the bundle uses the same).
+    """Deterministic: resize to img_size x img_size, normalise (the bundle uses the same).
 
     The resize follows the stock miner's transformers (see ``FloatResize``), so a model exported to
-    Hugging Face sees the same pixels as here for square inputs.
+    Hugging Face sees the same pixels as here (exactly so in transformers 4.45.2, and at 224 px inputs).
     """
     mode = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
     return v2.Compose([
         v2.ToImage(),
         FloatResize(img_size, mode),
-        v2.CenterCrop(img_size),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ])

@@ -4,8 +4,11 @@
   preprocessing: training sees exactly what validators send.
 - ``EvaluationChallenge``: the *challenge pass* — one seeded challenge per image (``challenge.seed``, the
   image's content hash): phase 1, the bundle checks, the Hugging Face parity and the report all score
-  the same 224x224 JPEGs. With ``level`` set, every image goes through that level (per-level scores).
-- ``CleanView``: the source image itself, preprocessed (the pre-challenge view, kept for comparison).
+  the same JPEGs (224x224; full size at level -1). With ``level`` set, every image goes through that level
+  (per-level scores; ``level=-1``: every image sent unaugmented).
+- ``CleanView``: the image as a validator holds it (its cached copy), preprocessed: the pre-challenge view.
+Every view starts from the index's ``challenge_path`` (``challenge.validator_cache`` of a real image) and
+honours its ``level_fallback``.
 ``challenge_plan`` says which level and distortions each image's challenge has, without rendering it.
 """
 
@@ -33,24 +36,21 @@ DISTORTIONS = DISTORTION_KINDS  # the columns of a challenge plan
 class Sample:
     """One indexed image as the views need it."""
 
-    path: str
+    path: str  # the bytes a validator builds its challenges from (its cached copy of a real image)
     key: int  # stable per image (from its content hash): seeds its evaluation challenge
     width: int
     height: int
-    mask_center: tuple[int, int] | None = None
+    fallback: bool = False  # validators send it unaugmented (level -1) where they draw levels 1-3
 
 
 def samples_of(frame: pd.DataFrame) -> list[Sample]:
-    """Index rows -> Samples (``mask_center_x/y`` columns are optional)."""
-    has_mask = {"mask_center_x", "mask_center_y"} <= set(frame.columns)
-    samples = []
-    for row in frame.itertuples(index=False):
-        mask = None
-        if has_mask and not (pd.isna(row.mask_center_x) or pd.isna(row.mask_center_y)):
-            mask = (int(row.mask_center_x), int(row.mask_center_y))
-        samples.append(Sample(str(row.path), int(str(row.sha256)[:15], 16), int(row.width), int(row.height),
-                              mask))
-    return samples
+    """Index rows -> Samples: each image's challenge source (``challenge_path``) and its level -1 rule
+    (``level_fallback``); an index without those columns (a hand-made one) means the file, no fallback."""
+    paths = frame["challenge_path"] if "challenge_path" in frame else frame["path"]
+    fallbacks = frame["level_fallback"] if "level_fallback" in frame else [False] * len(frame)
+    return [Sample(str(path), int(str(sha)[:15], 16), int(width), int(height), bool(fallback))
+            for path, sha, width, height, fallback in zip(paths, frame["sha256"], frame["width"],
+                                                          frame["height"], fallbacks, strict=True)]
 
 
 def challenge_rng(seed: int, key: int, level: int | None = None) -> np.random.Generator:
@@ -74,7 +74,7 @@ class TrainingChallenge:
         self.challenge = ChallengeTransform(dict(enumerate(level_probs)), seed=seed)
 
     def __call__(self, sample: Sample):
-        return self.preprocess(self.challenge(sample.path, mask_center=sample.mask_center).convert("RGB"))
+        return self.preprocess(self.challenge(sample.path, fallback=sample.fallback).convert("RGB"))
 
 
 class EvaluationChallenge:
@@ -94,7 +94,7 @@ class EvaluationChallenge:
         if jpeg is None:
             _, info = simulate_challenge(sample.path, level=self.level,
                                          rng=challenge_rng(self.seed, sample.key, self.level),
-                                         mask_center=sample.mask_center, exact=True)
+                                         fallback=sample.fallback, exact=True)
             jpeg = info["jpeg_bytes"]
             if self._jpegs is not None:
                 self._jpegs[sample.key] = jpeg
@@ -111,6 +111,6 @@ def challenge_plan(samples: list[Sample], seed: int, level: int | None = None) -
     for sample in samples:
         params = draw_challenge_params(sample.width, sample.height, level=level,
                                        rng=challenge_rng(seed, sample.key, level),
-                                       mask_center=sample.mask_center)
+                                       fallback=sample.fallback)
         rows.append({"level": params.level, **{kind: params.distortions[kind] for kind in DISTORTIONS}})
     return pd.DataFrame(rows, columns=["level", *DISTORTIONS])

@@ -336,25 +336,38 @@ def read_manifest(path: str | os.PathLike) -> dict:
 MAX_LISTED_PROBLEMS = 20  # per content index: a missing store should not print a line per image
 
 
+# (path, SHA-256, bytes) column triples a content index may list: the ingested image, and the copy challenges
+# start from (the validators' cache re-save of a real image).
+CONTENT_COLUMNS = (("path", "sha256", "bytes"), ("challenge_path", "challenge_sha256", "challenge_bytes"))
+
+
 def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str]:
-    """The images a content index (a parquet with ``path``, ``sha256``, ``bytes``) lists: each must exist with
-    its size; with ``deep``, its SHA-256 too (reads every byte: about the disk's read speed)."""
+    """The images a content index (a parquet with ``path``, ``sha256``, ``bytes``, and optionally the
+    ``challenge_*`` triple) lists: each must exist with its size; with ``deep``, its SHA-256 too (reads every
+    byte: about the disk's read speed)."""
     import pyarrow.parquet as pq
 
     index_path = phase_dir / relative
     try:
-        table = pq.read_table(index_path, columns=["path", "sha256", "bytes"]).to_pydict()
+        names = set(pq.read_schema(index_path).names)
+        triples = [triple for triple in CONTENT_COLUMNS if set(triple) <= names]
+        table = pq.read_table(index_path,
+                              columns=sorted({c for triple in triples for c in triple})).to_pydict()
     except Exception as err:  # noqa: BLE001 - pyarrow raises many types; the artifact check names the file too
         return [f"{index_path}: cannot list its images ({err})"]
-    problems = []
-    for path, sha, size in zip(table["path"], table["sha256"], table["bytes"], strict=True):
-        image = Path(path) if Path(path).is_absolute() else phase_dir / path
-        if not image.is_file():
-            problems.append(f"{image}: missing (listed in {index_path})")
-        elif image.stat().st_size != size:
-            problems.append(f"{image}: size {image.stat().st_size} != {size} recorded in {index_path}")
-        elif deep and sha256_file(image) != sha:
-            problems.append(f"{image}: SHA-256 differs from {index_path}")
+    problems, seen = [], set()
+    for path_column, sha_column, size_column in triples:
+        for path, sha, size in zip(table[path_column], table[sha_column], table[size_column], strict=True):
+            image = Path(path) if Path(path).is_absolute() else phase_dir / path
+            if image in seen:
+                continue
+            seen.add(image)
+            if not image.is_file():
+                problems.append(f"{image}: missing (listed in {index_path})")
+            elif image.stat().st_size != size:
+                problems.append(f"{image}: size {image.stat().st_size} != {size} recorded in {index_path}")
+            elif deep and sha256_file(image) != sha:
+                problems.append(f"{image}: SHA-256 differs from {index_path}")
     if len(problems) > MAX_LISTED_PROBLEMS:
         problems = problems[:MAX_LISTED_PROBLEMS] + [
             f"{index_path}: {len(problems) - MAX_LISTED_PROBLEMS} more image(s) missing or changed"]

@@ -19,7 +19,8 @@ STEP = "data"
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
-                 "bytes", "mask_center_x", "mask_center_y"]
+                 "bytes", "challenge_path", "challenge_sha256", "challenge_bytes", "mask_center",
+                 "level_fallback"]
 QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
 DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
 
@@ -38,7 +39,7 @@ def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: s
     index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir),
                          columns=INDEX_COLUMNS)
     index["label"] = index["label"].astype("Int8")
-    index[["mask_center_x", "mask_center_y"]] = index[["mask_center_x", "mask_center_y"]].astype("Int32")
+    index["level_fallback"] = index["level_fallback"].astype(bool)
     stats = split_statistics(index["split"], index["label"].astype(object).where(index["label"].notna(),
                                                                                  None))
     check_splits_usable(stats)

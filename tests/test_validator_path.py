@@ -1,0 +1,127 @@
+"""What happens to a real image before the challenge, checked against the literal validator path
+(tests/natix_reference.py): the cache re-save, the row filter, and the level -1 fallback that every stored
+form of ``mask_center`` triggers at levels 1-3."""
+
+import io
+
+import natix_reference as ref
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import jpeg_bytes, photo_like_jpeg
+from PIL import Image
+
+from streetvision.data import challenge as ch
+from streetvision.data.ingest import validator_skip_reason
+from streetvision.data.natix import read_natix_parquet
+from streetvision.data.views import EvaluationChallenge, Sample, TrainingChallenge, challenge_plan
+
+
+def png_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_cache_re_save_is_the_validators_byte_for_byte(tmp_path):
+    for seed, data in enumerate([photo_like_jpeg(1, 640, 360, quality=95), jpeg_bytes(2, 48)]):
+        folder = tmp_path / f"j{seed}"
+        folder.mkdir()
+        cached = ref.reference_cache(data, folder)
+        assert cached.suffix == ".jpeg" and ch.validator_cache(data) == cached.read_bytes()
+        assert ch.validator_cache(data) != data  # one more JPEG generation at quality 75
+    folder = tmp_path / "png"
+    folder.mkdir()
+    data = png_bytes(3)
+    cached = ref.reference_cache(data, folder)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(ch.validator_cache(data)))), np.asarray(Image.open(cached)))
+
+
+# Every way a shard can store mask_center, and pandas' view of it (what the validators' cache reads).
+MASK_FORMS = {
+    "list column": pa.array([[12, 30], None, [0, 0]], pa.list_(pa.int64())),
+    "struct column": pa.array([{"x": 12, "y": 30}, None, {"x": 1, "y": 2}],
+                              pa.struct([("x", pa.int64()), ("y", pa.int64())])),
+    "string column": pa.array(["[12, 30]", None, "12"], pa.string()),
+    "float column": pa.array([12.0, None, 3.5], pa.float64()),
+    "all-null column": pa.array([None, None, None], pa.null()),
+}
+
+
+@pytest.mark.parametrize("form", [*MASK_FORMS, "absent"])
+def test_the_index_falls_back_exactly_where_the_literal_validator_path_raises(tmp_path, form):
+    columns = {"image": [jpeg_bytes(i, 40) for i in range(3)], "label": [1, 0, 1],
+               "scene_description": ["cones", None, "a barrier"]}
+    if form != "absent":
+        columns["mask_center"] = MASK_FORMS[form]
+    shard = tmp_path / "train-00000.parquet"
+    pq.write_table(pa.table(columns), shard)
+    expected = [ref.reference_augmentation_raises(meta.get("mask_center")) for meta in ref.reference_metadata(shard)]
+    assert [sample.level_fallback for sample in read_natix_parquet(shard)] == expected
+    if form == "list column":
+        assert expected == [True, False, True]  # a numpy array's text cannot be unpacked as (x, y)
+    if form in ("float column", "struct column"):
+        assert all(expected) if form == "float column" else expected == [True, False, True]  # NaN: TypeError
+
+
+def test_a_shard_without_descriptions_loses_its_label_1_rows_as_on_a_validator(tmp_path):
+    shard = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"image": [jpeg_bytes(i) for i in range(4)], "label": [0, 1, 0, 1]}), shard)
+    metas = ref.reference_metadata(shard)
+    for sample, meta in zip(read_natix_parquet(shard), metas, strict=True):
+        skip = validator_skip_reason(sample.label, sample.scene_description)
+        assert (skip is None) == ref.reference_row_served(sample.label, meta)
+        if sample.label == 1:
+            assert "shard without a scene_description column" in skip
+
+
+def test_level_minus_one_sends_the_cached_image_at_full_size_as_the_validator_does(tmp_path):
+    data = photo_like_jpeg(4, 500, 300)
+    cached = ref.reference_cache(data, tmp_path)
+    image, info = ch.simulate_challenge(ch.validator_cache(data), level=-1, rng=0)
+    assert info["level"] == -1 and image.size == (500, 300) and info["crop_box"] is None
+    assert info["jpeg_bytes"] == ref.reference_fallback_jpeg(cached)
+    drawn = [ch.simulate_challenge(cached.read_bytes(), rng=seed, fallback=True)[1]["level"] for seed in range(40)]
+    assert set(drawn) == {-1, 0}  # level 0 ignores the mask centre; levels 1-3 raise
+
+
+def test_views_send_level_minus_one_only_to_rows_that_fall_back(tmp_path):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(ch.validator_cache(photo_like_jpeg(5, 320, 240)))
+    falls, plain = Sample(str(path), 7, 320, 240, True), Sample(str(path), 7, 320, 240, False)
+    plan = challenge_plan([falls, plain] * 30, seed=3)
+    assert set(plan["level"][::2]) <= {-1, 0} and -1 in set(plan["level"][::2])
+    assert -1 not in set(plan["level"][1::2])
+    assert EvaluationChallenge(3, level=2).image(falls).size == (320, 240)  # a forced level 2 falls back too
+    assert EvaluationChallenge(3, level=2).image(plain).size == (224, 224)
+    training = TrainingChallenge(lambda image: image.size, [0.0, 1.0, 0.0, 0.0], seed=0)
+    assert training(falls) == (320, 240) and training(plain) == (224, 224)
+
+
+def test_an_index_records_the_cache_copy_and_the_fallback(repo, tmp_path):
+    from helpers import TINY_CONFIG
+
+    from streetvision.config import load_schema, resolve_experiments
+    from streetvision.layout import load_index
+    from streetvision.phases.data import run_data
+
+    folder = tmp_path / "natix"
+    folder.mkdir()
+    n = 120
+    pq.write_table(pa.table({
+        "image": [jpeg_bytes(i, 40) for i in range(n)], "label": [i % 2 for i in range(n)],
+        "scene_description": ["cones" if i % 2 else None for i in range(n)],
+        "mask_center": pa.array([[3, 4] if i % 4 == 0 else None for i in range(n)], pa.list_(pa.int64()))}),
+        folder / "a.parquet")
+    config = {**TINY_CONFIG, "data": {"source": "natix_parquet", "path": str(folder)}}
+    data_cfg = resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]["data"]
+    run_data(cfg={"data": data_cfg}, out_dir=tmp_path / "results/x/data", experiment="x")
+    index = load_index(tmp_path / "results/x/data")
+    assert len(index) == n and index["level_fallback"].sum() == n // 4
+    assert (index["challenge_path"] != index["path"]).all()  # a real image's challenges start from its cache copy
+    first = index.iloc[0]
+    assert pd.notna(first["challenge_sha256"]) and first["challenge_sha256"] != first["sha256"]
+    assert open(first["challenge_path"], "rb").read() == ch.validator_cache(open(first["path"], "rb").read())
