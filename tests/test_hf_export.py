@@ -297,6 +297,37 @@ def test_tiny_vit_parity_with_the_miners_transformers_4_45_2(tiny_export):
 
 
 @pytest.mark.slow
+def test_a_challenge_through_the_miners_request_path(tiny_export):
+    """Challenges encoded as validators send them (base64 of the JPEG; level -1 at full size), opened as the stock
+    miner opens them and answered with its calls, in the installed transformers and the miner's 4.45.2."""
+    from helpers import photo_like_jpeg
+
+    from streetvision.bundle.hf_miner import (
+        expected_scores,
+        hf_parity,
+        load_miner_pipeline,
+        miner_image,
+        roadwork_score,
+        validator_payload,
+    )
+    from streetvision.data.challenge import simulate_challenge, validator_cache
+
+    detector, repo, _, _ = tiny_export
+    sources = [validator_cache(photo_like_jpeg(seed, 480, 270)) for seed in range(4)]
+    payloads = [validator_payload(simulate_challenge(source, level=level, rng=seed)[1]["jpeg_bytes"])
+                for seed, source in enumerate(sources) for level in (-1, 0, 1, 2, 3)]
+    images = [miner_image(payload) for payload in payloads]
+    assert [image.size for image in images[:5]] == [(480, 270)] + [(224, 224)] * 4 and images[0].format == "JPEG"
+    pipe = load_miner_pipeline(repo)
+    scores = np.array([roadwork_score(pipe, image) for image in images])
+    expected, decisions = expected_scores(detector, images)
+    assert np.max(np.abs(scores - expected)) < 1e-3  # transformers 5's uint8 resize, a few grey levels off
+    assert all((s > 0.5) == d or abs(e - 0.5) < 1e-3 for s, e, d in zip(scores, expected, decisions, strict=True))
+    pinned = hf_parity(detector, repo, images, pin_dir=transformers_pin())  # the stock miner's version
+    assert pinned["decision_mismatches"] == 0 and pinned["max_abs_probability_diff"] < 1e-6
+
+
+@pytest.mark.slow
 def test_dinov2_export_parity_in_both_transformers_versions(tmp_path):
     """vit_small_patch14_dinov2 at 224 px (random init, LayerScale set to 1) -> Dinov2ForImageClassification."""
     from streetvision.bundle.hf_export import export_hf_repo

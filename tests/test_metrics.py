@@ -237,3 +237,30 @@ def test_validator_metrics_of_a_single_class_domain_are_undefined_not_zero():
     m = validator_metrics([1, 1, 1], [0.9, 0.8, 0.2])
     assert m["mcc"] is None and m["natix_reward"] is None and m["undefined_reason"] == "only label 1 present"
     assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_rolling_rewards_are_natix_reward_after_every_challenge():
+    from streetvision.metrics import draw_histories, rolling_rewards
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 300)
+    answers = np.clip(labels * 0.6 + rng.normal(0.2, 0.3, 300), 0, 1)
+    answers[:5] = 0.5  # exact halves round down, as the validator's np.round does
+    history_labels, history_answers = draw_histories(labels, answers, n=4, length=230, rng=2)
+    fast = rolling_rewards(history_labels, history_answers)
+    slow = np.array([[natix_reward(history_labels[h, :t + 1], history_answers[h, :t + 1]) for t in range(230)]
+                     for h in range(4)])
+    assert np.allclose(fast, slow, atol=1e-12)
+
+
+def test_the_validators_moving_average_settles_near_the_mean_reward():
+    from streetvision.metrics import ema_score_distribution, reward_distribution
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 500)
+    answers = np.where(rng.random(500) < 0.85, labels, 1 - labels).astype(float)  # 85% right
+    ema = ema_score_distribution(labels, answers, n_histories=100, length=1500, rng=1)
+    reward = reward_distribution(labels, answers, n_windows=400, rng=1)
+    assert abs(ema["mean"] - reward["mean"]) < 0.02  # the average forgets its zero start after ~100 challenges
+    assert ema["p90"] - ema["p10"] < reward["p90"] - reward["p10"]  # smoother than one reward
+    assert ema_score_distribution(labels, answers, n_histories=20, length=10, rng=1)["mean"] < 0.6 * ema["mean"]

@@ -174,6 +174,7 @@ NATIX_HISTORY = 100  # answers a validator keeps per miner (and the MCC window)
 NATIX_ACCURACY_WINDOW = 10
 NATIX_REWARD_EXPONENT = 3.0  # config.REWARD_CURVE_EXPONENT
 NO_ANSWER = -1.0  # what a validator records when a miner fails to answer
+VALIDATOR_SCORE_ALPHA = 0.05  # the moving average of rewards a validator keeps (neuron.moving_average_alpha)
 
 
 def _multiclass_mcc(y: np.ndarray, p: np.ndarray) -> float:
@@ -226,17 +227,16 @@ def natix_reward(labels: Any, probabilities: Any, exponent: float = NATIX_REWARD
     return float((0.5 * mcc + 0.5 * accuracy) ** exponent)
 
 
-def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000,
-                        window: int = NATIX_HISTORY,
-                        rng: Any = 0, positive_rate: float = 0.5, exponent: float = NATIX_REWARD_EXPONENT,
-                        domains: Any = None, domain_weights: dict | None = None) -> dict[str, float]:
-    """The reward a miner with these scored answers would hold after ``window`` validator challenges.
+def draw_histories(labels: Any, probabilities: Any, *, n: int, length: int, rng: Any = 0,
+                   positive_rate: float = 0.5, domains: Any = None,
+                   domain_weights: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` chronological histories of ``length`` validator challenges answered with these scored answers:
+    (labels, answers), each of shape (n, length).
 
-    Each of ``n_windows`` histories draws its labels like the validator (positive with ``positive_rate``,
-    0.5 upstream), then, per label, an image of that class from the evaluation set (with replacement), and
-    takes ``natix_reward`` at its end. With ``domains`` (one per image) and ``domain_weights``, each challenge
-    first draws its domain with those weights (validators: 0.5 real / 0.5 synthetic), then its label, then an
-    image of that domain and class. Returns the mean, std, p10, p50 and p90 of those rewards.
+    Each challenge draws its label like the validator (positive with ``positive_rate``, 0.5 upstream), then an
+    image of that class from the evaluation set (with replacement). With ``domains`` (one per image) and
+    ``domain_weights``, each challenge first draws its domain with those weights (validators: 0.5 real / 0.5
+    synthetic), then its label, then an image of that domain and class.
     """
     y = _labels(labels)
     p = as_numpy(probabilities)
@@ -244,8 +244,8 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
         raise ValueError(f"labels has {y.size} entries but probabilities has {p.size}")
     if not 0.0 <= positive_rate <= 1.0:
         raise ValueError(f"positive_rate must be in [0, 1]; got {positive_rate}")
-    if n_windows < 1 or window < 1:
-        raise ValueError(f"n_windows and window must be >= 1; got {n_windows} and {window}")
+    if n < 1 or length < 1:
+        raise ValueError(f"the number and the length of histories must be >= 1; got {n} and {length}")
     d = np.zeros(y.size, dtype=np.int64) if domains is None else np.unique(np.asarray(domains),
                                                                            return_inverse=True)[1]
     names = ["all"] if domains is None else sorted(set(np.asarray(domains).tolist()))
@@ -258,22 +258,75 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
         for label, needed in ((1, positive_rate > 0), (0, positive_rate < 1)):
             pools[k, label] = p[(d == k) & (y == label)]
             if needed and weights[k] > 0 and pools[k, label].size == 0:
-                raise ValueError(f"the evaluation set has no images labelled {label}"
-                                 + ("" if domains is None else f" in domain {name!r}") + ", but "
-                                                                                         f"positive_rate={positive_rate}")
+                where = "" if domains is None else f" in domain {name!r}"
+                raise ValueError(f"the evaluation set has no images labelled {label}{where}, but "
+                                 f"positive_rate={positive_rate}")
     generator = np.random.default_rng(rng)
-    window_domains = generator.choice(len(names), size=(n_windows, window), p=weights)
-    window_labels = (generator.random((n_windows, window)) < positive_rate).astype(np.int64)
-    answers = np.empty((n_windows, window))
+    history_domains = generator.choice(len(names), size=(n, length), p=weights)
+    history_labels = (generator.random((n, length)) < positive_rate).astype(np.int64)
+    answers = np.empty((n, length))
     for (k, label), scores in pools.items():
-        chosen = (window_domains == k) & (window_labels == label)
+        chosen = (history_domains == k) & (history_labels == label)
         if chosen.any():
             answers[chosen] = scores[generator.integers(0, scores.size, int(chosen.sum()))]
+    return history_labels, answers
+
+
+def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000,
+                        window: int = NATIX_HISTORY,
+                        rng: Any = 0, positive_rate: float = 0.5, exponent: float = NATIX_REWARD_EXPONENT,
+                        domains: Any = None, domain_weights: dict | None = None) -> dict[str, float]:
+    """The reward a miner with these scored answers would hold after ``window`` validator challenges, over
+    ``n_windows`` histories (``draw_histories``): its mean, std, p10, p50 and p90."""
+    history_labels, answers = draw_histories(labels, probabilities, n=n_windows, length=window, rng=rng,
+                                             positive_rate=positive_rate, domains=domains,
+                                             domain_weights=domain_weights)
     rewards = np.array([natix_reward(y_row, p_row, exponent)
-                        for y_row, p_row in zip(window_labels, answers, strict=True)])
+                        for y_row, p_row in zip(history_labels, answers, strict=True)])
     p10, p50, p90 = np.percentile(rewards, [10, 50, 90])
     return {"mean": float(rewards.mean()), "std": float(rewards.std()), "p10": float(p10), "p50": float(p50),
             "p90": float(p90), "n_windows": n_windows, "window": window}
+
+
+def rolling_rewards(history_labels: np.ndarray, answers: np.ndarray,
+                    exponent: float = NATIX_REWARD_EXPONENT) -> np.ndarray:
+    """``natix_reward`` after every challenge of each history (answers in [0, 1]: two decision classes),
+    vectorised with running confusion counts over the last 100 answers and hits over the last 10."""
+    y = np.asarray(history_labels, dtype=np.int64)
+    decisions = np.round(np.asarray(answers)).astype(np.int64)
+
+    def window_sums(values: np.ndarray, size: int) -> np.ndarray:
+        running = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
+        starts = np.maximum(np.arange(values.shape[1]) + 1 - size, 0)
+        return running[:, 1:] - running[:, starts]
+
+    tp, fp, tn, fn = (window_sums((y == label) & (decisions == decision), NATIX_HISTORY)
+                      for label, decision in ((1, 1), (0, 1), (0, 0), (1, 0)))
+    spread = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mcc = np.where(spread > 0, (tp * tn - fp * fn) / np.sqrt(spread), 0.0)
+    counted = np.minimum(np.arange(y.shape[1]) + 1, NATIX_ACCURACY_WINDOW)
+    accuracy = window_sums(y == decisions, NATIX_ACCURACY_WINDOW) / counted
+    return (0.5 * np.maximum(mcc, 0.0) + 0.5 * accuracy) ** exponent
+
+
+def ema_score_distribution(labels: Any, probabilities: Any, *, n_histories: int = 200, length: int = 2000,
+                           alpha: float = VALIDATOR_SCORE_ALPHA, rng: Any = 0, domains: Any = None,
+                           domain_weights: dict | None = None) -> dict[str, float]:
+    """The score a validator keeps for a miner with these answers after ``length`` challenges: the moving
+    average ``score <- alpha * reward + (1 - alpha) * score`` (natix/base/validator.py, alpha 0.05, from 0)
+    of the reward after each challenge. Mean, p10 and p90 over ``n_histories`` histories. Validators then
+    normalise the scores of all miners into weights (their sum is 1), so only the ranking against other
+    miners, not this number alone, decides a miner's share."""
+    history_labels, answers = draw_histories(labels, probabilities, n=n_histories, length=length, rng=rng,
+                                             domains=domains, domain_weights=domain_weights)
+    rewards = rolling_rewards(history_labels, answers)
+    score = np.zeros(n_histories)
+    for t in range(length):
+        score = alpha * rewards[:, t] + (1.0 - alpha) * score
+    p10, p90 = np.percentile(score, [10, 90])
+    return {"mean": float(score.mean()), "p10": float(p10), "p90": float(p90), "alpha": alpha,
+            "length": length, "n_histories": n_histories}
 
 
 def validator_metrics(labels: Any, answers: Any, *, rng: Any = 0, n_windows: int = 1000, domains: Any = None,

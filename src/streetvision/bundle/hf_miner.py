@@ -9,10 +9,14 @@ the label ``Roadwork``; validators round it at 0.5 (0.5 itself rounds to 0).
 installed transformers or, given ``pin_dir``, in a subprocess whose transformers comes from that
 folder first on PYTHONPATH (e.g. 4.45.2, the miner's pin, installed by ``.ci/transformers-pin.sh``).
 Run as ``python -m streetvision.bundle.hf_miner REPO IMAGE...`` it prints the scores as JSON.
+``validator_payload`` and ``miner_image`` are the two ends of the wire: a challenge's JPEG as base64 in the
+``ImageSynapse``, and the PIL image the stock miner opens from it.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import os
@@ -45,6 +49,18 @@ def load_miner_pipeline(repo: str | Path):
 
     return pipeline("image-classification", model=AutoModelForImageClassification.from_pretrained(str(repo)),
                     feature_extractor=AutoImageProcessor.from_pretrained(str(repo), use_fast=True))
+
+
+def validator_payload(jpeg_bytes: bytes) -> str:
+    """What a validator puts in ``ImageSynapse.image`` (natix/protocol.py): the challenge JPEG, base64."""
+    return base64.b64encode(jpeg_bytes).decode("ascii")
+
+
+def miner_image(payload: str):
+    """How the stock miner opens a challenge (neurons/miner.py): base64-decoded and opened by PIL, as is."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
 
 
 def roadwork_score(pipe, image) -> float:

@@ -15,13 +15,14 @@ from streetvision import layout
 from streetvision.domains import domain_weights
 from streetvision.figures import confusion_figure, training_curves_figure
 from streetvision.logs import log_result
-from streetvision.metrics import validator_metrics
+from streetvision.metrics import ema_score_distribution, validator_metrics
 from streetvision.phases import step_recorder
 
 STEP = "report"
 
 MAIN_COLUMNS = ["experiment", "policy", "threshold", "mcc", "accuracy", "natix_reward", "natix_reward_p10",
-                "natix_reward_p90", "clean_mcc", "scrc_coverage", "scrc_selective_risk", "hf_parity"]
+                "natix_reward_p90", "natix_score_ema", "clean_mcc", "scrc_coverage", "scrc_selective_risk",
+                "hf_parity"]
 
 
 def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[str, dict]:
@@ -51,9 +52,12 @@ def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
     clean_decisions = (clean["probability"] >= thresholds["threshold"]).astype(float)
     mix = domain_weights(test["domain"], None)
     overall = validator_metrics(test["label"], decisions, domains=test["domain"], domain_weights=mix)
+    ema = ema_score_distribution(test["label"], decisions, domains=test["domain"], domain_weights=mix)
     row = {"experiment": experiment, "policy": policy["type"], "threshold": thresholds["threshold"],
            **{k: overall[k] for k in ("mcc", "accuracy", "natix_reward", "natix_reward_p10",
                                       "natix_reward_p90")},
+           "natix_score_ema": ema["mean"], "natix_score_ema_p10": ema["p10"],
+           "natix_score_ema_p90": ema["p90"],
            "clean_mcc": thresholds["val_test_clean_at_threshold"]["mcc"], "domain_mix": mix,
            "by_domain": group_scores(test, decisions, clean, clean_decisions, "domain"),
            "by_source": group_scores(test, decisions, clean, clean_decisions, "source"),
@@ -99,7 +103,11 @@ def summary_markdown(rows: list[dict]) -> str:
              "100-challenge history (50/50 labels, windows drawn from val_test; p10/p90 over 1,000 "
              "histories). "
              f"Domains are mixed with the validators' weights ({mixes}): each image of domain d weighs "
-             "w_d / n_d. `clean_mcc` scores the source images without a challenge.")
+             "w_d / n_d. `natix_score_ema` is the score a validator keeps: the moving average (alpha 0.05) "
+             "of the reward after each of 2,000 challenges (mean over 200 histories); validators then "
+             "normalise all miners' scores into weights that sum to 1, so a miner's share depends on the "
+             "others. "
+             "`clean_mcc` scores the source images without a challenge.")
     sections = [
         "# streetvision summary", intro, markdown_table(rows, MAIN_COLUMNS),
         "## By domain and by source (val_test challenge pass; clean_mcc: the same images without a "
