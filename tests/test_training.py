@@ -9,7 +9,7 @@ from helpers import resolved_config
 from safetensors.torch import load_file
 
 from streetvision.io.manifest import verify_tree
-from streetvision.layout import Baseline
+from streetvision.layout import Baseline, load_index
 from streetvision.phases.baseline import run_baseline
 from streetvision.phases.data import run_data
 
@@ -66,8 +66,7 @@ def test_exported_weights_reproduce_the_predictions(repo, data_dir, tmp_path):
     model = spec.load(tmp_path / "p1" / "model.safetensors")
     model.eval()
     table = pd.read_parquet(tmp_path / "p1" / "predictions" / "val_test.parquet").head(8)
-    index = pd.read_parquet(data_dir / "index.parquet").set_index("id", drop=False)
-    rows = index.loc[table["id"]].assign(path=lambda f: [str(data_dir / p) for p in f["path"]])
+    rows = load_index(data_dir).set_index("id", drop=False).loc[table["id"]]
     challenge = EvaluationChallenge(resolved_config(repo)["challenge"]["seed"], spec.eval_transform())
     images = torch.stack([challenge(sample) for sample in samples_of(rows)])  # the challenge pass, rebuilt
     with torch.inference_mode():
