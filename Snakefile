@@ -17,6 +17,8 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/ingest.smk"
+include: "rules/synthesize.smk"
 include: "rules/data.smk"
 include: "rules/explora.smk"
 include: "rules/baseline.smk"

@@ -49,14 +49,14 @@ def child(shards: str, out: str) -> None:
     import yaml
 
     from streetvision.config import deep_merge, load_schema, resolve_experiments
-    from streetvision.phases.data import run_data
+    from streetvision.phases.ingest import run_ingest
 
     repo = Path(__file__).resolve().parents[1]
     config = deep_merge(yaml.safe_load((repo / "config/config.yaml").read_text()),
                         {"data": {"source": "natix_parquet", "path": shards}})
     data_cfg = resolve_experiments(config, load_schema(repo / "config/schema.yaml"))["demo"]["data"]
     start = time.perf_counter()
-    manifest = json.loads(run_data(cfg={"data": data_cfg}, out_dir=out, experiment="bench").read_text())
+    manifest = json.loads(run_ingest(cfg={"data": data_cfg}, out_dir=out, experiment="bench").read_text())
     print(json.dumps({
         "wall_s": time.perf_counter() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

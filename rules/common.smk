@@ -96,6 +96,7 @@ WORKFLOW_DIR = str(Path(workflow.basedir))
 
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
+    shard=r"\d+",
 
 
 def step_config(step):
@@ -132,6 +133,22 @@ def step_inputs(step):
         }
 
     return input_function
+
+
+def shard_manifest(shard="{shard}"):
+    return f"{step_folder('synthesize')}/{layout.Synthesize.shard(shard)}/{layout.MANIFEST}"
+
+
+def shard_manifests(wildcards):
+    """The gather's inputs: one manifest per shard job (synthesize.shards)."""
+    shards = EXPERIMENTS[wildcards.exp]["synthesize"]["shards"]
+    return [shard_manifest(k).format(exp=wildcards.exp) for k in range(shards)]
+
+
+def synthesize_runtime_minutes(cfg):
+    """A shard's SLURM time limit: an hour plus 30 s per image (SDXL 1024 px, 25 steps, on one GPU)."""
+    settings = cfg["synthesize"]
+    return 60 + -(-settings["count"] // settings["shards"]) // 2
 
 
 def report_manifests():

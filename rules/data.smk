@@ -1,5 +1,5 @@
 rule data:
-    """Ingest the configured source: hash, dedupe, quarantine, split -> index.parquet."""
+    """The index every later step reads: the ingested real images (+ the generated ones when synthesize is on)."""
     input:
         unpack(step_inputs("data")),
     output:
@@ -14,11 +14,9 @@ rule data:
     resources:
         gpu=0,
         mem_mb=2000,
-        runtime=60,
+        runtime=30,
     params:
         cfg=step_config("data"),
-        # Files added, removed or replaced under data.path re-run the step ("Params have changed").
-        source_signature=lambda wc: source_signature(EXPERIMENTS[wc.exp]["data"]),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/data.py"

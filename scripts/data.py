@@ -11,5 +11,4 @@ with log_to_file(snakemake.log[0]):
         experiment=snakemake.wildcards.exp,
         workflow_dir=snakemake.params.workflow_dir,
         cfg=snakemake.params.cfg,
-        source_signature=snakemake.params.source_signature,
     )

@@ -83,6 +83,18 @@ def write_natix_shards(folder: Path, count: int, size: int = 96, shards: int = 2
     return folder
 
 
+def ingest_and_index(*, cfg: dict, out_dir, experiment: str, **ingest_kwargs) -> Path:
+    """The ingest step into ``out_dir``'s sibling ``ingest/``, then the data step into ``out_dir`` (what the
+    workflow runs without synthesize). Returns the data step's manifest."""
+    from streetvision.phases.data import run_data
+    from streetvision.phases.ingest import run_ingest
+
+    out_dir = Path(out_dir)
+    ingest_dir = out_dir.parent / "ingest"
+    run_ingest(cfg={"data": cfg["data"]}, out_dir=ingest_dir, experiment=experiment, **ingest_kwargs)
+    return run_data(cfg={"data": cfg["data"]}, ingest_dir=ingest_dir, out_dir=out_dir, experiment=experiment)
+
+
 def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t",
                    until: str = "hf_export") -> dict[str, Path]:
     """The tiny pipeline through the real runners (no Snakemake): data -> baseline -> thresholds -> gate ->
@@ -91,7 +103,6 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t",
     from streetvision import layout
     from streetvision.phases.baseline import run_baseline
     from streetvision.phases.bundle import run_bundle
-    from streetvision.phases.data import run_data
     from streetvision.phases.gate import run_gate
     from streetvision.phases.hf_export import run_hf_export
     from streetvision.phases.scrc import run_scrc
@@ -105,7 +116,7 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t",
 
     common = {"experiment": experiment}
     steps = [
-        ("data", lambda: run_data(cfg=cfg_for("data"), out_dir=d["data"], **common)),
+        ("data", lambda: ingest_and_index(cfg=cfg_for("data"), out_dir=d["data"], **common)),
         ("baseline", lambda: run_baseline(cfg=cfg_for("baseline"), data_dir=d["data"], out_dir=d["baseline"],
                                           **common)),
         ("thresholds", lambda: run_thresholds(baseline_dir=d["baseline"], out_dir=d["thresholds"], **common)),

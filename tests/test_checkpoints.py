@@ -14,7 +14,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 import torch
-from helpers import REPO, resolved_config
+from helpers import REPO, ingest_and_index, resolved_config
 
 from streetvision.train.checkpoints import (
     ResumePoint,
@@ -110,10 +110,8 @@ JOB = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from streetvision.phases.data import run_data
-
     out = tmp_path_factory.mktemp("data") / "data"
-    run_data(cfg={"data": resolved_config(REPO)["data"]}, out_dir=out, experiment="demo")
+    ingest_and_index(cfg={"data": resolved_config(REPO)["data"]}, out_dir=out, experiment="demo")
     return out
 
 

@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from helpers import REPO, resolved_config
+from helpers import REPO, ingest_and_index, resolved_config
 
 from streetvision.train.devices import DeviceError, DeviceLease, lease_gpus, physical_gpu_count
 
@@ -176,10 +176,8 @@ JOB = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, repo):
-    from streetvision.phases.data import run_data
-
     out = tmp_path_factory.mktemp("data") / "data"
-    run_data(cfg={"data": resolved_config(repo)["data"]}, out_dir=out, experiment="demo")
+    ingest_and_index(cfg={"data": resolved_config(repo)["data"]}, out_dir=out, experiment="demo")
     return out
 
 

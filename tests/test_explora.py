@@ -6,14 +6,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import resolved_config
+from helpers import ingest_and_index, resolved_config
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from streetvision.config import section_settings
 from streetvision.models.backbone import BackboneSpec, build_backbone
 from streetvision.phases import explora as explora_step
-from streetvision.phases.data import run_data
 from streetvision.train.explora import (
     ExportValidationError,
     LeakageError,
@@ -39,7 +38,7 @@ def config(repo):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, config):
     out = tmp_path_factory.mktemp("explora") / "data"
-    run_data(cfg={"data": config["data"]}, out_dir=out, experiment="demo")
+    ingest_and_index(cfg={"data": config["data"]}, out_dir=out, experiment="demo")
     return out
 
 

@@ -3,11 +3,10 @@ index as the parquet shards it came from (data.source: hf_dataset)."""
 
 import pandas as pd
 import pytest
-from helpers import write_natix_shards
+from helpers import ingest_and_index, write_natix_shards
 
 from streetvision.config import load_schema, resolve_experiments
 from streetvision.layout import load_index
-from streetvision.phases.data import run_data
 
 COLUMNS = ["sha256", "label", "split", "level_fallback", "challenge_sha256"]
 
@@ -34,7 +33,7 @@ def ingest(repo, tmp_path, source, path):
     config = {"demo": True, "experiments": {"x": {}}, "data": {"source": source, "path": str(path)}}
     data_cfg = resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["x"]["data"]
     out = tmp_path / source / "results" / "x" / "data"
-    run_data(cfg={"data": data_cfg}, out_dir=out, experiment="x")
+    ingest_and_index(cfg={"data": data_cfg}, out_dir=out, experiment="x")
     return load_index(out).sort_values("sha256").reset_index(drop=True)
 
 

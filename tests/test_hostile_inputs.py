@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import REPO, TINY_CONFIG, jpeg_bytes, run_cli
+from helpers import REPO, TINY_CONFIG, ingest_and_index, jpeg_bytes, run_cli
 from PIL import Image
 
 from streetvision.bundle import BundleError, load_bundle
@@ -254,7 +254,6 @@ def test_hostile_images_are_quarantined_with_a_reason_or_indexed_as_they_look(re
     and a float image, through the data step's runner."""
     from streetvision.config import load_schema, resolve_experiments
     from streetvision.layout import load_index
-    from streetvision.phases.data import run_data
 
     root = tmp_path / "imgs"
     for i in range(200):  # enough ordinary images for every split to hold both classes
@@ -277,7 +276,7 @@ def test_hostile_images_are_quarantined_with_a_reason_or_indexed_as_they_look(re
                                                                   "max_pixels": 100_000_000}}
     data_cfg = resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["x"]["data"]
     out = tmp_path / "results" / "x" / "data"
-    manifest = json.loads(run_data(cfg={"data": data_cfg}, out_dir=out, experiment="x").read_text())
+    manifest = json.loads(ingest_and_index(cfg={"data": data_cfg}, out_dir=out, experiment="x").read_text())
     quarantine = pd.read_csv(out / "quarantine.csv").set_index("origin")
     reasons = {os.path.basename(origin): reason for origin, reason in quarantine["reason"].items()}
     assert reasons["bomb.png"].startswith("too large: 30000x30000 = 900,000,000 pixels, more than the limit "

@@ -4,14 +4,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import corrupt_jpeg_bytes, jpeg_bytes
+from helpers import corrupt_jpeg_bytes, ingest_and_index, jpeg_bytes
 from PIL import Image
 
 from streetvision.config import load_schema, resolve_experiments
 from streetvision.data.sources import DataSourceError
 from streetvision.data.splits import SplitError, assign_split
 from streetvision.layout import load_index
-from streetvision.phases.data import run_data
 
 N = 200  # enough that every split holds both classes
 
@@ -33,7 +32,7 @@ def write_folder(root, n=N, start=0):
 
 def ingest(repo, tmp_path, **overrides):
     out = tmp_path / "out"
-    manifest = json.loads(run_data(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out,
+    manifest = json.loads(ingest_and_index(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out,
                                    experiment="t").read_text())
     return manifest, load_index(out), pd.read_csv(out / "quarantine.csv"), pd.read_csv(out / "duplicates.csv")
 
@@ -252,7 +251,7 @@ def test_synthetic_source_is_deterministic(repo, tmp_path):
     first, index, _, _ = ingest(repo, tmp_path, source="synthetic", synthetic=cfg)
     assert first["metrics"]["splits"]["unlabeled"]["n"] == 10
     assert index["width"].eq(64).all()
-    again = run_data(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg)},
+    again = ingest_and_index(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg)},
                      out_dir=tmp_path / "again", experiment="t")
     assert pd.read_parquet(again.parent / "index.parquet")["sha256"].tolist() == pd.read_parquet(
         tmp_path / "out" / "index.parquet")["sha256"].tolist()

@@ -5,13 +5,12 @@ import json
 import pandas as pd
 import pytest
 import torch
-from helpers import resolved_config
+from helpers import ingest_and_index, resolved_config
 from safetensors.torch import load_file
 
 from streetvision.io.manifest import verify_tree
 from streetvision.layout import Baseline, load_index
 from streetvision.phases.baseline import run_baseline
-from streetvision.phases.data import run_data
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +22,7 @@ def sections(cfg):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, repo):
     out = tmp_path_factory.mktemp("data") / "data"
-    run_data(cfg={"data": resolved_config(repo)["data"]}, out_dir=out, experiment="demo")
+    ingest_and_index(cfg={"data": resolved_config(repo)["data"]}, out_dir=out, experiment="demo")
     return out
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import jpeg_bytes, photo_like_jpeg
+from helpers import ingest_and_index, jpeg_bytes, photo_like_jpeg
 from PIL import Image
 
 from streetvision.data import challenge as ch
@@ -106,7 +106,6 @@ def test_an_index_records_the_cache_copy_and_the_fallback(repo, tmp_path):
 
     from streetvision.config import load_schema, resolve_experiments
     from streetvision.layout import load_index
-    from streetvision.phases.data import run_data
 
     folder = tmp_path / "natix"
     folder.mkdir()
@@ -118,7 +117,7 @@ def test_an_index_records_the_cache_copy_and_the_fallback(repo, tmp_path):
         folder / "a.parquet")
     config = {**TINY_CONFIG, "data": {"source": "natix_parquet", "path": str(folder)}}
     data_cfg = resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]["data"]
-    run_data(cfg={"data": data_cfg}, out_dir=tmp_path / "results/x/data", experiment="x")
+    ingest_and_index(cfg={"data": data_cfg}, out_dir=tmp_path / "results/x/data", experiment="x")
     index = load_index(tmp_path / "results/x/data")
     assert len(index) == n and index["level_fallback"].sum() == n // 4
     assert (index["challenge_path"] != index["path"]).all()  # a real image's challenges start from its cache copy

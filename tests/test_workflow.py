@@ -52,7 +52,7 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
         assert (workdir / "results/demo/benchmarks" / f"{phase}.tsv").is_file()
     assert 0 < manifest(workdir, "phase2_thresholds")["metrics"]["threshold"] < 1
     verified = run_cli("streetvision", "verify", str(workdir / "results"))
-    assert verified.returncode == 0 and "OK: 8 manifest(s)" in verified.stdout
+    assert verified.returncode == 0 and "OK: 9 manifest(s)" in verified.stdout
     lineage = run_cli("streetvision", "inspect", str(workdir / "results/demo/phase5_scrc"))
     assert [line.split()[0] for line in lineage.stdout.splitlines() if "[demo]" in line] == [
         "phase5_scrc", "phase1_baseline", "data", "phase2_thresholds", "phase3_gate"]

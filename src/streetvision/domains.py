@@ -8,6 +8,7 @@ from __future__ import annotations
 from streetvision.errors import StreetvisionError
 
 VALIDATOR_MIX = {"real": 0.5, "synthetic": 0.5}
+GENERATED_DOMAIN = "synthetic"  # images a generator made (the synthesize step's, the demo's generated style)
 
 
 def domain_weights(domains, configured: dict | None) -> dict[str, float]:

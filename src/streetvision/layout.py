@@ -40,6 +40,20 @@ class Data:
     IMAGES = "images"  # content-addressed store of inline images: images/<sha[:2]>/<sha>.<ext>
 
 
+class Synthesize:
+    """The synthesize step's folder: the gathered records and images, and one sub-folder per shard job."""
+
+    RECORDS = "records.parquet"  # one row per generated image (the issue's record columns + path, bytes)
+    IMAGES = "images"  # content-addressed PNGs: images/<sha[:2]>/<sha>.png
+    SHARDS = "shards"  # shards/<k>/: shard k's job (its own manifest, records and resumable work)
+    WORK = "work"  # inside a shard: the journals of finished captions, prompts and images
+    KEY = "work/key.json"  # what the shard's work was made for; a different key starts it afresh
+
+    @staticmethod
+    def shard(k: int) -> str:
+        return f"{Synthesize.SHARDS}/{k}"
+
+
 class Training:
     """Working files of a training step (not artifacts: the manifest lists what it exports)."""
 

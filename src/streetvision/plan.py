@@ -12,6 +12,7 @@ from pathlib import Path
 
 from streetvision.config import ConfigError
 from streetvision.data.sources import SourceSpec, source_specs
+from streetvision.domains import GENERATED_DOMAIN
 
 
 def check_data_inputs(data_cfg: dict, prefix: str) -> list[SourceSpec]:
@@ -26,16 +27,30 @@ def check_data_inputs(data_cfg: dict, prefix: str) -> list[SourceSpec]:
     return specs
 
 
-def check_training_mix(train_cfg: dict, specs: list[SourceSpec], prefix: str) -> None:
+def check_training_mix(train_cfg: dict, specs: list[SourceSpec], prefix: str, *,
+                       synthesize: bool = False) -> None:
     probs = train_cfg["level_probs"]
     if abs(sum(probs) - 1.0) > 1e-6:
         raise ConfigError(f"config key '{prefix}train.level_probs': {probs} must sum to 1")
     weights = train_cfg.get("domain_weights") or {}
-    domains = sorted({spec.domain for spec in specs})
+    domains = sorted({spec.domain for spec in specs} | ({GENERATED_DOMAIN} if synthesize else set()))
     unknown = sorted(set(weights) - set(domains))
     if unknown:
         raise ConfigError(f"config key '{prefix}train.domain_weights': unknown domain(s) {unknown}; "
                           f"the configured sources have {domains}")
+
+
+def check_synthesize(settings: dict, prefix: str) -> None:
+    """Before any job: shards that each get an image, and every model the step loads, found locally."""
+    from streetvision.synthesize.models import MissingModelError, check_models
+
+    if settings["shards"] > settings["count"]:
+        raise ConfigError(f"config key '{prefix}synthesize.shards': {settings['shards']} shards for "
+                          f"synthesize.count {settings['count']} images would leave a shard without work")
+    try:
+        check_models(settings)
+    except MissingModelError as err:
+        raise ConfigError(f"experiment {prefix.split('.')[1]}: {err}") from err
 
 
 def check_hf_export(cfg: dict, prefix: str) -> None:
@@ -138,8 +153,10 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     checks = {
         "parameters": lambda: count_classifier_parameters(model),  # the backbone name, whatever runs
         "specs": lambda: check_data_inputs(cfg["data"],
-                                           prefix) if "data" in steps else source_specs(cfg["data"]),
+                                           prefix) if "ingest" in steps else source_specs(cfg["data"]),
     }
+    if "synthesize" in steps:
+        checks["synthesize"] = lambda: check_synthesize(cfg["synthesize"], prefix)
     if steps & TRAINING_STEPS:
         checks["weights"] = lambda: pretrained_weights(model)
     if steps & CARD_STEPS:
@@ -150,7 +167,7 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     if "hf_export" in steps:  # after the backbone check: a model timm cannot build is not an export problem
         check_hf_export(cfg, prefix)
     specs = found["specs"]
-    check_training_mix(cfg["train"], specs, prefix)
+    check_training_mix(cfg["train"], specs, prefix, synthesize=cfg["synthesize"]["enabled"])
     weights = found.get("weights")
     source = {"random": "random init", "file": f"file {weights}",
               "hf_cache": f"HF cache {weights}"}[model["init"]]
@@ -160,6 +177,10 @@ def describe_experiment(name: str, cfg: dict, *, demo: bool, steps: set[str] | N
     lines = [f"experiment {name}: {model['backbone']} ({parameters / 1e6:.2f}M parameters) at "
              f"{model['img_size']} px, weights: {source}; data: {_describe_sources(specs)}; "
              f"ExPLoRA {'on' if cfg['explora']['enabled'] else 'off'}"]
+    if cfg["synthesize"]["enabled"]:
+        synth = cfg["synthesize"]
+        lines[0] += (f"; synthesize {synth['count']} SDXL images in {synth['shards']} shard(s) "
+                     f"(rewriter: {synth['rewriter'] or 'templates'})")
     if steps != whole_run:
         lines[0] += f"; this run reaches: {', '.join(step for step in STEPS if step in steps)}"
     if model["init"] == "random" and not demo and steps & TRAINING_STEPS:

@@ -33,6 +33,10 @@ def bundle_uses_gate(cfg: dict) -> bool:
     return needs_gate({"type": cfg["bundle"]["policy"], "selection_score": cfg["scrc"]["score"]})
 
 
+def synthesize_on(cfg: dict) -> bool:
+    return cfg["synthesize"]["enabled"]
+
+
 def hf_export_on(cfg: dict) -> bool:
     return cfg["hf_export"]["enabled"]
 
@@ -49,7 +53,9 @@ class Step:
 
 # In execution order. The report (results/report/) is shared by all experiments: ``report_inputs``.
 STEPS: dict[str, Step] = {
-    "data": Step("data", (), ("data",)),
+    "ingest": Step("ingest", (), ("data",)),
+    "synthesize": Step("synthesize", ("ingest",), ("synthesize",)),  # gathers its shards (synthesize.smk)
+    "data": Step("data", ("ingest",), ("data",), (("synthesize", synthesize_on),)),
     "explora": Step("phase4_explora", ("data",), ("model", "explora")),
     "baseline": Step("phase1_baseline", ("data",), ("model", "train", "challenge"),
                      (("explora", uses_explora),)),

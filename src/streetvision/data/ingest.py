@@ -200,6 +200,13 @@ class Ingestor:
         return self.result
 
 
+INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
+                 "bytes", "challenge_path", "challenge_sha256", "challenge_bytes", "mask_center",
+                 "level_fallback"]
+QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
+DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
+
+
 def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_dir: Path) -> list[dict]:
     """One index row per unique image, with its split.
 

@@ -1,75 +1,104 @@
-"""Step ``data``: ingest the configured source (hash, dedupe, quarantine), split, write the index."""
+"""Step ``data``: the index every later step reads (``results/<exp>/data/index.parquet``).
+
+It holds the ingest step's real images and, when synthesize is on, the generated ones: domain 'synthetic',
+source t2i or i2i, each in its parent's split with its parent's label, and ``parent_sha256`` (null for
+images that were not generated here). Paths stay relative to this folder (``../ingest/images/...``), so the
+results tree moves as a whole and no image is stored twice.
+"""
 
 from __future__ import annotations
 
-import logging
+import os
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from streetvision import layout
-from streetvision.data.ingest import index_rows, ingest_configured
+from streetvision.data.ingest import INDEX_COLUMNS
 from streetvision.data.splits import LeakError, check_splits_usable, split_statistics
+from streetvision.domains import GENERATED_DOMAIN
+from streetvision.io.manifest import read_manifest
 from streetvision.logs import log_result
 from streetvision.phases import step_recorder
 
 STEP = "data"
-
-log = logging.getLogger(__name__)
-
-INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
-                 "bytes", "challenge_path", "challenge_sha256", "challenge_bytes", "mask_center",
-                 "level_fallback"]
-QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
-DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
+COLUMNS = [*INDEX_COLUMNS, "parent_sha256"]
+PATH_COLUMNS = ("path", "challenge_path")
 
 
-def run_data(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: str | None = None,
-             source_signature: dict | None = None) -> Path:
-    """Build ``index.parquet`` (+ quarantine and duplicates lists) and the phase manifest.
+def _rebased(paths, source_dir: Path, out_dir: Path) -> list[str]:
+    """Paths relative to ``source_dir`` re-expressed from ``out_dir``; absolute ones (user data) kept."""
+    return [p if os.path.isabs(p) else Path(os.path.relpath(os.path.abspath(source_dir / p),
+                                                            os.path.abspath(out_dir))).as_posix()
+            for p in paths]
 
-    ``source_signature`` (the rule's rerun trigger, ``data.sources.source_signature``) is recorded in the
-    manifest as what the step read."""
-    data_cfg, out_dir = cfg["data"], Path(out_dir)
-    recorder = step_recorder(STEP, out_dir, experiment, cfg, seed=data_cfg["seed"], workflow_dir=workflow_dir,
-                             scratch=[layout.Data.IMAGES])
-    result = ingest_configured(data_cfg, out_dir / layout.Data.IMAGES,
-                               out_dir.parent.parent / layout.SYNTHETIC_CACHE)
-    index = pd.DataFrame(index_rows(result, data_cfg["splits"], data_cfg["seed"], out_dir),
-                         columns=INDEX_COLUMNS)
+
+def _generated_rows(records: pd.DataFrame, real: pd.DataFrame, synthesize_dir: Path,
+                    out_dir: Path) -> pd.DataFrame:
+    """Index rows of the generated images, checked against their parents (split, label, real domain)."""
+    parents = real.set_index("sha256")
+    for row in records.itertuples():
+        parent = parents.loc[row.parent_sha256] if row.parent_sha256 in parents.index else None
+        matches = (parent is not None and parent["domain"] != GENERATED_DOMAIN
+                   and parent["split"] == row.split and int(parent["label"]) == int(row.label))
+        if not matches:
+            raise LeakError(f"{synthesize_dir / layout.Synthesize.RECORDS}: image {row.number} "
+                            f"({row.sha256[:12]}) has no real parent of its split and label in the ingested "
+                            f"index (parent {row.parent_sha256[:12]}); re-run the synthesize step")
+    paths = _rebased(records["path"], synthesize_dir, out_dir)
+    return pd.DataFrame({
+        "id": records["sha256"].str[:16], "sha256": records["sha256"], "label": records["label"],
+        "split": records["split"], "path": paths, "origin": [f"synthesize:{n}" for n in records["number"]],
+        "source": records["task"], "domain": GENERATED_DOMAIN, "width": records["width"],
+        "height": records["height"], "bytes": records["bytes"], "challenge_path": paths,
+        "challenge_sha256": records["sha256"], "challenge_bytes": records["bytes"], "mask_center": None,
+        "level_fallback": False, "parent_sha256": records["parent_sha256"],
+    })
+
+
+def run_data(*, cfg: dict, ingest_dir: str | Path, out_dir: str | Path, experiment: str,
+             synthesize_dir: str | Path | None = None, workflow_dir: str | None = None) -> Path:
+    ingest_dir, out_dir = Path(ingest_dir), Path(out_dir)
+    upstream = [ingest_dir] + ([Path(synthesize_dir)] if synthesize_dir else [])
+    recorder = step_recorder(STEP, out_dir, experiment, cfg, seed=cfg["data"]["seed"],
+                             workflow_dir=workflow_dir, consumes=[layout.manifest_of(d) for d in upstream])
+    real = pd.read_parquet(ingest_dir / layout.Data.INDEX)
+    for column in PATH_COLUMNS:
+        real[column] = _rebased(real[column], ingest_dir, out_dir)
+    real["parent_sha256"] = None
+    parts = [real]
+    if synthesize_dir:
+        records = pd.read_parquet(Path(synthesize_dir) / layout.Synthesize.RECORDS)
+        parts.append(_generated_rows(records, real, Path(synthesize_dir), out_dir))
+    index = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
     index["label"] = index["label"].astype("Int8")
     index["level_fallback"] = index["level_fallback"].astype(bool)
-    stats = split_statistics(index["split"], index["label"].astype(object).where(index["label"].notna(),
-                                                                                 None))
+    if index["sha256"].duplicated().any() or index["id"].duplicated().any():
+        raise LeakError(f"{out_dir}: a generated image is byte-identical to another index row "
+                        f"({index.loc[index['sha256'].duplicated(), 'sha256'].iloc[0][:12]})")
+    labels = index["label"].astype(object).where(index["label"].notna(), None)
+    stats = split_statistics(index["split"], labels)
     check_splits_usable(stats)
-    hashes_in_two_splits = int(index.groupby("sha256")["split"].nunique().gt(1).sum())
-    if hashes_in_two_splits or index["id"].duplicated().any():
-        raise LeakError(f"{out_dir}: a content hash or id appears in two index rows")
 
-    recorder.extra["source_signature"] = source_signature
     recorder.extra["content_index"] = layout.Data.INDEX  # `streetvision verify` checks the images it lists
     recorder.write_parquet(layout.Data.INDEX, index)
-    recorder.write_csv(layout.Data.QUARANTINE, pd.DataFrame(result.quarantine, columns=QUARANTINE_COLUMNS))
-    recorder.write_csv(layout.Data.DUPLICATES, pd.DataFrame(result.duplicates, columns=DUPLICATE_COLUMNS))
+    for name in (layout.Data.QUARANTINE, layout.Data.DUPLICATES):  # where users look for them
+        recorder.copy_file(name, ingest_dir / name)
+    ingest_metrics = read_manifest(layout.manifest_of(ingest_dir))["metrics"]
+    generated = int((index["parent_sha256"].notna()).sum())
     recorder.metrics.update({
-        "rows_read": result.rows_read,
-        "unique_images": len(index),
-        "duplicates_merged": len(result.duplicates),
-        "quarantined": len(result.quarantine),
-        "quarantined_by_reason": dict(Counter(row["reason"].split(":")[0] for row in result.quarantine)),
+        **{key: ingest_metrics[key] for key in ("rows_read", "duplicates_merged", "quarantined",
+                                                "quarantined_by_reason", "unsupported_files")},
+        "unique_images": len(index), "real_images": len(real), "generated_images": generated,
         "splits": stats,
-        "by_domain": {domain: split_statistics(part["split"],
-                                               part["label"].astype(object).where(part["label"].notna(),
-                                                                                  None))
+        "by_domain": {domain: split_statistics(part["split"], labels[part.index])
                       for domain, part in index.groupby("domain")},
         "sources": index["source"].value_counts().to_dict(),
-        "hashes_in_two_splits": hashes_in_two_splits,
-        "unsupported_files": result.unsupported_files.summary(),  # files in the folders that are not images
+        "hashes_in_two_splits": 0,  # checked above: one row per content hash
     })
-    skipped = result.unsupported_files.summary()["total"]
-    counted = f", {skipped} files that are not images counted" if skipped else ""
-    log_result(STEP, experiment, f"{len(index)} unique images from {result.rows_read} rows "
-                                 f"({len(result.duplicates)} duplicates merged, {len(result.quarantine)} "
-                                 f"quarantined{counted})")
+    by_source = Counter(index.loc[index["parent_sha256"].notna(), "source"])
+    made = f" + {generated} generated ({', '.join(f'{k} {v}' for k, v in sorted(by_source.items()))})" \
+        if generated else ""
+    log_result(STEP, experiment, f"{len(real)} real images{made} in the index")
     return recorder.finish()

@@ -83,6 +83,28 @@ def gpu_pool(environ=os.environ) -> tuple[list[str], bool]:
     return [str(i) for i in range(physical_gpu_count())], False
 
 
+def cpu_fallback_reason(rule: str, gpus: int, lease: DeviceLease) -> str:
+    import torch
+
+    if not lease.devices:
+        return f"rule {rule} asks for gpu={gpus} but no GPU is visible (nvidia-smi lists none)"
+    build = "a CPU-only PyTorch build" if torch.version.cuda is None else "no usable CUDA driver"
+    return (f"rule {rule} holds GPU(s) {','.join(lease.devices)} but PyTorch cannot use CUDA "
+            f"({build}; torch.cuda.is_available() is False)")
+
+
+def job_device(rule: str) -> str:
+    """The torch device of a one-GPU job that is not a Lightning trainer (the synthesize shards): its GPU
+    is leased first, as for training; CPU, with a warning naming why, when there is none it can use."""
+    import torch
+
+    lease = lease_gpus(1, rule=rule)
+    if lease.devices and torch.cuda.is_available():
+        return "cuda"
+    log.warning("%s: running on CPU", cpu_fallback_reason(rule, 1, lease))
+    return "cpu"
+
+
 def lock_dir_from_env(environ=os.environ) -> Path:
     return Path(environ.get(LOCK_DIR_VARIABLE) or DEFAULT_LOCK_DIR)
 

@@ -37,7 +37,7 @@ from streetvision.train.checkpoints import (
     restored_checkpoint_name,
 )
 from streetvision.train.curves import CurvesLogger
-from streetvision.train.devices import DeviceError, DeviceLease, lease_gpus
+from streetvision.train.devices import DeviceError, cpu_fallback_reason, lease_gpus
 from streetvision.train.slurm import StepTasks, launch_tasks_if_needed, step_tasks
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,6 @@ def training_devices(gpus: int, cpu_devices: int, rule: str) -> tuple[str, int]:
     tasks = step_tasks()
     return (accelerator, devices) if tasks is None else (accelerator, slurm_devices(accelerator, devices,
                                                                                     tasks, rule))
-
-
-def cpu_fallback_reason(rule: str, gpus: int, lease: DeviceLease) -> str:
-    if not lease.devices:
-        return f"rule {rule} asks for gpu={gpus} but no GPU is visible (nvidia-smi lists none)"
-    build = "a CPU-only PyTorch build" if torch.version.cuda is None else "no usable CUDA driver"
-    return (f"rule {rule} holds GPU(s) {','.join(lease.devices)} but PyTorch cannot use CUDA "
-            f"({build}; torch.cuda.is_available() is False)")
 
 
 def slurm_devices(accelerator: str, devices: int, tasks: StepTasks, rule: str) -> int:
