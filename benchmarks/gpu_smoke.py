@@ -1,5 +1,9 @@
 """GPU smoke run: the real-model path through every phase on one GPU, then two experiments at once.
 
+Stage 3 runs one synthesize shard (``benchmarks/synthesize.py``'s ``shard_figures``): SDXL base 1.0, BLIP-2 and
+the Llama rewriter at the validators' settings when they are in the Hugging Face cache, else the tiny random
+pipeline of the tests; printed: images/s, peak GPU memory, and what each stage left allocated.
+
 Stage 1 runs one experiment through every phase (ExPLoRA included) with DINOv2 ViT-S/14 at 224 px
 (random init), bf16-mixed, on a few thousand synthetic images, through Snakemake exactly as a user would
 (``--resources gpu=1``). Stage 2 runs two experiments in one Snakemake call with ``--resources gpu=1``: their
@@ -34,7 +38,7 @@ sys.path.insert(0, str(REPO / "src"))
 from streetvision import layout  # noqa: E402
 from streetvision.config import deep_merge, load_schema, resolve_experiments, section_settings  # noqa: E402
 
-PHASES = ["data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle",
+PHASES = ["ingest", "data", "explora", "baseline", "thresholds", "gate", "scrc", "bundle",
           "hf_export"]  # rules, in run order
 TRAINING = {"explora", "baseline"}
 
@@ -189,6 +193,42 @@ def training_windows(workdir: Path, experiments: list[str]) -> list[tuple[str, s
     return windows
 
 
+def synthesize_stage(workdir: Path, *, cpu_check: bool, images: int) -> None:
+    """Stage 3: one shard; the validators' models when cached (GPU run), else the tests' tiny ones."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthesize import resolved, shard_figures
+
+    from streetvision.synthesize.models import MissingModelError, check_models
+
+    settings = resolved({"synthesize": {"enabled": True, "count": images}})["synthesize"]
+    try:
+        if cpu_check:
+            raise MissingModelError("--cpu-check: tiny models")
+        check_models(settings)
+        which = "SDXL base 1.0 + BLIP-2 + Llama 3.1 8B 4-bit (validator settings)"
+    except MissingModelError as err:
+        from tiny_models import build_tiny_models
+
+        models = build_tiny_models(workdir / "models")
+        settings = resolved({"synthesize": {
+            "enabled": True, "count": images, "steps": 4, "captioner": models["captioner"],
+            "rewriter": models["rewriter"], "t2i": {"model": models["sdxl"], "width": 64, "height": 64},
+            "i2i": {"model": models["sdxl"]}}})["synthesize"]
+        which = f"tiny random pipeline ({err})"
+    metrics = shard_figures(settings, workdir)
+    gib = 2**30
+    peak = metrics["peak_gpu_memory_bytes"]
+    after = metrics["gpu_memory_after_stage_bytes"] or {}
+    print(f"\nstage 3: one synthesize shard, {which}")
+    print(f"  {metrics['images']} images in {metrics['seconds']:.1f} s: {metrics['images_per_s']:.3f} images/s "
+          f"(captioner and LLM included); peak GPU memory "
+          f"{f'{peak / gib:.2f} GiB' if peak is not None else '- (CPU)'}")
+    for stage in ("captions", "prompts", "images"):
+        allocated = after.get(stage)
+        print(f"  after {stage}: {f'{allocated / gib:.3f} GiB' if allocated is not None else '-'} still allocated")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,6 +239,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--peak-tflops", type=float,
                         help="the device's dense bf16 peak (default: from its name)")
+    parser.add_argument("--synthesize-images", type=int, default=8, help="images of the stage 3 shard")
     args = parser.parse_args()
 
     base = copy.deepcopy(CPU_CONFIG if args.cpu_check else GPU_CONFIG)
@@ -242,6 +283,7 @@ def main() -> None:
     for experiment, start, end in windows:
         print(f"  {experiment} phase 1: {start} -> {end}")
     print(f"  phase 1 jobs {'OVERLAPPED (both on the GPU at once)' if overlap else 'took the GPU in turn'}")
+    synthesize_stage(workdir / "synthesize", cpu_check=args.cpu_check, images=args.synthesize_images)
     if args.cpu_check:
         print("\n--cpu-check: CPU figures for the tiny model; no GPU was used and no MFU is computed")
 

@@ -22,7 +22,9 @@ from streetvision.data.sources import source_signature
 from streetvision.plan import describe_experiment
 from streetvision.runtime import prepend_pythonpath
 from streetvision.steps import (
+    STEPS,
     config_of,
+    dataset_of,
     inputs_of,
     planned_steps,
     report_inputs,
@@ -91,21 +93,28 @@ def announce_plan():
 
 announce_plan()
 RESULTS = layout.RESULTS
+# One ingest per distinct data config (streetvision.steps.dataset_of): experiments on the same data share it.
+DATASETS = {dataset_of(cfg): cfg for cfg in EXPERIMENTS.values()}
 WORKFLOW_DIR = str(Path(workflow.basedir))
 
 
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
+    dataset="|".join(DATASETS),
     shard=r"\d+",
 
 
 def step_config(step):
     """A params function: the resolved config sections ``step`` reads (streetvision.steps.CONFIG_SECTIONS);
     as a rule's params they are also what reruns the step when they change."""
+    if STEPS[step].shared:
+        return lambda wildcards: config_of(step, DATASETS[wildcards.dataset])
     return lambda wildcards: config_of(step, EXPERIMENTS[wildcards.exp])
 
 
 def step_folder(step):
+    if STEPS[step].shared:
+        return f"{RESULTS}/{layout.INGEST}/{{dataset}}"
     return f"{RESULTS}/{{exp}}/{layout.STEP_DIRS[step]}"
 
 
@@ -114,22 +123,27 @@ def step_manifest(step):
 
 
 def step_log(step):
+    if STEPS[step].shared:
+        return f"{RESULTS}/{layout.LOGS}/{step}_{{dataset}}.log"
     return f"{RESULTS}/{{exp}}/{layout.LOGS}/{layout.STEP_DIRS[step]}.log"
 
 
 def step_benchmark(step):
+    if STEPS[step].shared:
+        return f"{RESULTS}/{layout.BENCHMARKS}/{step}_{{dataset}}.tsv"
     return f"{RESULTS}/{{exp}}/{layout.BENCHMARKS}/{layout.STEP_DIRS[step]}.tsv"
 
 
 def step_inputs(step):
     """An input function: {consumed step: its manifest} for one experiment's ``step`` (streetvision.steps
     owns the graph; the DAG shows an edge only where it exists, e.g. the gate only for a gate-scored SCRC).
-    """
+    A shared step's manifest is its data set's."""
 
     def input_function(wildcards):
+        cfg = EXPERIMENTS[wildcards.exp]
         return {
-            name: step_manifest(name).format(exp=wildcards.exp)
-            for name in inputs_of(step, EXPERIMENTS[wildcards.exp])
+            name: step_manifest(name).format(exp=wildcards.exp, dataset=dataset_of(cfg))
+            for name in inputs_of(step, cfg)
         }
 
     return input_function

@@ -1,7 +1,5 @@
 rule ingest:
-    """Read the configured sources: hash, dedupe, quarantine, split -> ingest/index.parquet."""
-    input:
-        unpack(step_inputs("ingest")),
+    """Read a data set's sources once for every experiment on it: hash, dedupe, quarantine, split."""
     output:
         manifest=step_manifest("ingest"),
     log:
@@ -18,7 +16,7 @@ rule ingest:
     params:
         cfg=step_config("ingest"),
         # Files added, removed or replaced under data.path re-run the step ("Params have changed").
-        source_signature=lambda wc: source_signature(EXPERIMENTS[wc.exp]["data"]),
+        source_signature=lambda wc: source_signature(DATASETS[wc.dataset]["data"]),
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/ingest.py"

@@ -109,7 +109,7 @@ def run_tiny_steps(results: Path, cfg: dict, experiment: str = "t",
     from streetvision.phases.thresholds import run_thresholds
     from streetvision.steps import config_of
 
-    d = {step: layout.step_dir(results, experiment, step) for step in layout.STEP_DIRS}
+    d = {step: layout.step_dir(results, experiment, step) for step in layout.STEP_DIRS if step != "ingest"}
 
     def cfg_for(step):
         return config_of(step, cfg)

@@ -23,7 +23,7 @@ def table_rows(output):
 def test_the_smoke_script_runs_end_to_end_on_cpu(tmp_path):
     output = run_smoke(tmp_path, "--cpu-check", "--cores", "2")
     rows = table_rows(output)
-    for experiment, phases in (("smoke", ("data", "explora", "baseline", "thresholds", "gate", "scrc",
+    for experiment, phases in (("smoke", ("ingest", "data", "explora", "baseline", "thresholds", "gate", "scrc",
                                           "bundle")),
                                ("pair_a", ("data", "baseline", "bundle")), ("pair_b", ("data", "baseline", "bundle"))):
         for phase in phases:
@@ -32,6 +32,8 @@ def test_the_smoke_script_runs_end_to_end_on_cpu(tmp_path):
     assert rows["smoke/baseline"][3] == "-"  # no MFU without a GPU
     assert re.search(r"baseline: [\d.e+-]+ GFLOP per training image", output)
     assert "phase 1 jobs took the GPU in turn" in output
+    assert re.search(r"stage 3: one synthesize shard, tiny random pipeline", output)
+    assert re.search(r"  8 images in [\d.]+ s: [\d.]+ images/s", output)
 
 
 @pytest.mark.gpu

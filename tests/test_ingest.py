@@ -4,9 +4,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import corrupt_jpeg_bytes, ingest_and_index, jpeg_bytes
+import yaml
+from helpers import corrupt_jpeg_bytes, ingest_and_index, jpeg_bytes, run_cli
 from PIL import Image
 
+from streetvision import layout
 from streetvision.config import load_schema, resolve_experiments
 from streetvision.data.sources import DataSourceError
 from streetvision.data.splits import SplitError, assign_split
@@ -33,7 +35,7 @@ def write_folder(root, n=N, start=0):
 def ingest(repo, tmp_path, **overrides):
     out = tmp_path / "out"
     manifest = json.loads(ingest_and_index(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out,
-                                   experiment="t").read_text())
+                                           experiment="t").read_text())
     return manifest, load_index(out), pd.read_csv(out / "quarantine.csv"), pd.read_csv(out / "duplicates.csv")
 
 
@@ -255,3 +257,29 @@ def test_synthetic_source_is_deterministic(repo, tmp_path):
                      out_dir=tmp_path / "again", experiment="t")
     assert pd.read_parquet(again.parent / "index.parquet")["sha256"].tolist() == pd.read_parquet(
         tmp_path / "out" / "index.parquet")["sha256"].tolist()
+
+
+@pytest.mark.slow
+def test_experiments_on_one_data_set_share_one_ingest_and_store(repo, tmp_path):
+    shards = write_natix_shards(tmp_path / "natix", 100)
+    config = {"demo": True, "data": {"source": "natix_parquet", "path": str(shards)},
+              "experiments": {"a": {}, "b": {"train": {"seed": 1}}, "c": {"data": {"seed": 5}}}}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"results/{exp}/data/manifest.json" for exp in ("a", "b", "c")]
+    done = run_cli("snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path), "--configfile",
+                   str(tmp_path / "two.yaml"), "--cores", "2", *targets, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ingests = sorted((tmp_path / "results" / layout.INGEST).iterdir())
+    assert len(ingests) == 2  # a and b share one; c splits with another seed, so it is another data set
+    shared = pd.read_parquet(tmp_path / "results/a/data/index.parquet")
+    assert shared.equals(pd.read_parquet(tmp_path / "results/b/data/index.parquet"))  # the same stored files
+    stored = [p for p in (tmp_path / "results" / layout.INGEST).rglob("*") if p.suffix in (".jpg", ".png")]
+    assert len(stored) == 2 * 2 * 100  # per data set: each image and its validator-cache copy, once
+    assert all(p.startswith(f"../../{layout.INGEST}/{ingests[0].name}/") or
+               p.startswith(f"../../{layout.INGEST}/{ingests[1].name}/") for p in shared["path"])
+    verified = run_cli("streetvision", "verify", str(tmp_path / "results"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    image = next(p for p in stored if p.parent.parent.parent == ingests[0])
+    image.write_bytes(image.read_bytes()[:-1] + b"\0")
+    deep = run_cli("streetvision", "verify", "--deep", str(tmp_path / "results"))
+    assert deep.returncode != 0 and image.name in deep.stdout + deep.stderr

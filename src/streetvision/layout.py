@@ -23,6 +23,7 @@ MANIFEST = MANIFEST_NAME  # the manifest contract (streetvision.io.manifest) nam
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
 SYNTHETIC_CACHE = "_synthetic"  # results/_synthetic/<hash>/: demo scenes shared by experiments
+INGEST = "_ingest"  # results/_ingest/<dataset>/: the shared ingest step of a data set (steps.dataset_of)
 
 # Step (= rule) name -> its folder under results/<experiment>/ (streetvision.steps owns the table); the
 # report's folder is results/report/.
@@ -144,14 +145,20 @@ class Report:
 
 # What the workflow writes under results/ beside the experiments' folders: no experiment may take one of these
 # names (config.check_experiment_name), or its folder would be another step's folder.
-SHARED_RESULTS_ENTRIES = (STEP_DIRS["report"], LOGS, BENCHMARKS, SYNTHETIC_CACHE, Report.SUMMARY_JSON,
+SHARED_RESULTS_ENTRIES = (STEP_DIRS["report"], LOGS, BENCHMARKS, SYNTHETIC_CACHE, INGEST, Report.SUMMARY_JSON,
                           Report.SUMMARY_MD)
 
 
 # ---------------------------------------------------------------- paths
 
 def step_dir(results: str | Path, experiment: str, step: str) -> Path:
+    if step in STEPS and STEPS[step].shared:
+        raise ValueError(f"step {step} is shared by a data set's experiments: its folder is ingest_dir()")
     return Path(results) / experiment / STEP_DIRS[step]
+
+
+def ingest_dir(results: str | Path, dataset: str) -> Path:
+    return Path(results) / INGEST / dataset
 
 
 def manifest_of(step_folder: str | Path) -> Path:

@@ -49,11 +49,12 @@ class Step:
     consumes: tuple[str, ...]  # steps whose manifests it always reads
     sections: tuple[str, ...]  # config its rule passes (a change re-runs it; its manifest records them)
     consumes_if: tuple[tuple[str, Callable[[dict], bool]], ...] = ()  # (step, when the config needs it)
+    shared: bool = False  # one run per data set (results/_ingest/<dataset>/), shared by its experiments
 
 
 # In execution order. The report (results/report/) is shared by all experiments: ``report_inputs``.
 STEPS: dict[str, Step] = {
-    "ingest": Step("ingest", (), ("data",)),
+    "ingest": Step("ingest", (), ("data",), shared=True),  # experiments with one data config share it
     "synthesize": Step("synthesize", ("ingest",), ("synthesize",)),  # gathers its shards (synthesize.smk)
     "data": Step("data", ("ingest",), ("data",), (("synthesize", synthesize_on),)),
     "explora": Step("phase4_explora", ("data",), ("model", "explora")),
@@ -67,6 +68,14 @@ STEPS: dict[str, Step] = {
     "hf_export": Step("hf_export", ("data", "baseline", "bundle"), ("hf_export", "bundle", "challenge",
                                                                     "demo")),
 }
+
+
+def dataset_of(cfg: dict) -> str:
+    """The id of an experiment's data set: experiments whose ``data`` sections are equal share one ingest
+    (one image store, one hashing of the source) under ``results/_ingest/<id>/``."""
+    from streetvision.io.hashing import config_hash
+
+    return config_hash(cfg["data"])[:12]
 
 
 def step_of(name: str) -> Step:
@@ -114,9 +123,10 @@ def planned_steps(targets: Iterable[str], experiments: dict[str, dict]) -> dict[
     """Per experiment, the steps a run towards ``targets`` (Snakemake's command-line targets) can reach.
 
     No target, the report, a summary file or any target that is not inside one experiment's step folder
-    means everything; ``results/<exp>/<step folder>/...`` means that step and what it needs.
+    means everything; ``results/<exp>/<step folder>/...`` means that step and what it needs;
+    ``results/_ingest/<dataset>/...`` the ingest of every experiment on that data set.
     """
-    from streetvision.layout import RESULTS
+    from streetvision.layout import INGEST, RESULTS
 
     everything = {name: with_upstream(final_steps(cfg), cfg) for name, cfg in experiments.items()}
     targets = list(targets or [])
@@ -126,6 +136,13 @@ def planned_steps(targets: Iterable[str], experiments: dict[str, dict]) -> dict[
     planned: dict[str, set[str]] = {name: set() for name in experiments}
     for target in targets:
         parts = PurePath(os.path.relpath(target) if os.path.isabs(target) else os.path.normpath(target)).parts
+        if len(parts) > 2 and parts[0] == RESULTS and parts[1] == INGEST:
+            sharing = [name for name, cfg in experiments.items() if dataset_of(cfg) == parts[2]]
+            if not sharing:
+                return everything
+            for name in sharing:
+                planned[name].add("ingest")
+            continue
         if len(parts) < 2 or parts[0] != RESULTS or parts[1] not in experiments:
             return everything
         name = parts[1]
