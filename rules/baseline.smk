@@ -10,7 +10,7 @@ rule baseline:
         step_benchmark("baseline")
     conda:
         "../envs/streetvision.yaml"
-    threads: 2
+    threads: 4
     resources:
         gpu=1,
         mem_mb=8000,

@@ -10,7 +10,7 @@ rule explora:
         step_benchmark("explora")
     conda:
         "../envs/streetvision.yaml"
-    threads: 2
+    threads: 4
     resources:
         gpu=1,
         mem_mb=8000,

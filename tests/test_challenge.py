@@ -224,14 +224,14 @@ def test_reduced_decode_stays_close_to_the_exact_path():
     assert reductions >= {2}
 
 
-def test_store_copy_keeps_every_crop_at_224_pixels():
-    assert ch.store_size(1920, 1080) == (668, 376)  # smallest crop round(sqrt(0.2 * 1920 * 1080)) = 644
-    assert ch.store_size(200, 150) == (200, 150)
+def test_store_copy_keeps_every_crop_at_336_pixels():
+    assert ch.store_size(1920, 1080) == (1002, 564)  # smallest crop round(sqrt(0.2 * 1920 * 1080)) = 644
+    assert ch.store_size(300, 200) == (300, 200)
     rng = np.random.default_rng(1)
     for width, height in rng.integers(100, 5000, (200, 2)):
         stored = ch.store_size(int(width), int(height))
         smallest_crop = min(round(math.sqrt(0.2 * stored[0] * stored[1])), *stored)
-        assert smallest_crop >= min(224, round(math.sqrt(0.2 * width * height)), width, height)
+        assert smallest_crop >= min(ch.MIN_DECODED_CROP, round(math.sqrt(0.2 * width * height)), width, height)
 
 
 def test_rendering_from_a_store_copy():

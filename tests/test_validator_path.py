@@ -3,6 +3,7 @@
 form of ``mask_center`` triggers at levels 1-3."""
 
 import io
+from pathlib import Path
 
 import natix_reference as ref
 import numpy as np
@@ -124,3 +125,48 @@ def test_an_index_records_the_cache_copy_and_the_fallback(repo, tmp_path):
     first = index.iloc[0]
     assert pd.notna(first["challenge_sha256"]) and first["challenge_sha256"] != first["sha256"]
     assert open(first["challenge_path"], "rb").read() == ch.validator_cache(open(first["path"], "rb").read())
+
+
+@pytest.mark.parametrize("store", ["reduced", "original"])
+def test_training_renders_from_the_reduced_store_and_evaluation_from_the_cache_copy(repo, tmp_path, monkeypatch,
+                                                                                   store):
+    from helpers import TINY_CONFIG
+
+    from streetvision.config import load_schema, resolve_experiments
+    from streetvision.data.views import EvaluationChallenge, TrainingChallenge, samples_of
+    from streetvision.layout import load_index
+
+    folder = tmp_path / "natix"
+    folder.mkdir()
+    n = 40  # 1280 x 720 sources: the store keeps every crop at 336 px across (1003 x 564)
+    pq.write_table(pa.table({
+        "image": [photo_like_jpeg(i, 1280 if i % 3 else 300, 720 if i % 3 else 200) for i in range(n)],
+        "label": [i % 2 for i in range(n)], "scene_description": ["cones" if i % 2 else None for i in range(n)]}),
+        folder / "a.parquet")
+    config = {**TINY_CONFIG, "data": {"source": "natix_parquet", "path": str(folder), "store": store,
+                                      "splits": {"train": 0.5, "val_select": 0.1, "val_calib": 0.1,
+                                                 "val_conformal": 0.1, "val_test": 0.2}}}
+    data_cfg = resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]["data"]
+    manifest = ingest_and_index(cfg={"data": data_cfg}, out_dir=tmp_path / "results/x/data", experiment="x")
+    index = load_index(tmp_path / "results/x/data")
+    large = index["width"] == 1280
+    if store == "original":
+        assert (index["train_path"] == index["challenge_path"]).all()
+    else:
+        assert (index.loc[~large, "train_path"] == index.loc[~large, "challenge_path"]).all()  # small: as is
+        for row in index[large].itertuples():
+            assert row.train_path != row.challenge_path and Image.open(row.train_path).size == ch.store_size(1280,
+                                                                                                           720)
+    opened = []
+    real_open = ch._open_source
+    monkeypatch.setattr(ch, "_open_source", lambda image: opened.append(image) or real_open(image))
+    sample = samples_of(index[large].head(1))[0]
+    TrainingChallenge(lambda image: image.size, [0.0, 1.0, 0.0, 0.0], seed=0)(sample)
+    EvaluationChallenge(0, lambda image: image.size)(sample)
+    row = index[large].iloc[0]
+    assert [str(p) for p in opened if isinstance(p, str)] == [row["train_path"], row["challenge_path"]]
+    from streetvision.cli import main as cli
+
+    assert cli(["verify", "--deep", str(manifest.parent.parent.parent)]) == 0
+    Path(row["train_path"]).write_bytes(b"x" + Path(row["train_path"]).read_bytes()[1:])
+    assert cli(["verify", "--deep", str(manifest.parent.parent.parent)]) != 0  # the store is checked too

@@ -25,7 +25,8 @@ Public API:
 - ``apply_distortion(rgb, kind, level, rng=None)``: one DeeperForensics distortion on a uint8 RGB array;
 - ``encode_challenge_jpeg(rgb)``: the validator's JPEG encoding of a 224x224 uint8 RGB array;
 - ``ChallengeTransform``: a picklable DataLoader transform (one fresh challenge per call, per-worker RNG);
-- ``store_size`` / ``store_copy``: an optional pre-resized image store (see "Speed").
+- ``store_size`` / ``store_copy`` / ``store_copy_bytes``: the reduced training store (``data.store: reduced``;
+  see "Speed").
 
 Exactness. With ``exact=True`` the rendering reproduces the validator's pixels: the same OpenCV and
 torch operations in the same number types, including its truncations; measured against a literal,
@@ -41,9 +42,10 @@ scaling via ``Image.draft`` for a lazily opened JPEG, ``cv2.INTER_AREA`` otherwi
 keeps at least 336 source pixels across. That changes pixels a little, not the distribution of geometry or
 distortions: the parameters are always drawn on the full-resolution size, exactly as the validator
 draws them (benchmarks/challenge.py measures the speed-up and the pixel difference). Decoding then
-dominates; a store of reduced copies (``store_copy``: the smallest size at which every possible crop
-still has 224 pixels across, plus the original size to draw parameters on) cuts it further, at the
-cost of one more resample and re-encode.
+dominates; the reduced training store (``data.store: reduced``, made at ingest by ``store_copy_bytes``: the
+smallest size at which every possible crop still has 336 pixels across, as JPEG 95; parameters are still
+drawn on the original size) cuts it further, at the cost of one more resample and re-encode. Evaluation
+never reads it: the challenge pass renders exactly from the cached original.
 
 Before the challenge: the cache step. A validator builds challenges from its cached copy of a real image,
 not from the data set's bytes: ``validator_cache`` re-saves the image in its own format at PIL's defaults
@@ -507,15 +509,31 @@ def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center
 # --- an optional pre-resized image store ---
 
 def store_size(width: int, height: int) -> tuple[int, int]:
-    """The smallest size at which every crop a validator can draw keeps at least 224 pixels across.
+    """The smallest size at which every crop a validator can draw keeps ``MIN_DECODED_CROP`` (336) pixels
+    across: the same rule as the reduced-scale decode, so a training view from the store loses no more
+    detail than one decoded at a reduced scale from the original.
 
     The smallest crop side is ``round(sqrt(0.2 * width * height))`` (or the shorter side when no random
     square fits); level 0 uses the shorter side, which is never smaller. Images already that small keep
     their size.
     """
     smallest_side = min(round(math.sqrt(CROP_SCALE[0] * width * height)), width, height)
-    scale = min(1.0, TARGET_SIZE / smallest_side)
+    scale = min(1.0, MIN_DECODED_CROP / smallest_side)
     return math.ceil(width * scale), math.ceil(height * scale)
+
+
+STORE_JPEG_QUALITY = 95  # the reduced training store's encoding (benchmarks/challenge.py: its cost)
+
+
+def store_copy_bytes(image) -> tuple[bytes, tuple[int, int]] | None:
+    """The reduced training-store copy of ``image`` as JPEG bytes (quality 95, 4:4:4), or None when the
+    image is already no larger than ``store_size``: then training reads the image itself."""
+    copy, original = store_copy(image)
+    if copy.size == original:
+        return None
+    buffer = io.BytesIO()
+    copy.save(buffer, format="JPEG", quality=STORE_JPEG_QUALITY, subsampling=0)
+    return buffer.getvalue(), copy.size
 
 
 def store_copy(image) -> tuple[Image.Image, tuple[int, int]]:

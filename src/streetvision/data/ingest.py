@@ -44,6 +44,9 @@ class Entry:
     challenge_path: Path | None = None  # the bytes challenges start from (the validators' cached re-save)
     challenge_size: int = 0
     challenge_sha256: str | None = None
+    train_path: Path | None = None  # what training views read: the reduced store copy, or the source itself
+    train_size: int = 0
+    train_sha256: str | None = None
     conflicting: bool = False
     merged_origins: list[str] = field(default_factory=list)
 
@@ -97,9 +100,11 @@ def validator_skip_reason(label: int | None, description, image_format: str | No
 
 
 class Ingestor:
-    def __init__(self, store_dir: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(self, store_dir: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 reduced_store: bool = False):
         self.store_dir = Path(store_dir)
         self.max_pixels = max_pixels
+        self.reduced_store = reduced_store  # data.store: reduced
         self.result = IngestResult(entries={}, quarantine=[], duplicates=[])
 
     def _quarantine(self, sample: RawSample, sha: str | None, reason: str,
@@ -158,6 +163,7 @@ class Ingestor:
         if entry.domain == "synthetic":
             entry.challenge_path, entry.challenge_size = entry.path, entry.size
             entry.challenge_sha256 = entry.sha256
+            self._add_training_copy(entry, data)
             return
         from streetvision.data.challenge import validator_cache
 
@@ -165,6 +171,25 @@ class Ingestor:
         cached_sha = sha256_bytes(cached)
         entry.challenge_path = self._store(cached, cached_sha, FORMAT_SUFFIX.get(fmt, ".img"))
         entry.challenge_size, entry.challenge_sha256 = len(cached), cached_sha
+        self._add_training_copy(entry, cached)
+
+    def _add_training_copy(self, entry: Entry, challenge_source: bytes) -> None:
+        """With the reduced store, a smaller copy of the challenge source for training views (every crop
+        keeps 336 px across: ``challenge.store_size``); otherwise, or when the image is that small already,
+        training reads the challenge source itself."""
+        copy = None
+        if self.reduced_store:
+            from streetvision.data.challenge import store_copy_bytes
+
+            copy = store_copy_bytes(challenge_source)
+        if copy is None:
+            entry.train_path, entry.train_size = entry.challenge_path, entry.challenge_size
+            entry.train_sha256 = entry.challenge_sha256
+            return
+        data, _ = copy
+        sha = sha256_bytes(data)
+        entry.train_path = self._store(data, sha, ".train.jpg")
+        entry.train_size, entry.train_sha256 = len(data), sha
 
     def _merge(self, existing: Entry, sample: RawSample, data: bytes, fmt: str) -> None:
         if sample.label is None or sample.label == existing.label:
@@ -201,8 +226,8 @@ class Ingestor:
 
 
 INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
-                 "bytes", "challenge_path", "challenge_sha256", "challenge_bytes", "mask_center",
-                 "level_fallback"]
+                 "bytes", "challenge_path", "challenge_sha256", "challenge_bytes", "train_path",
+                 "train_sha256", "train_bytes", "mask_center", "level_fallback"]
 QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
 DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
 
@@ -239,6 +264,9 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
             "challenge_path": stored(entry.challenge_path),
             "challenge_sha256": entry.challenge_sha256,
             "challenge_bytes": entry.challenge_size,
+            "train_path": stored(entry.train_path),
+            "train_sha256": entry.train_sha256,
+            "train_bytes": entry.train_size,
             "mask_center": entry.mask_center,
             "level_fallback": entry.level_fallback,
         })
@@ -248,7 +276,7 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
 def ingest_configured(data_cfg: dict, store_dir: Path, synthetic_cache: Path) -> IngestResult:
     """Ingest every configured source: all labelled samples first, so that an unlabeled copy of a labelled
     image joins the labelled one (and its split)."""
-    ingestor = Ingestor(store_dir, data_cfg["max_pixels"])
+    ingestor = Ingestor(store_dir, data_cfg["max_pixels"], reduced_store=data_cfg["store"] == "reduced")
     labelled, unlabeled = configured_samples(data_cfg, synthetic_cache, ingestor.result.unsupported_files)
     for samples in labelled + unlabeled:
         ingestor.add_all(samples)

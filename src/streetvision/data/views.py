@@ -8,7 +8,8 @@
   (per-level scores; ``level=-1``: every image sent unaugmented).
 - ``CleanView``: the image as a validator holds it (its cached copy), preprocessed: the pre-challenge view.
 Every view starts from the index's ``challenge_path`` (``challenge.validator_cache`` of a real image) and
-honours its ``level_fallback``.
+honours its ``level_fallback``; training challenges render from ``train_path`` when the reduced store
+(``data.store: reduced``) made a smaller copy of it, evaluation never does.
 ``challenge_plan`` says which level and distortions each image's challenge has, without rendering it.
 """
 
@@ -41,6 +42,7 @@ class Sample:
     width: int
     height: int
     fallback: bool = False  # validators send it unaugmented (level -1) where they draw levels 1-3
+    train_path: str | None = None  # what training challenges render from (data.store); None = ``path``
 
 
 def samples_of(frame: pd.DataFrame) -> list[Sample]:
@@ -48,9 +50,12 @@ def samples_of(frame: pd.DataFrame) -> list[Sample]:
     (``level_fallback``); an index without those columns (a hand-made one) means the file, no fallback."""
     paths = frame["challenge_path"] if "challenge_path" in frame else frame["path"]
     fallbacks = frame["level_fallback"] if "level_fallback" in frame else [False] * len(frame)
-    return [Sample(str(path), int(str(sha)[:15], 16), int(width), int(height), bool(fallback))
-            for path, sha, width, height, fallback in zip(paths, frame["sha256"], frame["width"],
-                                                          frame["height"], fallbacks, strict=True)]
+    train_paths = frame["train_path"] if "train_path" in frame else [None] * len(frame)
+    return [Sample(str(path), int(str(sha)[:15], 16), int(width), int(height), bool(fallback),
+                   None if train is None or train == path else str(train))
+            for path, sha, width, height, fallback, train in zip(paths, frame["sha256"], frame["width"],
+                                                                 frame["height"], fallbacks, train_paths,
+                                                                 strict=True)]
 
 
 def challenge_rng(seed: int, key: int, level: int | None = None) -> np.random.Generator:
@@ -74,7 +79,12 @@ class TrainingChallenge:
         self.challenge = ChallengeTransform(dict(enumerate(level_probs)), seed=seed)
 
     def __call__(self, sample: Sample):
-        return self.preprocess(self.challenge(sample.path, fallback=sample.fallback).convert("RGB"))
+        if sample.train_path is None:
+            challenge = self.challenge(sample.path, fallback=sample.fallback)
+        else:  # the reduced store: parameters drawn on the original size, rendered from the copy
+            challenge = self.challenge(sample.train_path, source_size=(sample.width, sample.height),
+                                       fallback=sample.fallback)
+        return self.preprocess(challenge.convert("RGB"))
 
 
 class EvaluationChallenge:

@@ -336,9 +336,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
 MAX_LISTED_PROBLEMS = 20  # per content index: a missing store should not print a line per image
 
 
-# (path, SHA-256, bytes) column triples a content index may list: the ingested image, and the copy challenges
-# start from (the validators' cache re-save of a real image).
-CONTENT_COLUMNS = (("path", "sha256", "bytes"), ("challenge_path", "challenge_sha256", "challenge_bytes"))
+# (path, SHA-256, bytes) column triples a content index may list: the ingested image, the copy challenges
+# start from (the validators' cache re-save of a real image), and what training views read (data.store).
+CONTENT_COLUMNS = (("path", "sha256", "bytes"), ("challenge_path", "challenge_sha256", "challenge_bytes"),
+                   ("train_path", "train_sha256", "train_bytes"))
 
 
 def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str]:

@@ -19,7 +19,13 @@ from streetvision.phases import step_recorder
 from streetvision.train.checkpoints import restore_checkpoint
 from streetvision.train.classifier_module import MONITOR, BaselineModule, predict_with_features
 from streetvision.train.datamodule import SplitDataModule, TrainingDraws
-from streetvision.train.trainer import build_trainer, export_curves, fit_resumable, start_training_phase
+from streetvision.train.trainer import (
+    build_trainer,
+    export_curves,
+    fit_resumable,
+    loader_workers,
+    start_training_phase,
+)
 
 STEP = "baseline"
 
@@ -34,9 +40,10 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     out_dir = Path(out_dir)
     upstream = [layout.manifest_of(data_dir)] + ([layout.manifest_of(explora_dir)] if explora_dir else [])
+    workers = loader_workers(train_cfg["num_workers"], threads)
     accelerator, devices = start_training_phase(
         STEP, out_dir, cfg, seed=train_cfg["seed"], gpus=gpus, cpu_devices=train_cfg["cpu_devices"],
-        upstream=upstream, threads=threads, loader_workers=train_cfg["num_workers"])
+        upstream=upstream, threads=threads, loader_workers=workers)
     recorder = step_recorder(STEP, out_dir, experiment, cfg, consumes=upstream, seed=train_cfg["seed"],
                              workflow_dir=workflow_dir, device=f"{accelerator}x{devices}",
                              scratch=layout.Training.SCRATCH)
@@ -44,8 +51,9 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     # Phase 4's merged backbone, when there is one, takes the place of the pretrained weights.
     adapted = Path(explora_dir) / layout.Explora.BACKBONE if explora_dir else None
     model, spec = build_trainable_classifier(model_cfg, adapted)
-    draws = section_settings(TrainingDraws, train_cfg)
-    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, draws, cfg["challenge"]["seed"])
+    draws = section_settings(TrainingDraws, {**train_cfg, "num_workers": workers})
+    datamodule = SplitDataModule(layout.load_index(data_dir), spec.data, draws, cfg["challenge"]["seed"],
+                                 pin_memory=accelerator == "gpu")
     module = BaselineModule(model, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
                             warmup_fraction=train_cfg["warmup_fraction"],
                             layer_decay=train_cfg["layer_decay"],

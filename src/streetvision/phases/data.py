@@ -24,7 +24,7 @@ from streetvision.phases import step_recorder
 
 STEP = "data"
 COLUMNS = [*INDEX_COLUMNS, "parent_sha256"]
-PATH_COLUMNS = ("path", "challenge_path")
+PATH_COLUMNS = ("path", "challenge_path", "train_path")
 
 
 def _rebased(paths, source_dir: Path, out_dir: Path) -> list[str]:
@@ -52,7 +52,8 @@ def _generated_rows(records: pd.DataFrame, real: pd.DataFrame, synthesize_dir: P
         "split": records["split"], "path": paths, "origin": [f"synthesize:{n}" for n in records["number"]],
         "source": records["task"], "domain": GENERATED_DOMAIN, "width": records["width"],
         "height": records["height"], "bytes": records["bytes"], "challenge_path": paths,
-        "challenge_sha256": records["sha256"], "challenge_bytes": records["bytes"], "mask_center": None,
+        "challenge_sha256": records["sha256"], "challenge_bytes": records["bytes"], "train_path": paths,
+        "train_sha256": records["sha256"], "train_bytes": records["bytes"], "mask_center": None,
         "level_fallback": False, "parent_sha256": records["parent_sha256"],
     })
 

@@ -27,7 +27,13 @@ from streetvision.train.explora import (
     linear_probe,
     validate_export,
 )
-from streetvision.train.trainer import build_trainer, export_curves, fit_resumable, start_training_phase
+from streetvision.train.trainer import (
+    build_trainer,
+    export_curves,
+    fit_resumable,
+    loader_workers,
+    start_training_phase,
+)
 
 STEP = "explora"
 
@@ -37,10 +43,10 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     model_cfg, ex_cfg = cfg["model"], cfg["explora"]
     out_dir = Path(out_dir)
     upstream = [layout.manifest_of(data_dir)]
+    workers = loader_workers(ex_cfg["num_workers"], threads)
     accelerator, devices = start_training_phase(
         STEP, out_dir, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"],
-        upstream=upstream,
-        threads=threads, loader_workers=ex_cfg["num_workers"])
+        upstream=upstream, threads=threads, loader_workers=workers)
     recorder = step_recorder(STEP, out_dir, experiment, cfg, consumes=upstream, seed=ex_cfg["seed"],
                              workflow_dir=workflow_dir, device=f"{accelerator}x{devices}",
                              scratch=layout.Training.SCRATCH)
@@ -53,7 +59,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
                       ex_cfg["n_local_crops"],
                       ex_cfg["global_scale"], ex_cfg["local_scale"], spec["mean"], spec["std"])
     views = ChallengeCrops(crops, seed=ex_cfg["seed"]) if ex_cfg["challenge_views"] else crops
-    loader = explora_loader(index, ex_cfg["splits"], views, ex_cfg["batch_size"], ex_cfg["num_workers"])
+    loader = explora_loader(index, ex_cfg["splits"], views, ex_cfg["batch_size"], workers,
+                            prefetch_factor=ex_cfg["prefetch_factor"], pin_memory=accelerator == "gpu")
     lora, dino = section_settings(LoraSettings, ex_cfg), section_settings(DinoSettings, ex_cfg)
     module = ExploraModule(add_lora(copy.deepcopy(base), lora), dino)
     trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,

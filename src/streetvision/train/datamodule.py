@@ -29,7 +29,8 @@ class TrainingDraws:
     """What phase 1's loaders draw and how (from the ``train`` config section)."""
 
     batch_size: int
-    num_workers: int
+    num_workers: int  # resolved (trainer.loader_workers)
+    prefetch_factor: int
     level_probs: list  # validator augmentation levels 0-3
     domain_weights: dict | None  # None: the validators' mix
     epoch_samples: int | None  # None: the size of the train split
@@ -44,10 +45,12 @@ class SplitDataModule(L.LightningDataModule):
     """Train on ``train`` (challenges, domain-weighted); early-stop on ``val_select``'s challenge pass;
     predict any split through either view."""
 
-    def __init__(self, index: pd.DataFrame, data_spec: dict, draws: TrainingDraws, challenge_seed: int):
+    def __init__(self, index: pd.DataFrame, data_spec: dict, draws: TrainingDraws, challenge_seed: int,
+                 pin_memory: bool = False):
         super().__init__()
         self.index = index
         self.draws = draws
+        self.pin_memory = pin_memory  # on CUDA: page-locked batches copy to the GPU asynchronously
         self.challenge_seed = challenge_seed
         self.preprocess = eval_transform(data_spec["img_size"], data_spec["mean"], data_spec["std"],
                                          data_spec["interpolation"])
@@ -77,6 +80,8 @@ class SplitDataModule(L.LightningDataModule):
         workers, batch_size = self.draws.num_workers, self.draws.batch_size
         return DataLoader(self.dataset(frame, transform), batch_size=batch_size, sampler=sampler,
                           num_workers=workers, persistent_workers=workers > 0 and every_epoch,
+                          prefetch_factor=self.draws.prefetch_factor if workers else None,
+                          pin_memory=self.pin_memory,
                           drop_last=sampler is not None and len(sampler) > batch_size)
 
     def train_dataloader(self) -> DataLoader:

@@ -201,11 +201,12 @@ def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     return frame
 
 
-def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int,
-                   num_workers: int) -> DataLoader:
+def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int, num_workers: int, *,
+                   prefetch_factor: int = 2, pin_memory: bool = False) -> DataLoader:
     frame = explora_frame(index, splits)
     return DataLoader(ImageDataset(frame["path"].tolist(), transform), batch_size=batch_size, shuffle=True,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
+                      prefetch_factor=prefetch_factor if num_workers else None, pin_memory=pin_memory,
                       drop_last=len(frame) > batch_size)
 
 

@@ -94,6 +94,15 @@ def start_training_phase(step: str, out_dir: Path, config_section: dict, *, seed
     return accelerator, devices
 
 
+def loader_workers(configured: int | None, threads: int | None, environ=os.environ) -> int:
+    """DataLoader workers: the configured number, else the CPUs the job gets (SLURM's cpus_per_gpu, else
+    the rule's ``threads``, else this process's CPU affinity) minus one for the training process."""
+    if configured is not None:
+        return configured
+    cpus = int(environ.get("SLURM_CPUS_PER_GPU") or 0) or threads or len(os.sched_getaffinity(0))
+    return max(0, cpus - 1)
+
+
 def share_cpu_threads(threads: int | None, loader_workers: int, processes: int = 1) -> None:
     """Give torch's intra-op pool the job's CPU threads (the rule's ``threads``) minus its DataLoader workers.
 

@@ -1,0 +1,135 @@
+"""Can the CPUs feed the GPU? The training view (a fresh validator challenge + the model's preprocessing)
+per core, from the cached original vs from the reduced store (``data.store``), for 1080p and 12 MP sources,
+then a real DataLoader with N workers, and the cores needed to feed DINOv2-S/B/L at 40 % MFU.
+
+    python benchmarks/loader.py [--images 24] [--workers 2] [--peak-tflops 989]
+
+All in one run, so the ratios compare like with like on whatever load the machine has. FLOPs per training
+image are counted (forward + backward, ``torch.utils.flop_counter``) on the random-init timm models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+SOURCES = {"1080p": (1920, 1080), "12 MP": (4032, 3024)}
+BACKBONES = {"DINOv2-S/14": "vit_small_patch14_dinov2", "DINOv2-B/14": "vit_base_patch14_dinov2",
+             "DINOv2-L/14": "vit_large_patch14_dinov2"}
+MFU = 0.4
+
+
+def make_store(root: Path, size: tuple[int, int], count: int):
+    """``count`` photo-like sources: the validators' cache copy of each and its reduced store copy."""
+    from helpers import photo_like_jpeg
+
+    from streetvision.data import challenge as ch
+    from streetvision.data.views import Sample
+
+    samples = []
+    for i in range(count):
+        cached = ch.validator_cache(photo_like_jpeg(i, *size))
+        original = root / f"{size[0]}_{i}.jpg"
+        original.write_bytes(cached)
+        reduced = root / f"{size[0]}_{i}.train.jpg"
+        reduced.write_bytes(ch.store_copy_bytes(cached)[0])
+        samples.append((Sample(str(original), i, *size), Sample(str(original), i, *size, train_path=str(reduced))))
+    return samples
+
+
+def per_core_rate(view, samples, rounds: int = 3) -> float:
+    """Training views per second on one core (median over rounds of a pass over the samples)."""
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for sample in samples:
+            view(sample)
+        rates.append(len(samples) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def loader_rate(view, samples, workers: int, batch: int = 16, batches: int = 12) -> float:
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class Views(Dataset):
+        def __len__(self):
+            return batch * batches
+
+        def __getitem__(self, i):
+            return view(samples[i % len(samples)])
+
+    loader = DataLoader(Views(), batch_size=batch, num_workers=workers, persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers else None)
+    iterator = iter(loader)
+    next(iterator)  # workers started
+    started = time.perf_counter()
+    seen = sum(len(images) for images in iterator)
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    return seen / (time.perf_counter() - started)
+
+
+def flops_per_training_image(backbone: str, img_size: int = 224) -> float:
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = timm.create_model(backbone, pretrained=False, img_size=img_size, num_classes=1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.randn(1, 3, img_size, img_size)).sum().backward()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=24, help="sources per size")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200: 989)")
+    args = parser.parse_args()
+
+    import cv2
+    import torch
+
+    from streetvision.data.transforms import eval_transform
+    from streetvision.data.views import TrainingChallenge
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    preprocess = eval_transform(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    view = TrainingChallenge(preprocess, [0.25, 0.25, 0.25, 0.25], seed=0)
+    root = Path(tempfile.mkdtemp(prefix="bench-loader-"))
+    print(f"training view (challenge at the validators' level mix + 224 px preprocessing), one core, "
+          f"{args.images} sources per size")
+    rates = {}
+    for name, size in SOURCES.items():
+        pairs = make_store(root, size, args.images)
+        original = per_core_rate(view, [pair[0] for pair in pairs])
+        reduced = per_core_rate(view, [pair[1] for pair in pairs])
+        rates[name] = reduced
+        print(f"  {name:6s} original {original:6.0f} img/s   reduced store {reduced:6.0f} img/s   "
+              f"({reduced / original:.2f}x)")
+        if name == "1080p":
+            workers = loader_rate(view, [pair[1] for pair in pairs], args.workers)
+            single = loader_rate(view, [pair[1] for pair in pairs], 0)
+            print(f"  DataLoader, reduced store, 1080p: {workers:6.0f} img/s with {args.workers} workers "
+                  f"({workers / single:.2f}x the main process alone, {single:.0f} img/s)")
+    print(f"\ncores needed at {MFU:.0%} MFU of {args.peak_tflops:g} TFLOP/s (counted forward + backward at 224 px),"
+          f" reduced store")
+    for label, backbone in BACKBONES.items():
+        flops = flops_per_training_image(backbone)
+        needed = MFU * args.peak_tflops * 1e12 / flops
+        cores = ", ".join(f"{name} {needed / rate:.0f}" for name, rate in rates.items())
+        print(f"  {label}: {flops / 1e9:.1f} GFLOP/image -> {needed:,.0f} img/s -> cores: {cores}")
+
+
+if __name__ == "__main__":
+    main()
