@@ -383,7 +383,7 @@ def test_a_data_only_run_needs_no_hotkey_or_weights_and_reruns_when_the_source_c
     target = "results/real/data/manifest.json"
     done = snakemake(tmp_path, target, "--cores", "1", "--configfile", config)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "this run reaches: data" in done.stdout + done.stderr
+    assert "this run reaches: ingest, data" in done.stdout + done.stderr
     full = snakemake(tmp_path, "-n", "--configfile", config)
     output = full.stdout + full.stderr
     assert full.returncode != 0 and "missing.safetensors does not exist" in output
@@ -398,7 +398,8 @@ def test_a_data_only_run_needs_no_hotkey_or_weights_and_reruns_when_the_source_c
     assert "Params have changed since last execution" in again.stdout + again.stderr
     assert snakemake(tmp_path, target, "--cores", "1", "--configfile", config).returncode == 0
     manifest = json.loads((tmp_path / target).read_text())
-    assert manifest["metrics"]["rows_read"] == 61 and manifest["source_signature"]["natix_parquet:" + str(shards)][
+    ingest = json.loads(next((tmp_path / "results/_ingest").glob("*/manifest.json")).read_text())
+    assert manifest["metrics"]["rows_read"] == 61 and ingest["source_signature"]["natix_parquet:" + str(shards)][
         "files"] == 3
 
     index = pd.read_parquet(tmp_path / "results/real/data/index.parquet")

@@ -128,7 +128,7 @@ def test_demo_pipeline_on_slurm_with_two_task_training_requeued_mid_epoch(repo, 
     for workdir in (slurm_dir, local_dir, broken_dir):
         workdir.mkdir()
         (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    (broken_dir / "no_shards").mkdir()  # exists (the plan's check passes), holds no data: the data job fails
+    (broken_dir / "no_shards").mkdir()  # exists (the plan's check passes), holds no data: the ingest job fails
     (broken_dir / "tiny.yaml").write_text(yaml.safe_dump(deep_merge(config, {"data": {
         "source": "natix_parquet", "path": str(broken_dir / "no_shards")}})))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -179,5 +179,6 @@ def test_demo_pipeline_on_slurm_with_two_task_training_requeued_mid_epoch(repo, 
 
     assert broken.returncode != 0
     assert "SLURM status is: 'FAILED'" in broken_output or "status: FAILED" in broken_output, broken_output[-3000:]
-    assert broken_output.count("rule data:") >= 2, "the failed data job was not retried"
-    assert "no parquet shards found" in (broken_dir / "results/demo/logs/data.log").read_text()
+    assert broken_output.count("rule ingest:") >= 2, "the failed ingest job was not retried"
+    ingest_log = next((broken_dir / "results/logs").glob("ingest_*.log"))
+    assert "no parquet shards found" in ingest_log.read_text()

@@ -139,7 +139,7 @@ def generate_stage(run: ShardRun, prompts: dict[int, dict]) -> dict[int, dict]:
         pipelines = model_io.load_generators(
             run.folders.get("synthesize.t2i.model") if "t2i" in need else None,
             run.folders.get("synthesize.i2i.model") if "i2i" in need else None, run.device)
-        for draw in todo:
+        for done_now, draw in enumerate(todo, start=1):
             pipeline = pipelines[draw.task]
             prompt = fit_to_text_encoders(prompts[draw.number]["prompt"],
                                           [pipeline.tokenizer, pipeline.tokenizer_2])
@@ -152,8 +152,11 @@ def generate_stage(run: ShardRun, prompts: dict[int, dict]) -> dict[int, dict]:
             else:
                 call |= {"image": i2i_input(run.parent_paths[draw.parent_sha256], task_cfg["max_side"]),
                          "strength": task_cfg["strength"]}
+            started = time.monotonic()
             image = pipeline(**call).images[0]
             journal.append(_save_image(run, draw, image, prompt, prompts[draw.number]))
+            log.info("image %d (%d/%d this run): %s %dx%d in %.1f s", draw.number, done_now, len(todo),
+                     draw.task, image.width, image.height, time.monotonic() - started)
 
     _stage(run, "images", todo + broken, work)
     return journal.read()
