@@ -101,5 +101,5 @@ def run_data(*, cfg: dict, ingest_dir: str | Path, out_dir: str | Path, experime
     by_source = Counter(index.loc[index["parent_sha256"].notna(), "source"])
     made = f" + {generated} generated ({', '.join(f'{k} {v}' for k, v in sorted(by_source.items()))})" \
         if generated else ""
-    log_result(STEP, experiment, f"{len(real)} real images{made} in the index")
+    log_result(STEP, experiment, f"{len(real)} ingested images{made} in the index")
     return recorder.finish()
