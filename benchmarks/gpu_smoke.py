@@ -93,7 +93,11 @@ def phase_dir(workdir: Path, experiment: str, rule: str) -> Path:
 
 
 def job_seconds(workdir: Path, experiment: str, rule: str) -> float | None:
-    tsv = workdir / layout.RESULTS / experiment / layout.BENCHMARKS / f"{layout.STEP_DIRS[rule]}.tsv"
+    if rule == "ingest":  # shared by a data set's experiments: results/benchmarks/ingest_<dataset>.tsv
+        found = sorted((workdir / layout.RESULTS / layout.BENCHMARKS).glob("ingest_*.tsv"))
+        tsv = found[0] if len(found) == 1 else workdir / "missing"
+    else:
+        tsv = workdir / layout.RESULTS / experiment / layout.BENCHMARKS / f"{layout.STEP_DIRS[rule]}.tsv"
     if not tsv.is_file():
         return None
     return float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"])
