@@ -160,7 +160,8 @@ def shard_manifests(wildcards):
 
 
 def synthesize_runtime_minutes(cfg):
-    """A shard's SLURM time limit: an hour plus 30 s per image (SDXL 1024 px, 25 steps, on one GPU)."""
+    """A shard's SLURM time limit: an hour plus 30 s per image (SDXL 1024 px, 25 steps, on one GPU; a
+    generous guess: no GPU has measured it yet)."""
     settings = cfg["synthesize"]
     return 60 + -(-settings["count"] // settings["shards"]) // 2
 

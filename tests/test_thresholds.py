@@ -57,9 +57,10 @@ def test_degenerate_input_is_a_clear_error(y, s, message):
         select_threshold_max_mcc(y, s)
 
 
-@pytest.mark.parametrize("step", ["thresholds", "scrc", "report"])
+@pytest.mark.parametrize("step", ["thresholds", "scrc", "report", "data", "synthesize"])
 def test_light_steps_do_not_import_torch_or_lightning(step):
-    """Phases 2 and 5 and the report read tables: a second of work must not pay for importing torch."""
+    """Phases 2 and 5, the report, the data step and the synthesize gather read tables: a second of work must
+    not pay for importing torch (a synthesize shard imports it when it loads its models)."""
     code = (
         f"import sys, streetvision.phases.{step} as p; "
         "print(sorted(m for m in ('torch', 'lightning', 'peft', 'timm') if m in sys.modules))"

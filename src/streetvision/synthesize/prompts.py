@@ -4,12 +4,12 @@ encoders read."""
 
 from __future__ import annotations
 
-import torch
-
 LABEL_KEYS = {1: "roadwork", 0: "no_roadwork"}
 
 
 def caption_image(processor, model, image, *, max_new_tokens: int, empty_caption: str) -> str:
+    import torch  # here, not at import: the gather (phases/synthesize.py) is a light step
+
     inputs = processor(images=image, return_tensors="pt")
     inputs = {name: value.to(model.device, model.dtype if value.is_floating_point() else value.dtype)
               for name, value in inputs.items()}
@@ -25,6 +25,8 @@ def rewrite_caption(tokenizer, model, caption: str, *, instruction: str, max_new
                     seed: int) -> str:
     """The LLM's rewrite (its own generation config: sampling for instruct models, seeded here so that a
     rerun gives the same prompt); '' when it writes nothing."""
+    import torch
+
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": caption}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True).to(model.device)

@@ -1,6 +1,7 @@
 """One shard's work in three stages, each resumable image by image through its journal (``work/``):
 caption every parent, rewrite every caption, generate every image. The captioner and the LLM are out of
-memory before SDXL loads (one 24 GB GPU is enough), and a stage with nothing left to do loads nothing."""
+memory before SDXL loads (so that one 24 GB GPU should be enough), and a stage with nothing left to do
+loads nothing."""
 
 from __future__ import annotations
 
