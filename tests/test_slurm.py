@@ -97,23 +97,34 @@ def early_in_an_epoch(checkpoint) -> bool:
 
 def requeue_when_mid_epoch(run, phase_dir, rule, timeout=400) -> str:
     """``scontrol requeue`` the running job of ``rule`` once its training has a checkpoint early in an epoch;
-    returns the job id."""
-    deadline = time.monotonic() + timeout
+    returns the job id.
+
+    Polling alone races the training (a short epoch can pass between two looks), so a promising look is
+    confirmed with the job suspended: while it is stopped its checkpoint cannot move on, and the requeue
+    lands on exactly the state seen."""
+    deadline, job, checkpoint = time.monotonic() + timeout, None, phase_dir / "checkpoints/last.ckpt"
     while True:
-        assert run.poll() is None, run.stdout.read()[-4000:]
+        assert run.poll() is None, "the pipeline ended before a mid-epoch requeue: " + run.stdout.read()[-4000:]
         assert time.monotonic() < deadline, "training never wrote a checkpoint early in an epoch"
-        job = running_job_of(rule)
-        if job and early_in_an_epoch(phase_dir / "checkpoints/last.ckpt"):
-            break
-        time.sleep(0.2)
-    assert subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=30).returncode == 0
-    for _ in range(120):  # SLURM holds a requeued job back (BeginTime); let it start again now
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True,
-                       timeout=30)
+        job = job or running_job_of(rule)
+        if job and early_in_an_epoch(checkpoint):
+            assert scontrol("suspend", job), f"could not suspend job {job}"
+            if early_in_an_epoch(checkpoint):
+                break
+            assert scontrol("resume", job), f"could not resume job {job}"
+        time.sleep(0.05)
+    assert scontrol("requeue", job), f"could not requeue job {job}"
+    for _ in range(120):  # SLURM holds a requeued job back (BeginTime; a suspended one, held); start it now
+        scontrol("release", job)
+        scontrol("update", f"jobid={job}", "StartTime=now")
         if running_job_of(rule) == job:
             break
         time.sleep(0.5)
     return job
+
+
+def scontrol(*args: str) -> bool:
+    return subprocess.run(["scontrol", *args], capture_output=True, timeout=30).returncode == 0
 
 
 def test_demo_pipeline_on_slurm_with_two_task_training_requeued_mid_epoch(repo, slurm, tmp_path):
