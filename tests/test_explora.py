@@ -1,6 +1,7 @@
 """Phase 4 ExPLoRA on a tiny ViT: leakage, export load-back (incl. a broken save), adapters."""
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from streetvision.config import section_settings
+from streetvision.layout import load_index
 from streetvision.models.backbone import BackboneSpec, build_backbone
 from streetvision.phases import explora as explora_step
 from streetvision.train.explora import (
@@ -61,28 +63,59 @@ def phase_run(tmp_path_factory, config, data_dir):
         finally:
             in_probe[0] = False
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Image, "open", recording_open)
-        mp.setattr(explora_step, "linear_probe", flagged_probe)
-        manifest = explora_step.run_explora(cfg={"model": config["model"], "explora": config["explora"]},
-                                            data_dir=data_dir, out_dir=out, experiment="demo")
-    return out, json.loads(manifest.read_text()), opened
+    def record_training_input(module, inputs):
+        if type(module).__name__ == "PatchEmbed" and module.training:
+            training_inputs.append(tuple(inputs[0].shape))
+
+    training_inputs = []  # the shape of every batch the backbones' patch embeddings see in training
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record_training_input)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Image, "open", recording_open)
+            mp.setattr(explora_step, "linear_probe", flagged_probe)
+            manifest = explora_step.run_explora(cfg={"model": config["model"], "explora": config["explora"]},
+                                                data_dir=data_dir, out_dir=out, experiment="demo")
+    finally:
+        hook.remove()
+    return out, json.loads(manifest.read_text()), opened, training_inputs
 
 
 def split_of_paths(data_dir):
-    index = pd.read_parquet(data_dir / "index.parquet")
-    return {str(data_dir / p): s for p, s in zip(index["path"], index["split"], strict=True)}
+    """Every file of an indexed image (the ingested one, the validators' cache copy, the training store's)
+    -> its split."""
+    index = load_index(data_dir)
+    return {os.path.normpath(path): split for column in ("path", "challenge_path", "train_path")
+            for path, split in zip(index[column], index["split"], strict=True)}
 
 
 @pytest.mark.slow
 def test_explora_never_opens_an_evaluation_image(phase_run, data_dir):
-    _, manifest, opened = phase_run
+    _, manifest, opened, _ = phase_run
     splits = split_of_paths(data_dir)
-    adaptation = {splits[p] for p, probing in opened if not probing}
+    adaptation = {splits[os.path.normpath(p)] for p, probing in opened if not probing}
     assert adaptation <= {"train", "unlabeled"} and "unlabeled" in adaptation
     # Only the linear probe (an evaluation after export; fitted on train) reads val_test.
-    assert {splits[p] for p, probing in opened if probing} <= {"train", "val_test"}
+    assert {splits[os.path.normpath(p)] for p, probing in opened if probing} <= {"train", "val_test"}
     assert manifest["metrics"]["images_used"]["unlabeled"] == 40
+
+
+@pytest.mark.slow
+def test_each_step_runs_the_globals_and_the_locals_in_one_forward_each(phase_run):
+    """Per step: the teacher's and the student's pass over both global crops at 224 px, and one student pass
+    over every local crop at its own size (DINO's 96/224 in whole 28 px patches: 84 px)."""
+    *_, inputs = phase_run
+    batch, n_local = EXPLORA["batch_size"], EXPLORA["n_local_crops"]
+    assert set(inputs) == {(2 * batch, 3, 224, 224), (n_local * batch, 3, 84, 84)}
+    assert inputs.count((2 * batch, 3, 224, 224)) == 2 * inputs.count((n_local * batch, 3, 84, 84)) > 0
+
+
+def test_a_local_crop_size_off_the_patch_grid_is_a_config_error():
+    from streetvision.config import ConfigError
+    from streetvision.train.explora import local_crop_side
+
+    assert local_crop_side(None, 224, 14) == 98 and local_crop_side(None, 224, 16) == 96
+    with pytest.raises(ConfigError, match="explora.local_crop_size.*100 px.*14 px patches"):
+        local_crop_side(100, 224, 14)
 
 
 @pytest.mark.parametrize("split", sorted(EVAL_SPLITS))
@@ -94,7 +127,7 @@ def test_explora_data_refuses_evaluation_splits(split, data_dir):
 
 @pytest.mark.slow
 def test_export_reloads_exactly_and_the_adapter_changed_outputs(phase_run, config):
-    out, manifest, _ = phase_run
+    out, manifest, _, _ = phase_run
     m = manifest["metrics"]
     assert m["load_back_max_abs_diff"] <= config["explora"]["export_tolerance"]
     assert m["adaptation_max_abs_change"] > 100 * config["explora"]["export_tolerance"]
@@ -106,7 +139,7 @@ def test_export_reloads_exactly_and_the_adapter_changed_outputs(phase_run, confi
 @pytest.mark.slow
 def test_a_broken_save_is_caught(phase_run, config, data_dir, tmp_path):
     """Saving the unfrozen block from the base model instead of the trained one must fail validation."""
-    out, _, _ = phase_run
+    out, _, _, _ = phase_run
     spec = BackboneSpec.from_config(config["model"])
     good = load_file(out / "backbone.safetensors")
     reference = build_backbone(config["model"])

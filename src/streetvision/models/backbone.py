@@ -180,6 +180,28 @@ def build_backbone(model_cfg: dict) -> nn.Module:
     return _create(spec, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
 
 
+def patch_size(backbone: nn.Module) -> int | None:
+    """A ViT's (square) patch side; None for a model without a patch embedding (e.g. a convnet)."""
+    size = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)
+    if size is None:
+        return None
+    return int(size[0]) if isinstance(size, tuple | list) else int(size)
+
+
+def any_size_copy(backbone: nn.Module, model_cfg: dict) -> nn.Module:
+    """The same backbone (its weights copied) taking inputs of any whole number of patches: timm's
+    ``dynamic_img_size``, which interpolates the position embeddings; at ``model.img_size`` it computes
+    exactly what ``backbone`` does, and its state dict loads into the plain architecture."""
+    spec = BackboneSpec.from_config(model_cfg)
+    try:
+        copy = _create(spec, pretrained=False, dynamic_img_size=True)
+    except BackboneConfigError as err:
+        raise BackboneConfigError(f"{spec.name} takes only {spec.img_size} px inputs (no dynamic_img_size): "
+                                  f"set explora.local_crop_size to model.img_size ({err})") from None
+    copy.load_state_dict(backbone.state_dict(), strict=True)
+    return copy
+
+
 def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
     """The transformer blocks (or stages) in input-to-output order, for freezing and layer decay."""
     for attr in ("blocks", "stages", "layers"):

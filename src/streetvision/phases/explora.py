@@ -9,11 +9,17 @@ from pathlib import Path
 from streetvision import layout
 from streetvision.config import section_settings
 from streetvision.logs import log_result
-from streetvision.models.backbone import BackboneSpec, build_backbone, count_parameters, data_config
+from streetvision.models.backbone import (
+    BackboneSpec,
+    any_size_copy,
+    build_backbone,
+    count_parameters,
+    data_config,
+    patch_size,
+)
 from streetvision.phases import step_recorder
 from streetvision.train.checkpoints import restore_checkpoint
 from streetvision.train.explora import (
-    ChallengeCrops,
     DinoSettings,
     ExploraModule,
     LoraSettings,
@@ -23,8 +29,10 @@ from streetvision.train.explora import (
     embed,
     explora_frame,
     explora_loader,
+    explora_views,
     fixed_batch,
     linear_probe,
+    local_crop_side,
     validate_export,
 )
 from streetvision.train.trainer import (
@@ -55,14 +63,18 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     base = build_backbone(model_cfg)
     spec = data_config(base, model_cfg["img_size"])
     frame = explora_frame(index, ex_cfg["splits"])
-    crops = MultiCrop(model_cfg["img_size"], ex_cfg["local_crop_size"] or model_cfg["img_size"],
-                      ex_cfg["n_local_crops"],
+    img_size = model_cfg["img_size"]
+    local_size = local_crop_side(ex_cfg["local_crop_size"], img_size, patch_size(base))
+    crops = MultiCrop(img_size, local_size, ex_cfg["n_local_crops"],
                       ex_cfg["global_scale"], ex_cfg["local_scale"], spec["mean"], spec["std"])
-    views = ChallengeCrops(crops, seed=ex_cfg["seed"]) if ex_cfg["challenge_views"] else crops
+    views = explora_views(crops, ex_cfg["challenge_views"], seed=ex_cfg["seed"])
     loader = explora_loader(index, ex_cfg["splits"], views, ex_cfg["batch_size"], workers,
                             prefetch_factor=ex_cfg["prefetch_factor"], pin_memory=accelerator == "gpu")
     lora, dino = section_settings(LoraSettings, ex_cfg), section_settings(DinoSettings, ex_cfg)
-    module = ExploraModule(add_lora(copy.deepcopy(base), lora), dino)
+    # small local crops pass through the student at their own size (a fraction of the tokens)
+    any_size = local_size != img_size and ex_cfg["n_local_crops"] > 0
+    student = any_size_copy(base, model_cfg) if any_size else base
+    module = ExploraModule(add_lora(copy.deepcopy(student), lora), dino)
     trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,
                                         max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],
                                         find_unused_parameters=True,

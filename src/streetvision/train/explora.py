@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from streetvision.data.datasets import ImageDataset, image_batches
+from streetvision.data.datasets import ImageDataset, as_given, image_batches
 from streetvision.data.transforms import eval_transform
 from streetvision.errors import StreetvisionError
 from streetvision.metrics import compute_mcc
@@ -157,17 +157,16 @@ def ema_momentum(step: int, total: int, base: float) -> float:
 
 # ---------------------------------------------------------------- data
 
-class ChallengeCrops:
-    """DINO's crops of a validator challenge of the image (a fresh one per draw), so self-supervision
-    adapts the backbone to what miners are actually sent (``explora.challenge_views``)."""
+def explora_views(crops: MultiCrop, challenge_views: bool, seed: int | None = None):
+    """What DINO crops, per indexed image: a fresh validator challenge of it (``explora.challenge_views``:
+    self-supervision then adapts the backbone to what miners are actually sent, rendered as training
+    renders it, from the training store), or the image as a validator holds it (its cached copy)."""
+    from streetvision.data.challenge import LEVEL_PROBS
+    from streetvision.data.views import CleanView, TrainingChallenge
 
-    def __init__(self, crops: MultiCrop, seed: int | None = None):
-        from streetvision.data.challenge import ChallengeTransform
-
-        self.crops, self.challenge = crops, ChallengeTransform(seed=seed)
-
-    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
-        return self.crops(self.challenge(image).convert("RGB"))
+    if challenge_views:
+        return TrainingChallenge(crops, list(LEVEL_PROBS.values()), seed=seed)
+    return CleanView(crops)
 
 
 class MultiCrop:
@@ -190,6 +189,23 @@ class MultiCrop:
                 self.global_view(image)] + [self.local_view(image) for _ in range(self.n_local)]
 
 
+DINO_LOCAL_RATIO = 96 / 224  # DINO's local crop side over its global one (DINOv2: 98 at patch 14)
+
+
+def local_crop_side(configured: int | None, img_size: int, patch: int | None) -> int:
+    """``explora.local_crop_size``, or by default DINO's ratio of ``img_size`` in whole patches."""
+    if configured is None:
+        if patch is None:
+            return round(img_size * DINO_LOCAL_RATIO)
+        return max(1, round(img_size * DINO_LOCAL_RATIO / patch)) * patch
+    if patch and configured % patch:
+        from streetvision.config import ConfigError
+
+        raise ConfigError(f"config key 'explora.local_crop_size': {configured} px is not a whole number of "
+                          f"the backbone's {patch} px patches")
+    return configured
+
+
 def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     """The rows ExPLoRA may read; any evaluation split is refused by name."""
     refused = [s for s in splits if s not in ALLOWED_SPLITS]
@@ -201,10 +217,14 @@ def explora_frame(index: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     return frame
 
 
-def explora_loader(index: pd.DataFrame, splits: list[str], transform, batch_size: int, num_workers: int, *,
+def explora_loader(index: pd.DataFrame, splits: list[str], views, batch_size: int, num_workers: int, *,
                    prefetch_factor: int = 2, pin_memory: bool = False) -> DataLoader:
+    """Batches of ``views`` (``explora_views``) of the allowed splits' images."""
+    from streetvision.data.views import samples_of
+
     frame = explora_frame(index, splits)
-    return DataLoader(ImageDataset(frame["path"].tolist(), transform), batch_size=batch_size, shuffle=True,
+    dataset = ImageDataset(samples_of(frame), views, opener=as_given)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       prefetch_factor=prefetch_factor if num_workers else None, pin_memory=pin_memory,
                       drop_last=len(frame) > batch_size)
@@ -225,12 +245,21 @@ class ExploraModule(L.LightningModule):
 
     def training_step(self, crops, batch_idx):
         with torch.no_grad():
-            teacher_out = [self.teacher_head(self.teacher(c)) for c in crops[:2]]
-        student_out = [self.student_head(self.student(c)) for c in crops]
+            teacher_out = self.views_through(self.teacher, self.teacher_head, crops[:2])
+        student_out = (self.views_through(self.student, self.student_head, crops[:2])
+                       + self.views_through(self.student, self.student_head, crops[2:]))
         loss = self.loss([s.float() for s in student_out], [t.float() for t in teacher_out])
         self.log("explora/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=crops[0].shape[0])
         return loss
+
+    @staticmethod
+    def views_through(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Views of one size (the globals, or the locals) in one forward pass, split back per view: one
+        large batch keeps a GPU busier than a pass per view, and a ViT's LayerNorms make it the same maths."""
+        if not views:
+            return []
+        return list(head(backbone(torch.cat(views))).chunk(len(views)))
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
