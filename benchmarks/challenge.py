@@ -5,7 +5,8 @@ Sources are 1920x1080 JPEGs (quality 90): a demo street scene upscaled, with sen
   rotate the whole image -> RandomResizedCrop -> distortions -> ToPILImage -> JPEG);
 - exact:     ours at full resolution (same pixels as the validator up to rounding ties);
 - default:   ours, decoding at 1/2-1/8 scale when the crop keeps >= 336 source pixels (Image.draft);
-- store:     ours from the reduced training store's copy (store_copy_bytes: JPEG 95, 4:4:4) plus the original size.
+- store:     ours from the reduced training store's copy (data.store: reduced, JPEG 95, 4:4:4) plus the original size;
+- raw:       ours from the raw store's copy (data.store: reduced_raw, the same pixels uncompressed, .npy).
 Each measurement alternates the paths so machine noise hits all alike; times are medians in ms.
 Then the trade: for the same parameters, each fast path's 224x224 array against the exact one (PSNR,
 mean absolute difference, mean brightness bias and sharpness ratio), beside what the validator's own
@@ -38,18 +39,23 @@ from streetvision.data import challenge as ch  # noqa: E402
 SIZE = (1920, 1080)
 
 
-def store_jpeg(data: bytes) -> bytes:
-    """The reduced training store's copy, exactly as ingest makes it (data.store: reduced)."""
-    return ch.store_copy_bytes(data)[0]
+def store_files(data: bytes) -> tuple[bytes, bytes]:
+    """The training store's copies, exactly as ingest makes them: data.store reduced (JPEG) and reduced_raw."""
+    return ch.store_copy_bytes(data, "reduced")[0], ch.store_copy_bytes(data, "reduced_raw")[0]
 
 
-def paths(source: bytes, store: bytes, level: int | None, seed: int) -> dict:
+def read_raw(data: bytes) -> np.ndarray:
+    return ch.load_raw(io.BytesIO(data))
+
+
+def paths(source: bytes, store: tuple[bytes, bytes], level: int | None, seed: int) -> dict:
     reference_level = level if level is not None else ref.draw_reference_level(numpy_random=np.random.RandomState(seed))
     return {
         "validator": lambda: ref.reference_jpeg(Image.open(io.BytesIO(source)), reference_level),
         "exact": lambda: ch.simulate_challenge(source, level=level, rng=seed, exact=True),
         "default": lambda: ch.simulate_challenge(source, level=level, rng=seed),
-        "store": lambda: ch.simulate_challenge(store, level=level, rng=seed, source_size=SIZE),
+        "store": lambda: ch.simulate_challenge(store[0], level=level, rng=seed, source_size=SIZE),
+        "raw": lambda: ch.simulate_challenge(read_raw(store[1]), level=level, rng=seed, source_size=SIZE),
     }
 
 
@@ -82,7 +88,8 @@ def trade(sources, stores, n_params: int) -> dict[str, list[tuple[float, float, 
             exact, _ = ch.render_challenge(source, params, exact=True)
             candidates = {
                 "default": ch.render_challenge(source, params)[0],
-                "store": ch.render_challenge(store, params)[0],
+                "store": ch.render_challenge(store[0], params)[0],
+                "raw": ch.render_challenge(read_raw(store[1]), params)[0],
                 "JPEG q75 of exact": np.asarray(Image.open(io.BytesIO(ch.encode_challenge_jpeg(exact))).convert("RGB")),
             }
             for name, array in candidates.items():
@@ -102,18 +109,19 @@ def main():
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     sources = [photo_like_jpeg(seed, *SIZE, quality=90) for seed in range(args.sources)]
-    stores = [store_jpeg(source) for source in sources]
+    stores = [store_files(source) for source in sources]
     print(f"{args.sources} sources {SIZE[0]}x{SIZE[1]} JPEG q90 "
           f"(~{np.mean([len(s) for s in sources]) / 1e3:.0f} kB), "
-          f"store copies {ch.store_size(*SIZE)} JPEG q95 (~{np.mean([len(s) for s in stores]) / 1e3:.0f} "
-          "kB); one core")
+          f"store copies {ch.store_size(*SIZE)}: JPEG q95 ~{np.mean([len(s[0]) for s in stores]) / 1e3:.0f} kB, "
+          f"raw {np.mean([len(s[1]) for s in stores]) / 1e3:.0f} kB; one core")
 
     print("\nmedian ms per image (ratio = validator / path)")
-    print(f"{'level':>8} " + " ".join(f"{name:>18}" for name in ("validator", "exact", "default", "store")))
+    names = ("exact", "default", "store", "raw")
+    print(f"{'level':>8} " + " ".join(f"{name:>18}" for name in ("validator", *names)))
     for level in (None, 0, 1, 2, 3):
         times = time_paths(sources, stores, level, args.reps)
         cells = [f"{times['validator']:18.1f}"] + [
-            f"{times[name]:8.1f} ({times['validator'] / times[name]:5.1f}x)" for name in ("exact", "default", "store")]
+            f"{times[name]:8.1f} ({times['validator'] / times[name]:5.1f}x)" for name in names]
         print(f"{'drawn' if level is None else level:>8} " + " ".join(cells))
 
     print("\ntrade, same parameters, levels 0 and 1 (224x224 arrays against the exact path, before JPEG)")

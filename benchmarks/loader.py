@@ -1,5 +1,5 @@
 """Can the CPUs feed the GPU? The training view (a fresh validator challenge + the model's preprocessing)
-per core, from the cached original vs from the reduced store (``data.store``), for 1080p and 12 MP sources,
+per core, from the cached original vs from the reduced stores (``data.store``: JPEG 95, raw pixels), for 1080p and 12 MP sources,
 then a real DataLoader with N workers, and the cores needed to feed DINOv2-S/B/L at 40 % MFU.
 
     python benchmarks/loader.py [--images 24] [--workers 2] [--peak-tflops 989]
@@ -27,21 +27,27 @@ BACKBONES = {"DINOv2-S/14": "vit_small_patch14_dinov2", "DINOv2-B/14": "vit_base
 MFU = 0.4
 
 
-def make_store(root: Path, size: tuple[int, int], count: int):
-    """``count`` photo-like sources: the validators' cache copy of each and its reduced store copy."""
+STORES = ("original", "reduced", "reduced_raw")  # data.store
+
+
+def make_store(root: Path, size: tuple[int, int], count: int) -> dict[str, list]:
+    """``count`` photo-like sources, as each ``data.store`` gives them to training: the validators' cache
+    copy of each, and its reduced store copies (JPEG 95; raw pixels)."""
     from helpers import photo_like_jpeg
 
     from streetvision.data import challenge as ch
     from streetvision.data.views import Sample
 
-    samples = []
+    samples = {store: [] for store in STORES}
     for i in range(count):
         cached = ch.validator_cache(photo_like_jpeg(i, *size))
         original = root / f"{size[0]}_{i}.jpg"
         original.write_bytes(cached)
-        reduced = root / f"{size[0]}_{i}.train.jpg"
-        reduced.write_bytes(ch.store_copy_bytes(cached)[0])
-        samples.append((Sample(str(original), i, *size), Sample(str(original), i, *size, train_path=str(reduced))))
+        samples["original"].append(Sample(str(original), i, *size))
+        for store in STORES[1:]:
+            copy = root / f"{size[0]}_{i}{ch.STORE_SUFFIXES[store]}"
+            copy.write_bytes(ch.store_copy_bytes(cached, store)[0])
+            samples[store].append(Sample(str(original), i, *size, train_path=str(copy)))
     return samples
 
 
@@ -99,31 +105,31 @@ def main() -> None:
     import cv2
     import torch
 
-    from streetvision.data.transforms import eval_transform
+    from streetvision.data.transforms import pixel_transform
     from streetvision.data.views import TrainingChallenge
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    preprocess = eval_transform(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    view = TrainingChallenge(preprocess, [0.25, 0.25, 0.25, 0.25], seed=0)
+    # what a loader worker runs (phase 1's datamodule): the normalisation runs on the device after the copy
+    view = TrainingChallenge(pixel_transform(224), [0.25, 0.25, 0.25, 0.25], seed=0)
     root = Path(tempfile.mkdtemp(prefix="bench-loader-"))
-    print(f"training view (challenge at the validators' level mix + 224 px preprocessing), one core, "
+    print(f"training view (challenge at the validators' level mix + 224 px uint8 tensor), one core, "
           f"{args.images} sources per size")
     rates = {}
     for name, size in SOURCES.items():
-        pairs = make_store(root, size, args.images)
-        original = per_core_rate(view, [pair[0] for pair in pairs])
-        reduced = per_core_rate(view, [pair[1] for pair in pairs])
-        rates[name] = reduced
-        print(f"  {name:6s} original {original:6.0f} img/s   reduced store {reduced:6.0f} img/s   "
-              f"({reduced / original:.2f}x)")
+        samples = make_store(root, size, args.images)
+        store_rates = {store: per_core_rate(view, samples[store]) for store in STORES}
+        rates[name] = store_rates["reduced_raw"]
+        print(f"  {name:6s} " + "   ".join(f"{store} {rate:5.0f} img/s" for store, rate in store_rates.items())
+              + f"   (raw {rates[name] / store_rates['reduced']:.2f}x reduced, "
+                f"{rates[name] / store_rates['original']:.2f}x original)")
         if name == "1080p":
-            workers = loader_rate(view, [pair[1] for pair in pairs], args.workers)
-            single = loader_rate(view, [pair[1] for pair in pairs], 0)
-            print(f"  DataLoader, reduced store, 1080p: {workers:6.0f} img/s with {args.workers} workers "
+            workers = loader_rate(view, samples["reduced_raw"], args.workers)
+            single = loader_rate(view, samples["reduced_raw"], 0)
+            print(f"  DataLoader, reduced_raw store, 1080p: {workers:6.0f} img/s with {args.workers} workers "
                   f"({workers / single:.2f}x the main process alone, {single:.0f} img/s)")
     print(f"\ncores needed at {MFU:.0%} MFU of {args.peak_tflops:g} TFLOP/s (counted forward + backward at 224 px),"
-          f" reduced store")
+          f" reduced_raw store")
     for label, backbone in BACKBONES.items():
         flops = flops_per_training_image(backbone)
         needed = MFU * args.peak_tflops * 1e12 / flops

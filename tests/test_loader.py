@@ -26,3 +26,32 @@ def test_training_loaders_prefetch_and_pin_on_cuda():
         loader = module.train_dataloader()
         assert loader.num_workers == 2 and loader.prefetch_factor == 6 and loader.pin_memory is pin
         assert loader.persistent_workers and not module.eval_loader("val_select").persistent_workers
+
+
+def test_training_batches_are_normalised_on_the_device_exactly_as_evaluation_preprocesses(tmp_path):
+    """Training views leave the workers as uint8 pixels; the datamodule's after-transfer hook completes the
+    evaluation preprocessing on them, to the bit."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(paths[-1])
+    index = pd.DataFrame({"id": list("abcd"), "sha256": [c * 64 for c in "abcd"], "label": [0, 1, 0, 1],
+                          "split": ["train"] * 3 + ["val_select"], "path": [str(p) for p in paths],
+                          "width": [64] * 4, "height": [48] * 4, "domain": ["real"] * 4})
+    draws = TrainingDraws(batch_size=3, num_workers=0, prefetch_factor=2, level_probs=[0.25] * 4,
+                          domain_weights=None, epoch_samples=None, seed=0)
+    spec = {"img_size": 32, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bicubic"}
+    module = SplitDataModule(index, spec, draws, challenge_seed=0)
+    images, labels, _ = next(iter(module.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 32, 32)
+    normalised, same_labels, _ = module.on_after_batch_transfer([images, labels, None], 0)
+    assert normalised.dtype == torch.float32 and torch.equal(same_labels, labels)
+    picture = Image.open(paths[0]).convert("RGB")
+    assert torch.equal(module.normalize(module.train_pixels(picture)[None])[0], module.preprocess(picture))
+    evaluation = next(iter(module.eval_loader("val_select")))
+    assert torch.equal(module.on_after_batch_transfer(evaluation, 0)[0], evaluation[0])  # already normalised

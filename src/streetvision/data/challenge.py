@@ -25,7 +25,7 @@ Public API:
 - ``apply_distortion(rgb, kind, level, rng=None)``: one DeeperForensics distortion on a uint8 RGB array;
 - ``encode_challenge_jpeg(rgb)``: the validator's JPEG encoding of a 224x224 uint8 RGB array;
 - ``ChallengeTransform``: a picklable DataLoader transform (one fresh challenge per call, per-worker RNG);
-- ``store_size`` / ``store_copy`` / ``store_copy_bytes``: the reduced training store (``data.store: reduced``;
+- ``store_size`` / ``store_copy`` / ``store_copy_bytes`` / ``load_raw``: the training stores (``data.store``;
   see "Speed").
 
 Exactness. With ``exact=True`` the rendering reproduces the validator's pixels: the same OpenCV and
@@ -37,15 +37,16 @@ GNC's noise, which is the same distribution but not the same draws.
 Speed (the default, ``exact=False``). The validator converts the whole image to a float tensor and
 rotates all of it, then throws most of it away. Here only the crop window is rotated (one
 ``cv2.warpAffine`` per challenge, uint8), and when the crop is at least 2x, 4x or 8x larger than
-``MIN_DECODED_CROP`` (336 = 1.5 x 224) pixels, the source is decoded at that reduced scale (JPEG DCT
-scaling via ``Image.draft`` for a lazily opened JPEG, ``cv2.INTER_AREA`` otherwise) so that the crop
-keeps at least 336 source pixels across. That changes pixels a little, not the distribution of geometry or
-distortions: the parameters are always drawn on the full-resolution size, exactly as the validator
-draws them (benchmarks/challenge.py measures the speed-up and the pixel difference). Decoding then
-dominates; the reduced training store (``data.store: reduced``, made at ingest by ``store_copy_bytes``: the
-smallest size at which every possible crop still has 336 pixels across, as JPEG 95; parameters are still
-drawn on the original size) cuts it further, at the cost of one more resample and re-encode. Evaluation
-never reads it: the challenge pass renders exactly from the cached original.
+``MIN_DECODED_CROP`` (336 = 1.5 x 224) pixels, a lazily opened JPEG is decoded at that reduced scale (JPEG
+DCT scaling via ``Image.draft``) so that the crop keeps at least 336 source pixels across. The resize to
+224 runs its first pass in torch's uint8 kernel (``_resize_fast``; level 0: both passes, as PIL rounds
+too), within 1 grey level of the exact floats. That changes pixels a little, not the distribution of
+geometry or distortions: the parameters are always drawn on the full-resolution size, exactly as the
+validator draws them (benchmarks/challenge.py measures the speed-up and the pixel difference). Decoding
+then dominates; the training stores cut it (``data.store``, made at ingest by ``store_copy_bytes``: the
+smallest size at which every possible crop still has 336 pixels across, as JPEG 95 or, ``reduced_raw``, as
+raw pixels that need no decoding; parameters are still drawn on the original size). Evaluation never reads
+them: the challenge pass renders exactly from the cached original.
 
 Before the challenge: the cache step. A validator builds challenges from its cached copy of a real image,
 not from the data set's bytes: ``validator_cache`` re-saves the image in its own format at PIL's defaults
@@ -306,28 +307,54 @@ def apply_distortion(rgb: np.ndarray, kind: str, level: int, rng=None) -> np.nda
 
 # --- geometry and decoding ---
 
-def _open_source(image) -> Image.Image:
+Source = Image.Image | np.ndarray  # a PIL image (lazily opened), or decoded uint8 RGB pixels (HxWx3)
+
+
+def _open_source(image) -> Source:
     if isinstance(image, Image.Image):
         return image
+    if isinstance(image, np.ndarray):
+        return _checked_pixels(image, "the array")
     if isinstance(image, (bytes, bytearray, memoryview)):
         return Image.open(io.BytesIO(bytes(image)))
     if isinstance(image, (str, Path)):
-        return Image.open(image)
-    raise ValueError(f"image must be a PIL image, a path or JPEG/PNG bytes; got {type(image).__name__}")
+        return load_raw(image) if str(image).endswith(RAW_SUFFIX) else Image.open(image)
+    raise ValueError(f"image must be a PIL image, a uint8 RGB array, a path or JPEG/PNG bytes; "
+                     f"got {type(image).__name__}")
 
 
-def _source_scale(source: Image.Image, source_size: tuple[int, int], exact: bool) -> tuple[float, float]:
+def _checked_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+        raise ValueError(f"{name} must hold HxWx3 uint8 RGB pixels; got {array.dtype} {array.shape}")
+    return array
+
+
+def _size(source: Source) -> tuple[int, int]:
+    """(width, height)."""
+    return source.size if isinstance(source, Image.Image) else (source.shape[1], source.shape[0])
+
+
+def _pixels(source: Source) -> np.ndarray:
+    return source if isinstance(source, np.ndarray) else np.asarray(to_rgb(source))  # no copy when RGB
+
+
+def _as_image(source: Source) -> Image.Image:
+    return source if isinstance(source, Image.Image) else Image.fromarray(source)
+
+
+def _source_scale(source: Source, source_size: tuple[int, int], exact: bool) -> tuple[float, float]:
     """How much smaller ``source`` is than the full-resolution ``source_size`` (1.0 unless a reduced copy)."""
     width, height = source_size
-    if source.size == (width, height):
+    given_width, given_height = _size(source)
+    if (given_width, given_height) == (width, height):
         return 1.0, 1.0
     # A reduced copy (see store_size) keeps the aspect ratio up to one pixel of rounding.
-    aspect_ok = abs(source.width * height - source.height * width) <= max(width, height)
-    if exact or source.width > width or source.height > height or not aspect_ok:
+    aspect_ok = abs(given_width * height - given_height * width) <= max(width, height)
+    if exact or given_width > width or given_height > height or not aspect_ok:
         hint = " (exact=True needs the full-resolution image)" if exact and aspect_ok else ""
-        raise ValueError(f"image is {source.width}x{source.height} but params are for a "
+        raise ValueError(f"image is {given_width}x{given_height} but params are for a "
                          f"{width}x{height} source{hint}")
-    return source.width / width, source.height / height
+    return given_width / width, given_height / height
 
 
 def _reduction_for(side_pixels: float, exact: bool) -> int:
@@ -337,17 +364,14 @@ def _reduction_for(side_pixels: float, exact: bool) -> int:
     return next((r for r in DECODE_REDUCTIONS if side_pixels / r >= MIN_DECODED_CROP), 1)
 
 
-def _decode_rgb(source: Image.Image, reduction: int) -> np.ndarray:
-    """Decode to uint8 RGB at about 1/``reduction`` of ``source``'s size."""
-    width, height = source.size
-    if reduction > 1 and source.format == "JPEG":
-        # DCT-domain scaling; a no-op when the image is already loaded (then INTER_AREA below does it).
-        source.draft("RGB", (width // reduction, height // reduction))
-    rgb = np.asarray(to_rgb(source))  # no copy when already RGB
-    if reduction > 1 and rgb.shape[1] > math.ceil(width / reduction):
-        size = (math.ceil(width / reduction), math.ceil(height / reduction))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    return rgb
+def _decode_rgb(source: Source, reduction: int) -> np.ndarray:
+    """Decode to uint8 RGB, a lazily opened JPEG at about 1/``reduction`` of its size (DCT-domain scaling,
+    nearly free); other sources in full (reducing the whole image would cost more than the rotation of the
+    crop window at full size saves)."""
+    if reduction > 1 and isinstance(source, Image.Image) and source.format == "JPEG":
+        width, height = source.size
+        source.draft("RGB", (width // reduction, height // reduction))  # a no-op once loaded
+    return _pixels(source)
 
 
 def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: ChallengeParams) -> np.ndarray:
@@ -392,27 +416,46 @@ def _resize_like_validator(window: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((resized * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0))
 
 
-def _centre_square(source: Image.Image, params: ChallengeParams, exact: bool) -> tuple[np.ndarray, int]:
-    """Level 0: centre square of the shorter side, PIL bilinear resize to 224 (CenterCrop + Resize on PIL)."""
+def _resize_fast(window: np.ndarray) -> np.ndarray:
+    """``_resize_like_validator`` at about half the cost: the same antialiased bilinear kernel, its first
+    (horizontal, larger) pass on uint8 in torch's fixed-point kernel, the second on floats, truncated like
+    the validator's. The first pass rounds, which is unbiased, so the result keeps the validator's
+    truncation bias; it is within 1 grey level of the exact one (mean |Δ| about 0.15).
+    """
+    size = window.shape[0]
+    planar = torch.from_numpy(window).permute(2, 0, 1)[None]  # a view: HWC strides, as the kernel likes
+    rows = torch.nn.functional.interpolate(planar, size=(size, TARGET_SIZE), mode="bilinear",
+                                           align_corners=False, antialias=True)
+    resized = torch.nn.functional.interpolate(rows.float().div_(255.0), size=(TARGET_SIZE, TARGET_SIZE),
+                                              mode="bilinear", align_corners=False, antialias=True)
+    return resized.mul_(255.0).to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def _centre_square(source: Source, params: ChallengeParams, exact: bool) -> tuple[np.ndarray, int]:
+    """Level 0: the centre square of the shorter side resized to 224 (CenterCrop + Resize on PIL: bilinear,
+    antialiased, rounded). Exact: PIL's own resize at full resolution. Otherwise torch's uint8 kernel (the
+    same filter, rounded too: within 1 grey level of PIL's) on that square of a reduced-scale decode or of a
+    store copy, its edges rounded to whole decoded pixels."""
     width, height = params.source_size
     side = min(width, height)
     top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
-    pre_x, pre_y = _source_scale(source, params.source_size, exact)
-    reduction = _reduction_for(side * min(pre_x, pre_y), exact)
-    given_width, given_height = source.size
-    if reduction > 1 and source.format == "JPEG":
-        source.draft("RGB", (given_width // reduction, given_height // reduction))
-    rgb = to_rgb(source)
-    if reduction > 1 and rgb.width > math.ceil(given_width / reduction):  # not drafted: box-average instead
-        rgb = rgb.reduce(reduction)
-    scale_x, scale_y = rgb.width / width, rgb.height / height
-    if scale_x == scale_y == 1.0:
-        resized = rgb.crop((left, top, left + side, top + side)).resize((TARGET_SIZE, TARGET_SIZE),
-                                                                         Image.Resampling.BILINEAR)
-    else:  # the same box in the decoded image's continuous coordinates
-        box = (left * scale_x, top * scale_y, (left + side) * scale_x, (top + side) * scale_y)
-        resized = rgb.resize((TARGET_SIZE, TARGET_SIZE), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(resized), round(1 / min(scale_x, scale_y))
+    pre_x, pre_y = _source_scale(source, params.source_size, exact)  # exact: full resolution, or raises
+    if exact:
+        square = to_rgb(_as_image(source)).crop((left, top, left + side, top + side))
+        return np.asarray(square.resize((TARGET_SIZE, TARGET_SIZE), Image.Resampling.BILINEAR)), 1
+    rgb = _decode_rgb(source, _reduction_for(side * min(pre_x, pre_y), exact))
+    scale_x, scale_y = rgb.shape[1] / width, rgb.shape[0] / height
+    square = rgb[round(top * scale_y):round((top + side) * scale_y),
+                 round(left * scale_x):round((left + side) * scale_x)]
+    return _resize_uint8(square), round(1 / min(scale_x, scale_y))
+
+
+def _resize_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Antialiased bilinear resize of uint8 RGB to 224x224 in torch's fixed-point kernel (rounded, as PIL)."""
+    pixels = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)[None]
+    resized = torch.nn.functional.interpolate(pixels, size=(TARGET_SIZE, TARGET_SIZE), mode="bilinear",
+                                              align_corners=False, antialias=True)
+    return resized[0].permute(1, 2, 0).contiguous().numpy()
 
 
 def render_challenge(image, params: ChallengeParams, *, rng=None,
@@ -426,14 +469,15 @@ def render_challenge(image, params: ChallengeParams, *, rng=None,
     """
     source = _open_source(image)
     if params.level == FALLBACK_LEVEL:
-        return np.asarray(to_rgb(source)), 1
+        return _pixels(source), 1
     if params.level == 0:
         return _centre_square(source, params, exact)
     pre_x, pre_y = _source_scale(source, params.source_size, exact)
     reduction = _reduction_for(params.crop_box[2] * min(pre_x, pre_y), exact)
     rgb = _decode_rgb(source, reduction)
     scale_x, scale_y = rgb.shape[1] / params.source_size[0], rgb.shape[0] / params.source_size[1]
-    array = _resize_like_validator(_rotated_window(rgb, scale_x, scale_y, params))
+    window = _rotated_window(rgb, scale_x, scale_y, params)
+    array = _resize_like_validator(window) if exact else _resize_fast(window)
     rng = _generator(rng)
     for kind, _ in LEVEL_DISTORTIONS[params.level]:
         array = apply_distortion(array, kind, params.distortions[kind], rng)
@@ -458,7 +502,7 @@ def encode_fallback_jpeg(image) -> bytes:
     """Level -1: the cached image sent as it is, full size, as a JPEG at PIL's defaults. A mode JPEG cannot
     hold (RGBA, P, 16-bit) makes the validator's own save fail, so it never sends such a challenge; here it
     is converted (``data.images.to_rgb``) so that evaluation still has an image to score."""
-    source = _open_source(image)
+    source = _as_image(_open_source(image))
     if source.mode not in ("RGB", "L", "CMYK"):
         source = to_rgb(source)
     buffer = io.BytesIO()
@@ -492,7 +536,7 @@ def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center
     """
     source = _open_source(image)
     rng = _generator(rng)
-    width, height = source_size or source.size
+    width, height = source_size or _size(source)
     params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
                                    level_probs=level_probs, fallback=fallback)
     if params.level == FALLBACK_LEVEL:
@@ -523,17 +567,35 @@ def store_size(width: int, height: int) -> tuple[int, int]:
 
 
 STORE_JPEG_QUALITY = 95  # the reduced training store's encoding (benchmarks/challenge.py: its cost)
+RAW_SUFFIX = ".npy"  # decoded pixels: numpy's own format (shape and dtype in its header, never pickles)
+# data.store -> the suffix of its training copies
+STORE_SUFFIXES = {"reduced": ".train.jpg", "reduced_raw": ".train" + RAW_SUFFIX}
 
 
-def store_copy_bytes(image) -> tuple[bytes, tuple[int, int]] | None:
-    """The reduced training-store copy of ``image`` as JPEG bytes (quality 95, 4:4:4), or None when the
-    image is already no larger than ``store_size``: then training reads the image itself."""
+def store_copy_bytes(image, store: str = "reduced") -> tuple[bytes, tuple[int, int]] | None:
+    """The training-store copy of ``image`` (``store`` is ``data.store``: "reduced" as JPEG bytes, quality
+    95, 4:4:4; "reduced_raw" as its uint8 RGB pixels in ``.npy`` format), or None when the image is
+    already no larger than ``store_size``: then training reads the image itself."""
+    if store not in STORE_SUFFIXES:
+        raise ValueError(f"store must be one of {', '.join(STORE_SUFFIXES)}; got {store!r}")
     copy, original = store_copy(image)
     if copy.size == original:
         return None
     buffer = io.BytesIO()
-    copy.save(buffer, format="JPEG", quality=STORE_JPEG_QUALITY, subsampling=0)
+    if store == "reduced_raw":
+        np.save(buffer, np.asarray(copy), allow_pickle=False)
+    else:
+        copy.save(buffer, format="JPEG", quality=STORE_JPEG_QUALITY, subsampling=0)
     return buffer.getvalue(), copy.size
+
+
+def load_raw(path) -> np.ndarray:
+    """A ``reduced_raw`` store copy: the uint8 RGB pixels, checked (a file that is not one names itself)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a raw image store file ({error})") from None
+    return _checked_pixels(array, str(path))
 
 
 def store_copy(image) -> tuple[Image.Image, tuple[int, int]]:
@@ -543,7 +605,7 @@ def store_copy(image) -> tuple[Image.Image, tuple[int, int]]:
     still drawn on the original size. Encode the copy at a high quality (e.g. JPEG 95): what it loses
     adds to the reduced-scale trade described in the module docstring.
     """
-    source = _open_source(image)
+    source = _as_image(_open_source(image))
     original = source.size
     target = store_size(*original)
     if target == original:

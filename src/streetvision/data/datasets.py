@@ -19,6 +19,11 @@ def open_rgb(path: str) -> Image.Image:
         return rgb
 
 
+def as_given(item):
+    """An opener for items that are not paths (e.g. ``views.Sample``s): the view opens them itself."""
+    return item
+
+
 class ImageDataset(Dataset):
     """``paths[i]`` -> ``transform(image)``; with ``labels``, ``(transform(image), label, i)``.
 

@@ -101,10 +101,10 @@ def validator_skip_reason(label: int | None, description, image_format: str | No
 
 class Ingestor:
     def __init__(self, store_dir: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 reduced_store: bool = False):
+                 store: str = "original"):
         self.store_dir = Path(store_dir)
         self.max_pixels = max_pixels
-        self.reduced_store = reduced_store  # data.store: reduced
+        self.store = store  # data.store: original, reduced or reduced_raw
         self.result = IngestResult(entries={}, quarantine=[], duplicates=[])
 
     def _quarantine(self, sample: RawSample, sha: str | None, reason: str,
@@ -174,21 +174,21 @@ class Ingestor:
         self._add_training_copy(entry, cached)
 
     def _add_training_copy(self, entry: Entry, challenge_source: bytes) -> None:
-        """With the reduced store, a smaller copy of the challenge source for training views (every crop
+        """With a reduced store, a smaller copy of the challenge source for training views (every crop
         keeps 336 px across: ``challenge.store_size``); otherwise, or when the image is that small already,
         training reads the challenge source itself."""
         copy = None
-        if self.reduced_store:
-            from streetvision.data.challenge import store_copy_bytes
+        if self.store != "original":
+            from streetvision.data.challenge import STORE_SUFFIXES, store_copy_bytes
 
-            copy = store_copy_bytes(challenge_source)
+            copy = store_copy_bytes(challenge_source, self.store)
         if copy is None:
             entry.train_path, entry.train_size = entry.challenge_path, entry.challenge_size
             entry.train_sha256 = entry.challenge_sha256
             return
         data, _ = copy
         sha = sha256_bytes(data)
-        entry.train_path = self._store(data, sha, ".train.jpg")
+        entry.train_path = self._store(data, sha, STORE_SUFFIXES[self.store])
         entry.train_size, entry.train_sha256 = len(data), sha
 
     def _merge(self, existing: Entry, sample: RawSample, data: bytes, fmt: str) -> None:
@@ -276,7 +276,7 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
 def ingest_configured(data_cfg: dict, store_dir: Path, synthetic_cache: Path) -> IngestResult:
     """Ingest every configured source: all labelled samples first, so that an unlabeled copy of a labelled
     image joins the labelled one (and its split)."""
-    ingestor = Ingestor(store_dir, data_cfg["max_pixels"], reduced_store=data_cfg["store"] == "reduced")
+    ingestor = Ingestor(store_dir, data_cfg["max_pixels"], store=data_cfg["store"])
     labelled, unlabeled = configured_samples(data_cfg, synthetic_cache, ingestor.result.unsupported_files)
     for samples in labelled + unlabeled:
         ingestor.add_all(samples)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import lightning as L
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader
 
 from streetvision import layout
-from streetvision.data.datasets import ImageDataset
-from streetvision.data.transforms import eval_transform
+from streetvision.data.datasets import ImageDataset, as_given
+from streetvision.data.transforms import eval_transform, normalize_transform, pixel_transform
 from streetvision.data.views import CleanView, EvaluationChallenge, TrainingChallenge, samples_of
 from streetvision.domains import domain_weights
 from streetvision.errors import StreetvisionError
@@ -37,10 +38,6 @@ class TrainingDraws:
     seed: int
 
 
-def _identity(item):
-    return item
-
-
 class SplitDataModule(L.LightningDataModule):
     """Train on ``train`` (challenges, domain-weighted); early-stop on ``val_select``'s challenge pass;
     predict any split through either view."""
@@ -54,6 +51,9 @@ class SplitDataModule(L.LightningDataModule):
         self.challenge_seed = challenge_seed
         self.preprocess = eval_transform(data_spec["img_size"], data_spec["mean"], data_spec["std"],
                                          data_spec["interpolation"])
+        # training draws: the same preprocessing in two halves, the normalisation after the device copy
+        self.train_pixels = pixel_transform(data_spec["img_size"], data_spec["interpolation"])
+        self.normalize = normalize_transform(data_spec["mean"], data_spec["std"])
         train = self.split("train")
         domains = train["domain"].tolist() if "domain" in train else ["real"] * len(train)
         self.domain_weights = domain_weights(domains, draws.domain_weights)
@@ -74,7 +74,7 @@ class SplitDataModule(L.LightningDataModule):
 
     def dataset(self, frame: pd.DataFrame, transform) -> ImageDataset:
         return ImageDataset(samples_of(frame), transform, frame["label"].astype("float32").tolist(),
-                            opener=_identity)
+                            opener=as_given)
 
     def _loader(self, frame, transform, every_epoch: bool, sampler=None) -> DataLoader:
         workers, batch_size = self.draws.num_workers, self.draws.batch_size
@@ -91,8 +91,16 @@ class SplitDataModule(L.LightningDataModule):
                                         self.draws.epoch_samples or len(train), seed=self.draws.seed,
                                         rank=trainer.global_rank if trainer else 0,
                                         world_size=trainer.world_size if trainer else 1)
-        challenge = TrainingChallenge(self.preprocess, self.draws.level_probs, seed=self.draws.seed)
+        challenge = TrainingChallenge(self.train_pixels, self.draws.level_probs, seed=self.draws.seed)
         return self._loader(train, challenge, every_epoch=True, sampler=sampler)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches arrive as uint8 pixels (``train_pixels``): normalised here, on the device, which
+        completes ``self.preprocess`` exactly; evaluation batches arrive normalised."""
+        images, *rest = batch
+        if images.dtype == torch.uint8:
+            images = self.normalize(images)
+        return [images, *rest]
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.split("val_select"), self.view("challenge", cache=True), every_epoch=True)
