@@ -176,6 +176,31 @@ def resolve_one_shard(cfg):
 
 
 @pytest.mark.slow
+def test_generated_images_get_training_store_copies_in_the_data_step(tiny_models, ingested, tmp_path):
+    """A generated image large enough for the store gets its reduced copy (the data step writes it); the PNG
+    stays what evaluation and the validators' path read."""
+    from streetvision.data import challenge as ch
+
+    cfg = resolved_config(REPO, synth_cfg(tiny_models, count=1, shards=1, i2i_share=0.0,
+                                          t2i={"width": 768, "height": 768}))
+    exp = tmp_path / "results" / "x"
+    synthesize_all(cfg, ingested, exp)
+    run_data(cfg={"data": cfg["data"]}, ingest_dir=ingested, synthesize_dir=exp / "synthesize",
+             out_dir=exp / "data", experiment="x")
+    children = layout.load_index(exp / "data").dropna(subset=["parent_sha256"])
+    assert len(children) == 1 and cfg["data"]["store"] == "reduced_raw"
+    for row in children.itertuples():
+        assert row.train_path.endswith(ch.STORE_SUFFIXES["reduced_raw"]) and row.challenge_path == row.path
+        assert ch.load_raw(row.train_path).shape == (*ch.store_size(768, 768)[::-1], 3)
+    assert run_cli("streetvision", "verify", "--deep", str(exp)).returncode == 0
+    run_data(cfg={"data": {**cfg["data"], "store": "original"}}, ingest_dir=ingested,
+             synthesize_dir=exp / "synthesize", out_dir=exp / "data", experiment="x")
+    children = layout.load_index(exp / "data").dropna(subset=["parent_sha256"])
+    assert (children["train_path"] == children["path"]).all()
+    assert not list((exp / "data" / layout.Data.IMAGES).rglob("*.npy"))  # the old copies went with the run
+
+
+@pytest.mark.slow
 def test_data_step_refuses_a_child_whose_parent_changed_split(tiny_models, ingested, tmp_path):
     cfg = resolved_config(REPO, synth_cfg(tiny_models, count=2, shards=1))
     exp = tmp_path / "results" / "x"

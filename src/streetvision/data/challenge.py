@@ -85,10 +85,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from streetvision.data.images import to_rgb
+
+# torch is imported by the functions that render: the data step makes store copies with this module and
+# stays light (no torch in a CPU-only step).
 
 TARGET_SIZE = 224
 FALLBACK_LEVEL = -1  # the validators' level when the augmentation raises: the image sent unaugmented
@@ -265,6 +267,7 @@ def _resize_down_up(rgb, factor, rng):
 
 
 def _colour_noise(rgb, variance, rng):
+    import torch
     # torch draws normals about 3x faster than numpy; seeded from ``rng``, runs stay reproducible
     generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
     noise = torch.randn((3, *rgb.shape[:2]), generator=generator).numpy()
@@ -410,6 +413,7 @@ def _resize_like_validator(window: np.ndarray) -> np.ndarray:
     Only the interpolation runs in torch (the same kernel as the validator's); the scaling runs in numpy,
     whose IEEE division and multiplication give the same floats without torch's per-op thread overhead.
     """
+    import torch
     planar = np.ascontiguousarray(window.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
     resized = torch.nn.functional.interpolate(torch.from_numpy(planar)[None], size=(TARGET_SIZE, TARGET_SIZE),
                                               mode="bilinear", align_corners=False, antialias=True)[0].numpy()
@@ -422,6 +426,7 @@ def _resize_fast(window: np.ndarray) -> np.ndarray:
     the validator's. The first pass rounds, which is unbiased, so the result keeps the validator's
     truncation bias; it is within 1 grey level of the exact one (mean |Δ| about 0.15).
     """
+    import torch
     size = window.shape[0]
     planar = torch.from_numpy(window).permute(2, 0, 1)[None]  # a view: HWC strides, as the kernel likes
     rows = torch.nn.functional.interpolate(planar, size=(size, TARGET_SIZE), mode="bilinear",
@@ -452,6 +457,7 @@ def _centre_square(source: Source, params: ChallengeParams, exact: bool) -> tupl
 
 def _resize_uint8(rgb: np.ndarray) -> np.ndarray:
     """Antialiased bilinear resize of uint8 RGB to 224x224 in torch's fixed-point kernel (rounded, as PIL)."""
+    import torch
     pixels = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)[None]
     resized = torch.nn.functional.interpolate(pixels, size=(TARGET_SIZE, TARGET_SIZE), mode="bilinear",
                                               align_corners=False, antialias=True)
@@ -636,6 +642,7 @@ class ChallengeTransform:
         self._worker: tuple[int, int] | None = None  # (id, torch seed) of the worker the generator is for
 
     def _generator(self) -> np.random.Generator:
+        import torch
         info = torch.utils.data.get_worker_info()
         key = None if info is None else (info.id, info.seed)
         if self._rng is None or key != self._worker:

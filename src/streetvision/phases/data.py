@@ -18,6 +18,7 @@ from streetvision import layout
 from streetvision.data.ingest import INDEX_COLUMNS
 from streetvision.data.splits import LeakError, check_splits_usable, split_statistics
 from streetvision.domains import GENERATED_DOMAIN
+from streetvision.io.hashing import sha256_bytes
 from streetvision.io.manifest import read_manifest
 from streetvision.logs import log_result
 from streetvision.phases import step_recorder
@@ -58,6 +59,26 @@ def _generated_rows(records: pd.DataFrame, real: pd.DataFrame, synthesize_dir: P
     })
 
 
+def _with_training_copies(rows: pd.DataFrame, recorder, out_dir: Path, store: str) -> pd.DataFrame:
+    """The generated images' training-store copies (``data.store``; ingest makes the real images' ones),
+    written here under ``images/``: the synthesize step keeps the PNGs as validators would send them."""
+    if store == "original" or rows.empty:
+        return rows
+    from streetvision.data.challenge import STORE_SUFFIXES, store_copy_bytes
+
+    rows = rows.copy()
+    for i, path in rows["path"].items():
+        copy = store_copy_bytes(out_dir / path, store)
+        if copy is None:  # small enough already: training reads the PNG
+            continue
+        data, _ = copy
+        sha = sha256_bytes(data)
+        relative = f"{layout.Data.IMAGES}/{sha[:2]}/{sha}{STORE_SUFFIXES[store]}"
+        recorder.write_bytes(relative, data)
+        rows.loc[i, ["train_path", "train_sha256", "train_bytes"]] = [relative, sha, len(data)]
+    return rows
+
+
 def run_data(*, cfg: dict, ingest_dir: str | Path, out_dir: str | Path, experiment: str,
              synthesize_dir: str | Path | None = None, workflow_dir: str | None = None) -> Path:
     ingest_dir, out_dir = Path(ingest_dir), Path(out_dir)
@@ -71,7 +92,8 @@ def run_data(*, cfg: dict, ingest_dir: str | Path, out_dir: str | Path, experime
     parts = [real]
     if synthesize_dir:
         records = pd.read_parquet(Path(synthesize_dir) / layout.Synthesize.RECORDS)
-        parts.append(_generated_rows(records, real, Path(synthesize_dir), out_dir))
+        generated = _generated_rows(records, real, Path(synthesize_dir), out_dir)
+        parts.append(_with_training_copies(generated, recorder, out_dir, cfg["data"]["store"]))
     index = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
     index["label"] = index["label"].astype("Int8")
     index["level_fallback"] = index["level_fallback"].astype(bool)
