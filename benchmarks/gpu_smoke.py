@@ -10,7 +10,8 @@ Stage 1 runs one experiment through every phase (ExPLoRA included) with DINOv2 V
 training jobs must take the one GPU in turn (device locks), never both at once. Printed per phase: job wall
 time, training images/s, peak GPU memory, and for phases 1 and 4 the model FLOP utilisation (MFU): training
 FLOPs per image counted on a real forward + backward (``torch.utils.flop_counter``) times images/s, over the
-device's dense bf16 peak (looked up from its name, or ``--peak-tflops``).
+device's dense bf16 peak (looked up from its name, or ``--peak-tflops``), and how loader-bound training was
+(``TrainingClock``: the share of sampled steps' time spent waiting for the batch, then the mean wait and step).
 
     python benchmarks/gpu_smoke.py                      # on a GPU machine (about 10-20 minutes on one H100)
     python benchmarks/gpu_smoke.py --cpu-check          # tiny sizes on CPU: proves the script end to end; no MFU
@@ -67,7 +68,7 @@ CPU_CONFIG = {
     "model": {"backbone": "vit_tiny_patch16_224", "img_size": 224, "head": "token", "init": "random",
               "backbone_kwargs": {"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2,
                                   "class_token": True, "global_pool": "token"}},
-    "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "num_workers": 0, "patience": 0},
+    "train": {"max_epochs": 2, "batch_size": 8, "lr": 0.003, "num_workers": 0, "patience": 0},
     "explora": {"out_dim": 64, "head_hidden": 64, "head_bottleneck": 16, "n_local_crops": 2, "max_epochs": 3,
                 "batch_size": 16, "num_workers": 0, "linear_probe": False, "lora_rank": 4, "lr": 0.01,
                 "ema_momentum": 0.5},
@@ -136,13 +137,22 @@ def explora_flops_per_image(cfg: dict, batch: int = 2) -> float:
     """One ExPLoRA training step (teacher on the global crops, student on all, backward) per image."""
     import torch
 
-    from streetvision.models.backbone import build_backbone
-    from streetvision.train.explora import DinoSettings, ExploraModule, LoraSettings, add_lora
+    from streetvision.models.backbone import any_size_copy, build_backbone, patch_size
+    from streetvision.train.explora import (
+        DinoSettings,
+        ExploraModule,
+        LoraSettings,
+        add_lora,
+        local_crop_side,
+    )
 
     ex_cfg, size = cfg["explora"], cfg["model"]["img_size"]
     lora, dino = section_settings(LoraSettings, ex_cfg), section_settings(DinoSettings, ex_cfg)
-    module = ExploraModule(add_lora(build_backbone(cfg["model"]), lora), dino).train()
-    local = ex_cfg["local_crop_size"] or size
+    backbone = build_backbone(cfg["model"])
+    local = local_crop_side(ex_cfg["local_crop_size"], size, patch_size(backbone))
+    if local != size:
+        backbone = any_size_copy(backbone, cfg["model"])
+    module = ExploraModule(add_lora(backbone, lora), dino).train()
     crops = [torch.randn(batch, 3, size, size) for _ in range(2)]
     crops += [torch.randn(batch, 3, local, local) for _ in range(ex_cfg["n_local_crops"])]
     with warnings.catch_warnings():  # self.log outside a Trainer: harmless here
@@ -169,7 +179,7 @@ def phase_rows(workdir: Path, experiment: str, flops: dict, peak_tflops: float |
         if seconds is None:
             continue
         record = training_record(workdir, experiment, rule) if rule in TRAINING else None
-        rate = peak = mfu = "-"
+        rate = peak = mfu = wait = "-"
         if record and record.get("train_seconds"):
             images_per_s = record["train_samples"] / record["train_seconds"]
             rate = f"{images_per_s:,.0f}"
@@ -177,12 +187,16 @@ def phase_rows(workdir: Path, experiment: str, flops: dict, peak_tflops: float |
                 peak = f"{record['peak_gpu_memory_bytes'] / 2**30:.1f} GiB"
             if peak_tflops and rule in flops:
                 mfu = f"{flops[rule] * images_per_s / (peak_tflops * 1e12):.1%}"
-        rows.append([f"{experiment}/{rule}", f"{seconds:.1f}", rate, peak, mfu])
+        if record and record.get("loader_wait_fraction") is not None:  # TrainingClock's sampled steps
+            wait = (f"{record['loader_wait_fraction']:.0%}:{record['mean_batch_wait_s'] * 1e3:.1f}/"
+                    f"{record['mean_step_s'] * 1e3:.1f}ms")
+        rows.append([f"{experiment}/{rule}", f"{seconds:.1f}", rate, peak, mfu, wait])
     return rows
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["phase", "job wall s", "train img/s", "peak GPU mem", "MFU"]
+    # loader wait: the sampled steps' share of time waiting for their batch: mean wait / mean step
+    header = ["phase", "job wall s", "train img/s", "peak GPU mem", "MFU", "loader-wait:wait/step"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)

@@ -30,6 +30,7 @@ def test_the_smoke_script_runs_end_to_end_on_cpu(tmp_path):
             assert float(rows[f"{experiment}/{phase}"][0]) > 0, output
     assert float(rows["smoke/baseline"][1].replace(",", "")) > 0  # training images/s
     assert rows["smoke/baseline"][3] == "-"  # no MFU without a GPU
+    assert re.fullmatch(r"\d+%:[\d.]+/[\d.]+ms", rows["smoke/baseline"][4]), output  # how loader-bound
     assert re.search(r"baseline: [\d.e+-]+ GFLOP per training image", output)
     assert "phase 1 jobs took the GPU in turn" in output
     assert re.search(r"stage 3: one synthesize shard, tiny random pipeline", output)

@@ -55,3 +55,46 @@ def test_training_batches_are_normalised_on_the_device_exactly_as_evaluation_pre
     assert torch.equal(module.normalize(module.train_pixels(picture)[None])[0], module.preprocess(picture))
     evaluation = next(iter(module.eval_loader("val_select")))
     assert torch.equal(module.on_after_batch_transfer(evaluation, 0)[0], evaluation[0])  # already normalised
+
+
+def test_the_training_clock_measures_how_long_steps_wait_for_their_batch(tmp_path, monkeypatch):
+    """On a fake clock: each image costs the loader 1 s, each step 0.25 s; the sampled steps (every 10th)
+    report the loader-bound share exactly, through the trainer the phases build."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from streetvision.train import trainer as trainer_module
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+
+    class SlowImages(Dataset):
+        def __len__(self):
+            return 80
+
+        def __getitem__(self, i):
+            clock[0] += 1.0
+            return torch.ones(4), torch.tensor(1.0)
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            clock[0] += 0.25
+            images, labels = batch
+            return torch.nn.functional.mse_loss(self.layer(images).squeeze(1), labels)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer, _ = trainer_module.build_trainer(tmp_path, accelerator="cpu", devices=1, max_epochs=1,
+                                              precision="32-true")
+    trainer.fit(Tiny(), train_dataloaders=DataLoader(SlowImages(), batch_size=2))  # 40 steps: 4 sampled
+    clock_callback = next(c for c in trainer.callbacks if isinstance(c, trainer_module.TrainingClock))
+    summary = clock_callback.summary(trainer)
+    assert summary["loader_sampled_steps"] == 4
+    assert summary["mean_batch_wait_s"] == 2.0 and summary["mean_step_s"] == 0.25
+    assert summary["loader_wait_fraction"] == 2.0 / 2.25

@@ -85,9 +85,13 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         "global_step": record["global_step"], "epochs": record["epochs"],
         "resumed_from_step": record["resumed_from_step"],
         "parameters": count_parameters(model),
+        "loader_wait_fraction": record.get("loader_wait_fraction"),  # TrainingClock's sampled steps
     })
+    waited = record.get("loader_wait_fraction")
+    waited = f"; steps waited {waited:.0%} of their time for batches" if waited is not None else ""
     log_result(STEP, experiment, f"val_test MCC {test['challenge']['mcc']:.3f} on the challenge pass, "
-                                 f"{test['clean']['mcc']:.3f} clean (at 0.5; {record['epochs']} epochs)")
+                                 f"{test['clean']['mcc']:.3f} clean "
+                                 f"(at 0.5; {record['epochs']} epochs{waited})")
     return recorder.finish()
 
 

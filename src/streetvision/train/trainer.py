@@ -173,29 +173,53 @@ def export_curves(recorder: PhaseRecorder) -> None:
 
 class TrainingClock(Callback):
     """Training throughput for the run record: wall time inside training epochs (in-epoch validation
-    excluded), samples seen by all ranks, and this process's peak GPU memory."""
+    excluded), samples seen by all ranks, this process's peak GPU memory, and how loader-bound training is.
+
+    Loader-bound: every ``SAMPLE_EVERY``-th step is timed from a synchronised end of the step before it (the
+    device idle): the wait for its batch (the loader, the copy) and the step itself (synchronised again).
+    ``loader_wait_fraction`` is the waits' share of the sampled time; 0 means the device never waited.
+    Two synchronisations in ``SAMPLE_EVERY`` steps cost next to nothing.
+    """
+
+    SAMPLE_EVERY = 10
 
     def __init__(self):
         self.seconds, self.samples, self._since = 0.0, 0, None
+        self.waits, self.steps = [], []
+        self._last_end = self._step_start = None
 
     def _start(self):
         self._since = time.perf_counter()
 
     def _stop(self, trainer):
         if self._since is not None:
-            if trainer.strategy.root_device.type == "cuda":
-                torch.cuda.synchronize()
+            _synchronize(trainer)
             self.seconds += time.perf_counter() - self._since
             self._since = None
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start()
+        self._last_end = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._last_end is not None:
+            self._step_start = time.perf_counter()
+            self.waits.append(self._step_start - self._last_end)
+            self._last_end = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.samples += batch_size(batch)
+        if self._step_start is not None:
+            _synchronize(trainer)
+            self.steps.append(time.perf_counter() - self._step_start)
+            self._step_start = None
+        if batch_idx % self.SAMPLE_EVERY == self.SAMPLE_EVERY - 2:  # the next step is sampled
+            _synchronize(trainer)
+            self._last_end = time.perf_counter()
 
     def on_validation_start(self, trainer, pl_module):
         self._stop(trainer)
+        self._last_end = None
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.state.fn == "fit":  # validation inside a training epoch: the clock runs on
@@ -206,8 +230,18 @@ class TrainingClock(Callback):
 
     def summary(self, trainer) -> dict:
         peak = torch.cuda.max_memory_allocated() if trainer.strategy.root_device.type == "cuda" else None
+        sampled = min(len(self.waits), len(self.steps))
+        waited, stepped = sum(self.waits[:sampled]), sum(self.steps[:sampled])
         return {"train_seconds": self.seconds, "train_samples": self.samples * trainer.world_size,
-                "peak_gpu_memory_bytes": peak}
+                "peak_gpu_memory_bytes": peak, "loader_sampled_steps": sampled,
+                "loader_wait_fraction": waited / (waited + stepped) if sampled else None,
+                "mean_batch_wait_s": waited / sampled if sampled else None,
+                "mean_step_s": stepped / sampled if sampled else None}
+
+
+def _synchronize(trainer) -> None:
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def batch_size(batch) -> int:
