@@ -264,3 +264,16 @@ def test_the_validators_moving_average_settles_near_the_mean_reward():
     assert abs(ema["mean"] - reward["mean"]) < 0.02  # the average forgets its zero start after ~100 challenges
     assert ema["p90"] - ema["p10"] < reward["p90"] - reward["p10"]  # smoother than one reward
     assert ema_score_distribution(labels, answers, n_histories=20, length=10, rng=1)["mean"] < 0.6 * ema["mean"]
+
+
+def test_the_vectorised_final_reward_is_the_validators_reward_of_each_history():
+    from streetvision.metrics import final_rewards
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((300, 100)) < 0.5).astype(int)
+    answers = np.where(rng.random((300, 100)) < 0.8, labels, 1 - labels) * rng.choice([0.5, 0.7, 1.0], (300, 100))
+    answers[:5] = 0.5  # exactly 0.5 rounds to 0, as np.round does upstream
+    expected = [natix_reward(y, p) for y, p in zip(labels, answers, strict=True)]
+    assert final_rewards(labels, answers) == pytest.approx(expected, abs=1e-12)
+    assert final_rewards(labels[:, :7], answers[:, :7]) == pytest.approx(
+        [natix_reward(y, p) for y, p in zip(labels[:, :7], answers[:, :7], strict=True)], abs=1e-12)

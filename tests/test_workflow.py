@@ -64,7 +64,12 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
     assert set(summary[0]["by_domain"]) == {"real"} and scored <= set(summary[0]["by_domain"]["real"])
     assert len(summary[0]["by_source"]) == 1 and scored <= set(next(iter(summary[0]["by_source"].values())))
     assert "0 mismatches" in summary[0]["hf_parity"]
-    assert (workdir / "results/summary.md").read_text().startswith("# streetvision summary")
+    for row in (summary[0], summary[0]["by_level"]["level_3"], summary[0]["by_domain"]["real"]):
+        low, high = row["mcc_ci"]  # every headline, per-domain and per-level row carries its interval
+        assert low <= row["mcc"] <= high and row["natix_reward_ci"][0] <= row["natix_reward_ci"][1]
+    markdown = (workdir / "results/summary.md").read_text()
+    assert markdown.startswith("# streetvision summary")
+    assert f"{summary[0]['mcc']:.4f} [{summary[0]['mcc_ci'][0]:.4f}, {summary[0]['mcc_ci'][1]:.4f}]" in markdown
     report = snakemake(repo, workdir, "--report", str(workdir / "report.html"))
     assert report.returncode == 0, report.stderr[-2000:]
     html = (workdir / "report.html").read_text()

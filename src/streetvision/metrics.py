@@ -28,7 +28,8 @@ def as_numpy(values: Any, dtype=np.float64) -> np.ndarray:
     return np.asarray(values, dtype=dtype).reshape(-1)
 
 
-def _labels(y_true: Any) -> np.ndarray:
+def binary_labels(y_true: Any) -> np.ndarray:
+    """0/1 labels as int64; anything else is an error naming the values."""
     y = as_numpy(y_true)
     if y.size and not np.isin(y, (0.0, 1.0)).all():
         bad = np.unique(y[~np.isin(y, (0.0, 1.0))])[:5]
@@ -41,8 +42,8 @@ def _safe_div(num: float, den: float) -> float:
 
 
 def confusion_counts(y_true: Any, y_pred: Any) -> dict[str, int]:
-    y = _labels(y_true)
-    p = _labels(y_pred)
+    y = binary_labels(y_true)
+    p = binary_labels(y_pred)
     if y.shape != p.shape:
         raise ValueError(f"y_true has {y.size} entries but y_pred has {p.size}")
     return {
@@ -70,7 +71,7 @@ def compute_mcc(y_true: Any, y_pred: Any) -> float:
 
 def auroc(y_true: Any, y_score: Any) -> float:
     """Mann-Whitney AUROC with average ranks for ties; NaN with one class."""
-    y = _labels(y_true)
+    y = binary_labels(y_true)
     s = as_numpy(y_score)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
@@ -90,7 +91,7 @@ def auroc(y_true: Any, y_score: Any) -> float:
 
 def auprc(y_true: Any, y_score: Any) -> float:
     """Average precision (step-wise, as scikit-learn): sum over thresholds of ΔRecall · Precision."""
-    y = _labels(y_true)
+    y = binary_labels(y_true)
     s = as_numpy(y_score)
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
@@ -107,7 +108,7 @@ def auprc(y_true: Any, y_score: Any) -> float:
 
 
 def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = ECE_BINS) -> float:
-    y = _labels(y_true)
+    y = binary_labels(y_true)
     p = as_numpy(y_prob)
     if y.size == 0:
         return math.nan
@@ -122,7 +123,7 @@ def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = ECE_BINS)
 
 
 def brier_score(y_true: Any, y_prob: Any) -> float:
-    y = _labels(y_true)
+    y = binary_labels(y_true)
     p = as_numpy(y_prob)
     return float(np.mean((p - y) ** 2)) if y.size else math.nan
 
@@ -149,7 +150,7 @@ def threshold_metrics(tp, fp, tn, fn) -> dict[str, float]:
 
 def compute_all_metrics(y_true: Any, y_prob: Any, threshold: float = 0.5) -> dict[str, float]:
     """All metrics for probabilities ``y_prob`` with decisions ``y_prob >= threshold``."""
-    y = _labels(y_true)
+    y = binary_labels(y_true)
     p = as_numpy(y_prob)
     if y.shape != p.shape:
         raise ValueError(f"y_true has {y.size} entries but y_prob has {p.size}")
@@ -212,7 +213,7 @@ def natix_reward(labels: Any, probabilities: Any, exponent: float = NATIX_REWARD
     - reward = ``(0.5 * MCC + 0.5 * accuracy) ** exponent``, and 0 when the last answer is -1 or outside
       [0, 1] (earlier out-of-range answers stay in the history).
     """
-    y = _labels(labels)
+    y = binary_labels(labels)
     p = as_numpy(probabilities)
     if y.size != p.size:
         raise ValueError(f"labels has {y.size} entries but probabilities has {p.size}")
@@ -238,7 +239,7 @@ def draw_histories(labels: Any, probabilities: Any, *, n: int, length: int, rng:
     ``domain_weights``, each challenge first draws its domain with those weights (validators: 0.5 real / 0.5
     synthetic), then its label, then an image of that domain and class.
     """
-    y = _labels(labels)
+    y = binary_labels(labels)
     p = as_numpy(probabilities)
     if y.size != p.size:
         raise ValueError(f"labels has {y.size} entries but probabilities has {p.size}")
@@ -272,6 +273,18 @@ def draw_histories(labels: Any, probabilities: Any, *, n: int, length: int, rng:
     return history_labels, answers
 
 
+def final_rewards(history_labels: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """``natix_reward`` after the last challenge of each row of histories whose answers all lie in [0, 1],
+    vectorised: MCC over the last 100 answers, accuracy over the last 10."""
+    y = history_labels[:, -NATIX_HISTORY:]
+    decisions = np.round(answers[:, -NATIX_HISTORY:]).astype(np.int64)
+    tp, fp, tn, fn = (((y == label) & (decisions == decision)).sum(axis=1)
+                      for label, decision in ((1, 1), (0, 1), (0, 0), (1, 0)))
+    mcc = np.maximum(np.asarray(mcc_from_counts(tp, fp, tn, fn)), 0.0)
+    accuracy = (y[:, -NATIX_ACCURACY_WINDOW:] == decisions[:, -NATIX_ACCURACY_WINDOW:]).mean(axis=1)
+    return (0.5 * mcc + 0.5 * accuracy) ** NATIX_REWARD_EXPONENT
+
+
 def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 1000,
                         window: int = NATIX_HISTORY,
                         rng: Any = 0, positive_rate: float = 0.5, exponent: float = NATIX_REWARD_EXPONENT,
@@ -281,8 +294,12 @@ def reward_distribution(labels: Any, probabilities: Any, *, n_windows: int = 100
     history_labels, answers = draw_histories(labels, probabilities, n=n_windows, length=window, rng=rng,
                                              positive_rate=positive_rate, domains=domains,
                                              domain_weights=domain_weights)
-    rewards = np.array([natix_reward(y_row, p_row, exponent)
-                        for y_row, p_row in zip(history_labels, answers, strict=True)])
+    if exponent == NATIX_REWARD_EXPONENT and np.isfinite(answers).all() and (answers >= 0).all() \
+            and (answers <= 1).all():
+        rewards = final_rewards(history_labels, answers)
+    else:  # -1 (no answer), out-of-range or non-finite answers: the validator's rules, one history at a time
+        rewards = np.array([natix_reward(y_row, p_row, exponent)
+                            for y_row, p_row in zip(history_labels, answers, strict=True)])
     p10, p50, p90 = np.percentile(rewards, [10, 50, 90])
     return {"mean": float(rewards.mean()), "std": float(rewards.std()), "p10": float(p10), "p50": float(p50),
             "p90": float(p90), "n_windows": n_windows, "window": window}
@@ -340,7 +357,7 @@ def validator_metrics(labels: Any, answers: Any, *, rng: Any = 0, n_windows: int
     confusion counts behind MCC and accuracy, and each simulated challenge draws its domain with w_d.
     With one class of labels MCC and the reward are undefined: None, with ``undefined_reason``.
     """
-    y = _labels(labels)
+    y = binary_labels(labels)
     decisions = np.round(as_numpy(answers)).astype(np.int64)
     if domains is None:
         image_weights = np.ones(y.size)

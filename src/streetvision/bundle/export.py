@@ -125,7 +125,8 @@ def check_parity(detector, images: list, expected: pd.DataFrame, policy: dict) -
 
 def robustness(detector, test: pd.DataFrame, levels: list[int], seed: int) -> dict:
     """How validators would score the bundle's answers on val_test sent through each augmentation level
-    (every image at every level, seeded challenges): overall and per domain."""
+    (every image at every level, seeded challenges): overall and per domain, and each image's answer by id
+    (``answers``: the report's intervals resample them)."""
     samples = samples_of(test)
     result = {}
     for level in levels:
@@ -138,6 +139,7 @@ def robustness(detector, test: pd.DataFrame, levels: list[int], seed: int) -> di
             "by_domain": {domain: validator_metrics(test["label"][members], answers[members])
                           for domain, members in ((d, (test["domain"] == d).to_numpy())
                                                   for d in sorted(test["domain"].unique()))},
+            "answers": dict(zip(test["id"].astype(str), answers.astype(float).tolist(), strict=True)),
         }
     return result
 

@@ -5,34 +5,69 @@ Every number is on val_test as validators would score the shipped decisions: the
 image through one seeded validator challenge), at the phase-2 threshold, rounded at 0.5. "As validators
 see it" mixes domains with the validators' weights (``VALIDATOR_MIX``: each image of domain d weighs
 w_d / n_d; each simulated challenge draws its domain with w_d); per-domain rows score each domain alone.
+
+Every headline number carries its 95 % bootstrap interval (``intervals``): val_test's images resampled
+within each domain, 1,000 times, seeded (``BOOTSTRAP_SEED``), the same resamples for every experiment
+scored on the same images; those experiments are compared with the best of them (paired bootstrap,
+Holm-adjusted p-values).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from streetvision import layout
 from streetvision.domains import domain_weights
+from streetvision.errors import StreetvisionError
 from streetvision.figures import confusion_figure, training_curves_figure
+from streetvision.intervals import METRICS, bootstrap_intervals, draw_resamples, holm, paired_difference
 from streetvision.logs import log_result
 from streetvision.metrics import ema_score_distribution, validator_metrics
 from streetvision.phases import step_recorder
 
 STEP = "report"
+BOOTSTRAP_SEED = 0
+COMPARED = ("mcc", "natix_reward")  # the paired comparisons between experiments
 
 MAIN_COLUMNS = ["experiment", "policy", "threshold", "mcc", "accuracy", "natix_reward", "natix_reward_p10",
                 "natix_reward_p90", "natix_score_ema", "clean_mcc", "scrc_coverage", "scrc_selective_risk",
                 "hf_parity"]
 
 
-def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[str, dict]:
+class ValTestBootstrap:
+    """The bootstrap resamples of one val_test image set (rows in id order), drawn once and shared by every
+    experiment scored on it: as validators mix domains (the headline), each domain alone, and unmixed (the
+    per-level rows, scored without domain weights)."""
+
+    def __init__(self, test: pd.DataFrame):
+        self.ids = test["id"].astype(str).to_numpy()
+        self.labels, self.domains = test["label"].to_numpy(), test["domain"].to_numpy()
+        self.mix = domain_weights(test["domain"], None)
+        self.mixed = draw_resamples(self.labels, self.domains, self.mix, rng=BOOTSTRAP_SEED)
+        self.unmixed = draw_resamples(self.labels, rng=BOOTSTRAP_SEED)
+        self.by_domain = {d: draw_resamples(self.labels[self.domains == d], rng=BOOTSTRAP_SEED)
+                          for d in sorted(set(self.domains))}
+
+    @staticmethod
+    def key(test: pd.DataFrame) -> tuple[str, ...]:
+        return tuple(sorted(test["id"].astype(str)))
+
+
+def group_scores(test, decisions, clean, clean_decisions, column: str,
+                 bootstrap: ValTestBootstrap | None = None) -> dict[str, dict]:
     """MCC, accuracy, reward and n per value of ``column`` (domain or source) on the challenge pass, and
-    the clean view's MCC beside it; an undefined MCC (one class) carries its reason instead of a 0."""
+    the clean view's MCC beside it; an undefined MCC (one class) carries its reason instead of a 0. With
+    ``bootstrap`` (per-domain rows), the 95 % intervals beside the values."""
     groups = {}
     for value in sorted(test[column].unique()):
         members = (test[column] == value).to_numpy()
         metrics = validator_metrics(test["label"][members], decisions[members])
         groups[value] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
+        if bootstrap is not None and metrics["mcc"] is not None:
+            groups[value].update(bootstrap_intervals(test["label"][members], decisions[members],
+                                                     bootstrap.by_domain[value]))
         if metrics["mcc"] is None:
             groups[value]["mcc_undefined_reason"] = metrics["undefined_reason"]
         in_clean = (clean[column] == value).to_numpy()
@@ -41,12 +76,17 @@ def group_scores(test, decisions, clean, clean_decisions, column: str) -> dict[s
     return groups
 
 
-def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
+def val_test_of(dirs: dict[str, Path]) -> pd.DataFrame:
+    """Phase 1's val_test challenge-pass predictions, in id order (the order of the shared resamples)."""
+    return layout.predictions_of(dirs["baseline"], "val_test").sort_values("id", ignore_index=True)
+
+
+def experiment_row(experiment: str, dirs: dict[str, Path], bootstrap: ValTestBootstrap) -> dict:
     """One experiment's summary from the folders of the steps the report declared for it (``dirs``: step ->
     folder); a step it did not declare is never read, even when an old folder of it is on disk."""
     thresholds = layout.thresholds_of(dirs["thresholds"])
     policy = layout.bundle_policy_of(dirs["bundle"])
-    test = layout.predictions_of(dirs["baseline"], "val_test")
+    test = val_test_of(dirs)
     clean = layout.predictions_of(dirs["baseline"], "val_test", view="clean")
     decisions = (test["probability"] >= thresholds["threshold"]).astype(float)
     clean_decisions = (clean["probability"] >= thresholds["threshold"]).astype(float)
@@ -59,11 +99,19 @@ def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
            "natix_score_ema": ema["mean"], "natix_score_ema_p10": ema["p10"],
            "natix_score_ema_p90": ema["p90"],
            "clean_mcc": thresholds["val_test_clean_at_threshold"]["mcc"], "domain_mix": mix,
-           "by_domain": group_scores(test, decisions, clean, clean_decisions, "domain"),
+           **bootstrap_intervals(test["label"], decisions, bootstrap.mixed),
+           "by_domain": group_scores(test, decisions, clean, clean_decisions, "domain", bootstrap),
            "by_source": group_scores(test, decisions, clean, clean_decisions, "source"),
            "by_level": {}, "scrc_coverage": None, "scrc_selective_risk": None, "hf_parity": None}
     for level, metrics in sorted(layout.robustness_of(dirs["bundle"]).items()):
         row["by_level"][level] = {k: metrics[k] for k in ("mcc", "accuracy", "natix_reward", "n")}
+        if metrics["mcc"] is not None:
+            if "answers" not in metrics:
+                raise StreetvisionError(f"{dirs['bundle'] / layout.Bundle.ROBUSTNESS}: no per-image answers "
+                                        "(written by an older streetvision); re-run the bundle step "
+                                        "(snakemake --forcerun bundle)")
+            answers = [metrics["answers"][i] for i in bootstrap.ids]
+            row["by_level"][level].update(bootstrap_intervals(bootstrap.labels, answers, bootstrap.unmixed))
     if "scrc" in dirs:
         scrc = layout.scrc_of(dirs["scrc"])
         row.update(scrc_coverage=scrc["val_test"]["coverage"],
@@ -77,18 +125,71 @@ def experiment_row(experiment: str, dirs: dict[str, Path]) -> dict:
     return row
 
 
+def comparisons(rows: list[dict], tests: dict[str, pd.DataFrame],
+                bootstraps: dict[str, ValTestBootstrap]) -> list[dict]:
+    """Experiments scored on the same val_test images, each compared with the best of them (highest MCC) on
+    MCC and the reward: paired bootstrap difference (best minus other), its interval and p-value, and the
+    p-value Holm-adjusted over the group's comparisons of that metric."""
+    found = []
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        if row["mcc"] is not None:
+            groups.setdefault(id(bootstraps[row["experiment"]]), []).append(row)
+    for members in groups.values():
+        best = max(members, key=lambda r: r["mcc"])
+        bootstrap = bootstraps[best["experiment"]]
+        for metric in COMPARED:
+            group = []
+            for other in (r for r in members if r is not best and r[metric] is not None):
+                paired = paired_difference(bootstrap.labels, tests[best["experiment"]]["decision"],
+                                           tests[other["experiment"]]["decision"], bootstrap.mixed, metric)
+                group.append({"a": best["experiment"], "b": other["experiment"], "metric": metric,
+                              "difference": best[metric] - other[metric], **paired})
+            for comparison, adjusted in zip(group, holm([c["p_value"] for c in group]), strict=True):
+                comparison.update(p_value_holm=adjusted,
+                                  significant=adjusted is not None and adjusted < 0.05)
+            found += group
+    return found
+
+
+def _fmt_value(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def with_interval(value, interval) -> str:
+    """``0.7997 [0.7412, 0.8571]``: the value and its 95 % interval."""
+    if value is None or interval is None:
+        return _fmt_value(value)
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    def fmt(value):
-        if value is None or (isinstance(value, float) and value != value):
-            return "—"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+    def cell(row, column):
+        if column in METRICS and f"{column}_ci" in row:
+            return with_interval(row.get(column), row[f"{column}_ci"])
+        return _fmt_value(row.get(column))
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def summary_markdown(rows: list[dict]) -> str:
+def comparisons_markdown(found: list[dict]) -> str:
+    if not found:
+        return "No two experiments were scored on the same val_test images: nothing to compare."
+    lines = ["| best | other | metric | difference [95 % CI] | p | p (Holm) | significant at 5 % |",
+             "|---|---|---|---|---|---|---|"]
+    for c in found:
+        p, adjusted = (_fmt_value(c[k]) for k in ("p_value", "p_value_holm"))
+        difference = with_interval(c["difference"], c["ci"])
+        lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {difference} | {p} | {adjusted} "
+                     f"| {'yes' if c['significant'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: list[dict], found: list[dict] | None = None) -> str:
     group_columns = ["n", "mcc", "accuracy", "natix_reward", "clean_mcc"]
     def grouped(key: str, column: str) -> list[dict]:
         return [{"experiment": r["experiment"], column: value, **metrics}
@@ -107,7 +208,12 @@ def summary_markdown(rows: list[dict]) -> str:
              "of the reward after each of 2,000 challenges (mean over 200 histories); validators then "
              "normalise all miners' scores into weights that sum to 1, so a miner's share depends on the "
              "others. "
-             "`clean_mcc` scores the source images without a challenge.")
+             "`clean_mcc` scores the source images without a challenge. "
+             "Brackets: 95 % bootstrap intervals (val_test's images resampled within each domain, 1,000 "
+             "times; the reward's also redraws its histories): val_test is a few hundred images, so a "
+             "difference inside them is not a finding. The numbers come from this machine: float kernels "
+             "differ between machines, so a re-run elsewhere gives other values within about these "
+             "intervals.")
     sections = [
         "# streetvision summary", intro, markdown_table(rows, MAIN_COLUMNS),
         "## By domain and by source (val_test challenge pass; clean_mcc: the same images without a "
@@ -117,6 +223,10 @@ def summary_markdown(rows: list[dict]) -> str:
         "MCC and the reward are undefined (—) for a domain or source whose val_test holds a single class.",
         "## By validator augmentation level (every val_test image at each level, through the bundle)",
         markdown_table(by_level, ["experiment", "level", "n", "mcc", "accuracy", "natix_reward"]),
+        "## Paired comparisons (experiments on the same val_test images, each against the best by MCC)",
+        "The same bootstrap resamples and histories for both sides of each row; p-values Holm-adjusted over "
+        "the comparisons of each metric; \"no\": the difference is within noise at 5 %.",
+        comparisons_markdown(found or []),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -130,17 +240,24 @@ def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Pa
     recorder = step_recorder(STEP, out_dir, ",".join(experiments), {"experiments": experiments},
                              consumes=[path for steps in manifests.values() for path in steps.values()],
                              workflow_dir=workflow_dir)
-    rows = []
+    rows, tests, bootstraps, shared = [], {}, {}, {}
     for exp in experiments:
-        rows.append(experiment_row(exp, dirs[exp]))
+        test = val_test_of(dirs[exp])
+        key = ValTestBootstrap.key(test)
+        if key not in shared:  # experiments on the same images share (and so pair) their resamples
+            shared[key] = ValTestBootstrap(test)
+        bootstraps[exp] = shared[key]
+        rows.append(experiment_row(exp, dirs[exp], bootstraps[exp]))
+        tests[exp] = test.assign(decision=(test["probability"] >= rows[-1]["threshold"]).astype(float))
         test = layout.thresholds_of(dirs[exp]["thresholds"])["val_test_at_threshold"]
         recorder.write_figure(layout.Report.figure(exp, "confusion"),
                               confusion_figure(test, f"{exp}: val_test"))
         curves = layout.curves_of(dirs[exp]["baseline"])
         recorder.write_figure(layout.Report.figure(exp, "curves"),
                               training_curves_figure(curves, f"{exp}: phase 1 training"))
-    recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows})
-    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows))
+    found = comparisons(rows, tests, bootstraps)
+    recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows, "comparisons": found})
+    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows, found))
     recorder.metrics.update({"experiments": len(rows)})
     log_result(STEP, ",".join(experiments), "; ".join(
         f"{r['experiment']} val_test MCC {_fmt(r['mcc'])}, reward {_fmt(r['natix_reward'])}" for r in rows))
