@@ -31,6 +31,7 @@ rule report:
         runtime=10,
     params:
         manifests=report_manifests(),
+        replicates={exp: cfg.get("replicate") for exp, cfg in EXPERIMENTS.items()},
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/report.py"

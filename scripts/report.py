@@ -7,6 +7,7 @@ from streetvision.phases.report import run_report
 with log_to_file(snakemake.log[0]):
     run_report(
         manifests=snakemake.params.manifests,
+        replicates=snakemake.params.replicates,
         out_dir=output_dir(snakemake.output),
         workflow_dir=snakemake.params.workflow_dir,
     )

@@ -120,3 +120,20 @@ def test_command_line_values_get_their_types_back():
                              "run_experiments": ["a"], "name": "dinov2", "lr": "1e-4"}) == {
         "scrc": {"alpha": 0.25, "grid_size": 50}, "demo": True, "x": None, "run_experiments": ["a"],
         "name": "dinov2", "lr": 1e-4}
+
+
+def test_replicates_become_one_experiment_per_training_seed(schema, demo):
+    demo["experiments"] = {"demo": {"replicates": 3, "train": {"seed": 5}}, "other": {}}
+    resolved = resolve_experiments(demo, schema)
+    assert list(resolved) == ["demo-s0", "demo-s1", "demo-s2", "other"]
+    assert [resolved[f"demo-s{k}"]["train"]["seed"] for k in range(3)] == [5, 6, 7]
+    assert [resolved[f"demo-s{k}"]["explora"]["seed"] for k in range(3)] == [0, 1, 2]
+    assert all(resolved[f"demo-s{k}"]["data"] == resolved["other"]["data"] for k in range(3))  # same splits
+    assert resolved["demo-s2"]["replicate"] == {"of": "demo", "k": 2, "of_n": 3} and "replicate" not in resolved["other"]
+    for bad in (0, "two", True, 1.5):
+        demo["experiments"] = {"demo": {"replicates": bad}}
+        with pytest.raises(ConfigError, match="experiments.demo.replicates': must be an integer >= 1"):
+            resolve_experiments(demo, schema)
+    demo["experiments"] = {"demo": {"replicates": 2}, "demo-s1": {}}
+    with pytest.raises(ConfigError, match="replicate demo-s1 is also an experiment of its own"):
+        resolve_experiments(demo, schema)

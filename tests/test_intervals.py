@@ -142,3 +142,18 @@ def test_the_report_compares_experiments_on_the_same_images_with_the_best_one():
     assert copy["difference"] == 0 and copy["p_value"] == 1.0 and not copy["significant"]
     table = comparisons_markdown(found)
     assert "| strong | weak | mcc |" in table and "| no |" in table and "| yes |" in table
+
+
+def test_replicate_groups_give_mean_and_spread_over_the_seeds():
+    from streetvision.phases.report import replicate_groups, replicates_markdown
+
+    rows = [{"experiment": f"demo-s{k}", "mcc": mcc, "accuracy": 0.9, "natix_reward": None}
+            for k, mcc in enumerate((0.70, 0.80, 0.75))] + [{"experiment": "other", "mcc": 0.5, "accuracy": 0.7,
+                                                             "natix_reward": 0.4}]
+    replicates = {f"demo-s{k}": {"of": "demo", "k": k, "of_n": 3} for k in range(3)} | {"other": None}
+    (group,) = replicate_groups(rows, replicates)
+    assert group["of"] == "demo" and group["n"] == 3 and group["experiments"] == ["demo-s0", "demo-s1", "demo-s2"]
+    assert group["mcc"]["mean"] == pytest.approx(0.75) and group["mcc"]["std"] == pytest.approx(0.05)
+    assert group["natix_reward"] == {"mean": None, "std": None, "values": []}
+    assert rows[0]["replicate_of"] == "demo" and "replicate_of" not in rows[-1]
+    assert "| demo | 3 | 0.7500 ± 0.0500 | 0.9000 ± 0.0000 | — |" in replicates_markdown([group])

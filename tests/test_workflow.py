@@ -208,3 +208,15 @@ def test_dag_renders_to_svg(repo, workdir, experiments):
         assert "baseline" in dag.stdout and "thresholds" in dag.stdout
         svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True, timeout=60)
         assert svg.returncode == 0 and "<svg" in svg.stdout
+
+
+@pytest.mark.slow
+def test_replicates_run_as_experiments_of_one_data_set_and_meet_in_the_report(repo, workdir):
+    write_config(workdir, {"experiments": {"demo": {"replicates": 2}}})
+    done = snakemake(repo, workdir, "-n", "--quiet", "rules")
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = {line.split()[0]: int(line.split()[-1]) for line in done.stdout.splitlines()
+               if line.strip() and line.split()[-1].isdigit()}
+    assert planned["ingest"] == 1 and planned["data"] == planned["baseline"] == 2 and planned["report"] == 1
+    graph = snakemake(repo, workdir, "--dag").stdout
+    assert "demo-s0" in graph and "demo-s1" in graph

@@ -263,11 +263,40 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
         prefix = f"experiments.{name}"
         if not isinstance(overrides, dict | type(None)):
             raise ConfigError(f"config key '{prefix}': must be a mapping of overrides, got {overrides!r}")
+        overrides = dict(overrides or {})
+        replicates = overrides.pop(REPLICATES, 1)
         merged = fill_defaults(overlay(defaults, overrides), schema)
         merged.pop("experiments", None)
         merged.pop("run_experiments", None)
         validate_section(merged, schema, prefix)
         check_split_ratios(merged["data"], prefix + ".")
-        check_data_source(merged["data"], prefix + ".", origins, overrides or {})
-        resolved[name] = merged
+        check_data_source(merged["data"], prefix + ".", origins, overrides)
+        for replicate_name, replicate in replicate_experiments(name, merged, replicates):
+            if replicate_name in resolved or (replicate_name != name and replicate_name in experiments):
+                raise ConfigError(f"config key '{prefix}.{REPLICATES}': its replicate {replicate_name} is "
+                                  "also an experiment of its own; rename one of them")
+            check_experiment_name(replicate_name)
+            resolved[replicate_name] = replicate
     return resolved
+
+
+REPLICATES = "replicates"  # an experiment's own key (not a config section): run it under N training seeds
+REPLICATE_SEEDS = (("train", "seed"), ("explora", "seed"))  # what a replicate changes: +k each
+
+
+def replicate_experiments(name: str, cfg: dict, replicates) -> list[tuple[str, dict]]:
+    """``replicates: N`` -> experiments ``<name>-s<k>`` (k = 0..N-1), the same data and splits, training
+    seeds + k; each records ``replicate: {of: name, k}`` for the report. N = 1: the experiment as it is."""
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ConfigError(f"config key 'experiments.{name}.{REPLICATES}': must be an integer >= 1, got "
+                          f"{replicates!r}")
+    if replicates == 1:
+        return [(name, cfg)]
+    copies = []
+    for k in range(replicates):
+        replicate = copy.deepcopy(cfg)
+        for section, key in REPLICATE_SEEDS:
+            replicate[section][key] += k
+        replicate["replicate"] = {"of": name, "k": k, "of_n": replicates}
+        copies.append((f"{name}-s{k}", replicate))
+    return copies

@@ -42,13 +42,16 @@ def sweep_figure(curve, chosen: float):
     return fig
 
 
-def risk_coverage_figure(curves: dict, title: str, alpha: float | None = None):
-    """Selective risk against coverage, one line per ``name -> (coverage, risk)``."""
+def risk_coverage_figure(curves: dict, title: str, alpha: float | None = None, points: dict | None = None):
+    """Selective risk against coverage, one line per ``name -> (coverage, risk)``; ``points``: marked
+    operating points, ``label -> (coverage, risk)`` (e.g. the certified threshold λ̂, an oracle)."""
     fig, ax = new_figure()
     for name, (coverage, risk) in curves.items():
         ax.plot(coverage, risk, label=name)
     if alpha is not None:
         ax.axhline(alpha, color="red", linestyle="--", linewidth=1, label=f"α = {alpha}")
+    for (label, (coverage, risk)), marker in zip((points or {}).items(), "o*Ds^v", strict=False):
+        ax.plot([coverage], [risk], marker=marker, markersize=9, linestyle="none", label=label)
     ax.set_xlabel("coverage (fraction accepted)")
     ax.set_ylabel("selective risk (error rate among accepted)")
     ax.set_title(title)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from streetvision import layout
@@ -152,6 +153,38 @@ def comparisons(rows: list[dict], tests: dict[str, pd.DataFrame],
     return found
 
 
+def replicate_groups(rows: list[dict], replicates: dict[str, dict | None]) -> list[dict]:
+    """Experiments run under several training seeds (``replicates: N``): each group's mean and standard
+    deviation across its seeds, so that seed-to-seed variation is seen apart from val_test's sampling noise
+    (the intervals)."""
+    members: dict[str, list[dict]] = {}
+    for row in rows:
+        replicate = replicates.get(row["experiment"])
+        if replicate:
+            row["replicate_of"] = replicate["of"]
+            members.setdefault(replicate["of"], []).append(row)
+    groups = []
+    for name, group in members.items():
+        summary = {"of": name, "n": len(group), "experiments": [r["experiment"] for r in group]}
+        for metric in METRICS:
+            values = [r[metric] for r in group if r[metric] is not None]
+            summary[metric] = {"mean": float(np.mean(values)) if values else None,
+                               "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                               "values": values}
+        groups.append(summary)
+    return groups
+
+
+def replicates_markdown(groups: list[dict]) -> str:
+    lines = ["| replicated | seeds | " + " | ".join(f"{m} mean ± sd" for m in METRICS) + " |",
+             "|" + "---|" * (2 + len(METRICS))]
+    for group in groups:
+        cells = [f"{group[m]['mean']:.4f} ± {group[m]['std']:.4f}" if group[m]["std"] is not None
+                 else _fmt_value(group[m]["mean"]) for m in METRICS]
+        lines.append(f"| {group['of']} | {group['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt_value(value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "—"
@@ -189,7 +222,8 @@ def comparisons_markdown(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(rows: list[dict], found: list[dict] | None = None) -> str:
+def summary_markdown(rows: list[dict], found: list[dict] | None = None,
+                     groups: list[dict] | None = None) -> str:
     group_columns = ["n", "mcc", "accuracy", "natix_reward", "clean_mcc"]
     def grouped(key: str, column: str) -> list[dict]:
         return [{"experiment": r["experiment"], column: value, **metrics}
@@ -228,12 +262,18 @@ def summary_markdown(rows: list[dict], found: list[dict] | None = None) -> str:
         "the comparisons of each metric; \"no\": the difference is within noise at 5 %.",
         comparisons_markdown(found or []),
     ]
+    if groups:
+        sections += ["## Replicates (one experiment under several training seeds; same data and splits)",
+                     "Mean ± standard deviation over the seeds: how much training alone moves the numbers; "
+                     "each seed's own row (with its intervals) is in the tables above.",
+                     replicates_markdown(groups)]
     return "\n\n".join(sections) + "\n"
 
 
 def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Path,
-               workflow_dir: str | None = None) -> Path:
-    """``manifests``: {experiment: {step: manifest}} of exactly what the report reads (its rule's inputs)."""
+               replicates: dict[str, dict | None] | None = None, workflow_dir: str | None = None) -> Path:
+    """``manifests``: {experiment: {step: manifest}} of exactly what the report reads (its rule's inputs);
+    ``replicates``: {experiment: its ``replicate`` record (of, k, of_n) or None} (``config.REPLICATES``)."""
     experiments = list(manifests)
     dirs = {exp: {step: Path(path).parent for step, path in steps.items()}
             for exp, steps in manifests.items()}
@@ -256,8 +296,10 @@ def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Pa
         recorder.write_figure(layout.Report.figure(exp, "curves"),
                               training_curves_figure(curves, f"{exp}: phase 1 training"))
     found = comparisons(rows, tests, bootstraps)
-    recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows, "comparisons": found})
-    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows, found))
+    groups = replicate_groups(rows, replicates or {})
+    recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows, "comparisons": found,
+                                                          "replicate_groups": groups})
+    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows, found, groups))
     recorder.metrics.update({"experiments": len(rows)})
     log_result(STEP, ",".join(experiments), "; ".join(
         f"{r['experiment']} val_test MCC {_fmt(r['mcc'])}, reward {_fmt(r['natix_reward'])}" for r in rows))

@@ -86,6 +86,16 @@ def split_summary(table: pd.DataFrame, accepted, errors, calls) -> dict:
     return summary
 
 
+def certified_label(test: dict, selection) -> str:
+    """The legend of the certified operating point on val_test (λ̂: the selection threshold(s))."""
+    if not test["coverage"]:
+        return "certified λ̂: nothing accepted (coverage 0)"
+    threshold = (", ".join(f"{group} {value:.3f}" for group, value in selection.items())
+                 if isinstance(selection, dict) else f"{selection:.3f}")  # per decision: one per call
+    return (f"certified λ̂ = {threshold}: coverage {test['coverage']:.2f}, "
+            f"risk {test['selective_risk']:.3f}")
+
+
 def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
              gate_dir: str | Path | None = None,
              out_dir: str | Path, experiment: str, workflow_dir: str | None = None) -> Path:
@@ -147,7 +157,8 @@ def run_scrc(*, cfg: dict, baseline_dir: str | Path, thresholds_dir: str | Path,
         f"after (T = {temperature:.2f})": (labels, apply_temperature(test["logit"], temperature))}))
     recorder.write_figure(layout.Scrc.RISK_PLOT, risk_coverage_figure(
         {f"{kind} score": risk_coverage(scores["val_test"], errors["val_test"])}, "SCRC on val_test",
-        alpha=alpha))
+        alpha=alpha, points={certified_label(result["val_test"], selection): (
+            result["val_test"]["coverage"], result["val_test"]["selective_risk"] or 0.0)}))
     recorder.write_json(layout.Scrc.TEMPERATURE, {"temperature": temperature,
                                                   **result["calibration_val_test"]})
     recorder.write_json(layout.Scrc.RESULT, result)
