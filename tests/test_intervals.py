@@ -74,7 +74,7 @@ def test_identical_experiments_differ_by_nothing_and_holm_is_the_textbook_step_d
     labels, decisions, domains = evaluation_set(n=200, seed=5)
     resamples = draw_resamples(labels, domains, {"real": 0.5, "synthetic": 0.5}, n_boot=200, rng=0)
     same = paired_difference(labels, decisions, decisions, resamples, "mcc")
-    assert same == {"ci": [0.0, 0.0], "p_value": 1.0}
+    assert same == {"ci": [0.0, 0.0], "p_value": 1.0, "tested_difference": 0.0}
     assert holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
 
 

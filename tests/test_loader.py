@@ -58,8 +58,9 @@ def test_training_batches_are_normalised_on_the_device_exactly_as_evaluation_pre
 
 
 def test_the_training_clock_measures_how_long_steps_wait_for_their_batch(tmp_path, monkeypatch):
-    """On a fake clock: each image costs the loader 1 s, each step 0.25 s; the sampled steps (every 10th)
-    report the loader-bound share exactly, through the trainer the phases build."""
+    """On a fake clock: each image costs the loader 1 s, each step 0.25 s and each end of step (checkpoint
+    saves, hooks: not loader time) 5 s; the sampled steps (every 10th) report the loader-bound share exactly,
+    through the trainer the phases build."""
     import lightning as L
     import torch
     from torch.utils.data import DataLoader, Dataset
@@ -71,7 +72,7 @@ def test_the_training_clock_measures_how_long_steps_wait_for_their_batch(tmp_pat
 
     class SlowImages(Dataset):
         def __len__(self):
-            return 80
+            return 84  # 42 steps: the sampled ones (10th, 20th, ...) never the last, which fetches nothing
 
         def __getitem__(self, i):
             clock[0] += 1.0
@@ -87,12 +88,15 @@ def test_the_training_clock_measures_how_long_steps_wait_for_their_batch(tmp_pat
             images, labels = batch
             return torch.nn.functional.mse_loss(self.layer(images).squeeze(1), labels)
 
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            clock[0] += 5.0
+
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     trainer, _ = trainer_module.build_trainer(tmp_path, accelerator="cpu", devices=1, max_epochs=1,
                                               precision="32-true")
-    trainer.fit(Tiny(), train_dataloaders=DataLoader(SlowImages(), batch_size=2))  # 40 steps: 4 sampled
+    trainer.fit(Tiny(), train_dataloaders=DataLoader(SlowImages(), batch_size=2))  # 4 steps sampled
     clock_callback = next(c for c in trainer.callbacks if isinstance(c, trainer_module.TrainingClock))
     summary = clock_callback.summary(trainer)
     assert summary["loader_sampled_steps"] == 4

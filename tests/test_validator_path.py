@@ -3,6 +3,7 @@
 form of ``mask_center`` triggers at levels 1-3."""
 
 import io
+import json
 from pathlib import Path
 
 import natix_reference as ref
@@ -157,6 +158,10 @@ def test_training_renders_from_the_reduced_store_and_evaluation_from_the_cache_c
     manifest = ingest_and_index(cfg={"data": data_cfg}, out_dir=tmp_path / "results/x/data", experiment="x")
     index = load_index(tmp_path / "results/x/data")
     large = index["width"] == 1280
+    stored = json.loads((tmp_path / "results/x/ingest/manifest.json").read_text())["metrics"]["training_store"]
+    copies = 0 if store == "original" else int(large.sum())
+    assert stored == {"kind": store, "copies": copies,
+                      "bytes": int(index.loc[large, "train_bytes"].sum()) if copies else 0}
     if store == "original":
         assert (index["train_path"] == index["challenge_path"]).all()
     else:

@@ -151,36 +151,35 @@ def paired_difference(labels: Any, answers_a: Any, answers_b: Any, resamples: Re
     difference (the same resamples and histories for both), and ``p_value``, two-sided, of the paired
     randomization test: under "a and b are exchangeable", swapping the two answers of any image changes
     nothing, so the observed difference is compared with those after ``n_boot`` random sets of swaps (exact
-    type-I control; the percentile bootstrap's own test was measured slightly liberal, 5.7 % at 5 %)."""
+    type-I control; the percentile bootstrap's own test was measured slightly liberal, 5.7 % at 5 %).
+    ``tested_difference`` is the difference it tested: for the reward, on its own fixed histories, so it
+    may differ a little from the point estimates' difference."""
     with_reward = metric == "natix_reward"
     a = resampled_metrics(labels, answers_a, resamples, reward=with_reward)[metric]
     b = resampled_metrics(labels, answers_b, resamples, reward=with_reward)[metric]
     differences = (a - b)[np.isfinite(a - b)]
     if differences.size == 0:
-        return {"ci": None, "p_value": None}
-    return {"ci": percentile_interval(differences),
-            "p_value": _randomization_p(binary_labels(labels), as_numpy(answers_a), as_numpy(answers_b),
-                                        resamples, metric)}
+        return {"ci": None, "p_value": None, "tested_difference": None}
+    p_value, tested = _randomization_p(binary_labels(labels), as_numpy(answers_a), as_numpy(answers_b),
+                                       resamples, metric)
+    return {"ci": percentile_interval(differences), "p_value": p_value, "tested_difference": tested}
 
 
-def _randomization_p(y, a, b, resamples: Resamples, metric: str) -> float | None:
+def _randomization_p(y, a, b, resamples: Resamples, metric: str) -> tuple[float | None, float | None]:
+    """(p-value, the difference it tested): for the reward, the difference on the test's own histories."""
     swaps = resamples.swaps
     if metric == "natix_reward":
         if resamples.swap_history is None:
-            return None
+            return None, None
         images, history_labels = resamples.swap_history
-        swapped = swaps[:, images]  # (n_swaps, histories, length)
 
         def rewards(answers_a, answers_b):
             return final_rewards(history_labels, answers_a[images]).mean() - \
                 final_rewards(history_labels, answers_b[images]).mean()
 
         observed = rewards(a, b)
-        first = np.where(swapped, b[images], a[images]).reshape(-1, images.shape[1])
-        second = np.where(swapped, a[images], b[images]).reshape(-1, images.shape[1])
-        labels_tiled = np.broadcast_to(history_labels, swapped.shape).reshape(-1, images.shape[1])
-        per_swap = (final_rewards(labels_tiled, first) - final_rewards(labels_tiled, second))
-        null = per_swap.reshape(swaps.shape[0], -1).mean(axis=1)
+        null = np.concatenate([_swapped_rewards(swaps[start:start + SWAP_CHUNK], images, history_labels, a, b)
+                               for start in range(0, swaps.shape[0], SWAP_CHUNK)])
     else:
         weights = resamples.image_weights
         cells = {key: ((y == label) & (np.round(a) == decision), (y == label) & (np.round(b) == decision))
@@ -198,7 +197,20 @@ def _randomization_p(y, a, b, resamples: Resamples, metric: str) -> float | None
         point = resampled_metrics(y, a, _identity(resamples), reward=False)[metric][0] - \
             resampled_metrics(y, b, _identity(resamples), reward=False)[metric][0]
         observed, null = point, scores(0) - scores(1)
-    return float((1 + np.sum(np.abs(null) >= abs(observed) - 1e-12)) / (1 + null.size))
+    return float((1 + np.sum(np.abs(null) >= abs(observed) - 1e-12)) / (1 + null.size)), float(observed)
+
+
+SWAP_CHUNK = 50  # swap sets scored at once: bounds the memory of the reward's randomization test
+
+
+def _swapped_rewards(swaps, images, history_labels, a, b) -> np.ndarray:
+    """Per swap set: the mean reward difference on the fixed histories after swapping a's and b's answers."""
+    swapped = swaps[:, images]  # (swap sets, histories, length)
+    length = images.shape[1]
+    first = np.where(swapped, b[images], a[images]).reshape(-1, length)
+    second = np.where(swapped, a[images], b[images]).reshape(-1, length)
+    labels = np.broadcast_to(history_labels, swapped.shape).reshape(-1, length)
+    return (final_rewards(labels, first) - final_rewards(labels, second)).reshape(len(swaps), -1).mean(axis=1)
 
 
 def _identity(resamples: Resamples) -> Resamples:

@@ -458,7 +458,8 @@ def _centre_square(source: Source, params: ChallengeParams, exact: bool) -> tupl
 def _resize_uint8(rgb: np.ndarray) -> np.ndarray:
     """Antialiased bilinear resize of uint8 RGB to 224x224 in torch's fixed-point kernel (rounded, as PIL)."""
     import torch
-    pixels = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)[None]
+    own = rgb.flags.writeable and min(rgb.strides) > 0  # torch takes neither read-only nor reversed views
+    pixels = torch.from_numpy(rgb if own else rgb.copy()).permute(2, 0, 1)[None]
     resized = torch.nn.functional.interpolate(pixels, size=(TARGET_SIZE, TARGET_SIZE), mode="bilinear",
                                               align_corners=False, antialias=True)
     return resized[0].permute(1, 2, 0).contiguous().numpy()

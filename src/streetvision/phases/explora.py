@@ -20,6 +20,7 @@ from streetvision.models.backbone import (
 from streetvision.phases import step_recorder
 from streetvision.train.checkpoints import restore_checkpoint
 from streetvision.train.explora import (
+    TRAINING_REVISION,
     DinoSettings,
     ExploraModule,
     LoraSettings,
@@ -53,8 +54,8 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     upstream = [layout.manifest_of(data_dir)]
     workers = loader_workers(ex_cfg["num_workers"], threads)
     accelerator, devices = start_training_phase(
-        STEP, out_dir, cfg, seed=ex_cfg["seed"], gpus=gpus, cpu_devices=ex_cfg["cpu_devices"],
-        upstream=upstream, threads=threads, loader_workers=workers)
+        STEP, out_dir, {**cfg, "training_revision": TRAINING_REVISION}, seed=ex_cfg["seed"], gpus=gpus,
+        cpu_devices=ex_cfg["cpu_devices"], upstream=upstream, threads=threads, loader_workers=workers)
     recorder = step_recorder(STEP, out_dir, experiment, cfg, consumes=upstream, seed=ex_cfg["seed"],
                              workflow_dir=workflow_dir, device=f"{accelerator}x{devices}",
                              scratch=layout.Training.SCRATCH)

@@ -32,6 +32,9 @@ from streetvision.models.backbone import BackboneSpec, backbone_blocks
 from streetvision.train.classifier_module import warmup_cosine
 
 ALLOWED_SPLITS = ("train", "unlabeled")
+# Part of the run key: bumped when a step trains differently under the same config, so that checkpoints
+# of the old way are discarded, not resumed (2: local crops at DINO's ratio by default, batched passes).
+TRAINING_REVISION = 2
 VALIDATION_BATCH = 16
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.profilers import Profiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from streetvision.io.atomic import atomic_write_json
@@ -171,14 +172,35 @@ def export_curves(recorder: PhaseRecorder) -> None:
         recorder.copy_file(Training.CURVES, curves)
 
 
+class BatchFetchTimer(Profiler):
+    """Lightning's profiler hook around each training-batch fetch: how long the loop blocked on the loader
+    (nothing else: checkpoint saves and end-of-step hooks fall outside it)."""
+
+    FETCH = "train_dataloader_next"
+
+    def __init__(self):
+        super().__init__()
+        self.last, self._since = None, None
+
+    def start(self, action_name: str) -> None:
+        if action_name.endswith(self.FETCH):
+            self._since = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        if action_name.endswith(self.FETCH) and self._since is not None:
+            self.last, self._since = time.perf_counter() - self._since, None
+
+
 class TrainingClock(Callback):
     """Training throughput for the run record: wall time inside training epochs (in-epoch validation
     excluded), samples seen by all ranks, this process's peak GPU memory, and how loader-bound training is.
 
-    Loader-bound: every ``SAMPLE_EVERY``-th step is timed from a synchronised end of the step before it (the
-    device idle): the wait for its batch (the loader, the copy) and the step itself (synchronised again).
-    ``loader_wait_fraction`` is the waits' share of the sampled time; 0 means the device never waited.
-    Two synchronisations in ``SAMPLE_EVERY`` steps cost next to nothing.
+    Loader-bound: every ``SAMPLE_EVERY``-th step starts from a synchronised end of the step before it (the
+    device idle); its wait is the fetch of its batch (``BatchFetchTimer``, the trainer's profiler), its step
+    runs from its start to its synchronised end. ``loader_wait_fraction`` is the waits' share of the sampled
+    time; 0 means the device never waited. Rank 0's view: under DDP another rank's slow loader shows as
+    rank 0's step time (it waits in the all-reduce). Two synchronisations in ``SAMPLE_EVERY`` steps cost next
+    to nothing.
     """
 
     SAMPLE_EVERY = 10
@@ -186,7 +208,9 @@ class TrainingClock(Callback):
     def __init__(self):
         self.seconds, self.samples, self._since = 0.0, 0, None
         self.waits, self.steps = [], []
-        self._last_end = self._step_start = None
+        self.fetch_timer = BatchFetchTimer()
+        self._sampling = False
+        self._step_start = None
 
     def _start(self):
         self._since = time.perf_counter()
@@ -199,13 +223,13 @@ class TrainingClock(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start()
-        self._last_end = None
+        self._sampling, self._step_start = False, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self._last_end is not None:
+        if self._sampling and self.fetch_timer.last is not None:
+            self.waits.append(self.fetch_timer.last)
             self._step_start = time.perf_counter()
-            self.waits.append(self._step_start - self._last_end)
-            self._last_end = None
+        self._sampling = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.samples += batch_size(batch)
@@ -215,11 +239,11 @@ class TrainingClock(Callback):
             self._step_start = None
         if batch_idx % self.SAMPLE_EVERY == self.SAMPLE_EVERY - 2:  # the next step is sampled
             _synchronize(trainer)
-            self._last_end = time.perf_counter()
+            self._sampling, self.fetch_timer.last = True, None
 
     def on_validation_start(self, trainer, pl_module):
         self._stop(trainer)
-        self._last_end = None
+        self._sampling = False
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.state.fn == "fit":  # validation inside a training epoch: the clock runs on
@@ -266,7 +290,8 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
                   extra_callbacks=(), distributed_sampler: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     checkpoint_dir = phase_dir / CHECKPOINT_DIR
     checkpoints = checkpoint_callbacks(checkpoint_dir, monitor, checkpoint_interval_minutes)
-    callbacks = [*checkpoints, CheckpointOnTerminate(checkpoint_dir), TrainingClock(), *extra_callbacks]
+    clock = TrainingClock()
+    callbacks = [*checkpoints, CheckpointOnTerminate(checkpoint_dir), clock, *extra_callbacks]
     if monitor and patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))
     loggers = [CurvesLogger(phase_dir, Training.LOGS)]
@@ -296,5 +321,6 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
         enable_progress_bar=show_progress_bar(), log_every_n_steps=10, enable_model_summary=False,
         default_root_dir=checkpoint_dir,  # where Lightning's SLURM handler writes hpc_ckpt_<n>.ckpt
         num_sanity_val_steps=0, use_distributed_sampler=distributed_sampler,
+        profiler=clock.fetch_timer,  # times only the training-batch fetches (TrainingClock)
     )
     return trainer, checkpoints[0]
