@@ -80,3 +80,37 @@ def test_changed_config_does_not_resume_old_checkpoints(repo, data_dir, tmp_path
     manifest = json.loads(run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "p1",
                                        experiment="demo").read_text())
     assert manifest["metrics"]["epochs"] == 1 and manifest["metrics"]["resumed_from_step"] is None
+
+
+def test_accumulation_clipping_and_label_smoothing_reach_the_optimiser(repo, data_dir, tmp_path, monkeypatch):
+    """Through run_baseline: two batches per optimiser step (half the steps), every step's gradients
+    clipped to the configured norm, and the loss fitted against smoothed targets."""
+    from streetvision.train import classifier_module
+
+    clipped, targets = [], []
+    real_clip, real_smoothed = torch.nn.utils.clip_grad_norm_, classifier_module.smoothed
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        clipped.append(max_norm)
+        return real_clip(parameters, max_norm, *args, **kwargs)
+
+    def recording_smoothed(labels, smoothing):
+        targets.append(real_smoothed(labels, smoothing))
+        return targets[-1]
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    monkeypatch.setattr(classifier_module, "smoothed", recording_smoothed)
+    plain = json.loads(run_baseline(cfg=sections(resolved_config(repo, {"train": {"max_epochs": 1}})),
+                                    data_dir=data_dir, out_dir=tmp_path / "plain", experiment="demo").read_text())
+    assert not clipped and all(set(t.unique().tolist()) <= {0.0, 1.0} for t in targets)
+    targets.clear()
+    cfg = resolved_config(repo, {"train": {"max_epochs": 1, "accumulate_grad_batches": 2, "gradient_clip_val": 0.5,
+                                           "label_smoothing": 0.2}})
+    tuned = json.loads(run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "tuned",
+                                    experiment="demo").read_text())
+    steps = plain["metrics"]["global_step"]
+    assert tuned["metrics"]["global_step"] == (steps + 1) // 2  # one optimiser step per two batches
+    assert clipped and set(clipped) == {0.5} and len(clipped) == tuned["metrics"]["global_step"]
+    smoothed_targets = torch.cat(targets)
+    assert torch.allclose(smoothed_targets[smoothed_targets < 0.5], torch.tensor(0.1))
+    assert torch.allclose(smoothed_targets[smoothed_targets > 0.5], torch.tensor(0.9))

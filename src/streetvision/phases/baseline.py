@@ -58,12 +58,15 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
                             warmup_fraction=train_cfg["warmup_fraction"],
                             layer_decay=train_cfg["layer_decay"],
                             pos_weight=train_cfg["pos_weight"],
-                            aux_max_pool_weight=train_cfg["aux_max_pool_weight"])
+                            aux_max_pool_weight=train_cfg["aux_max_pool_weight"],
+                            label_smoothing=train_cfg["label_smoothing"])
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
         precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
         tensorboard=train_cfg["tensorboard"],
         checkpoint_interval_minutes=train_cfg["checkpoint_interval_minutes"],
+        accumulate_grad_batches=train_cfg["accumulate_grad_batches"],
+        gradient_clip_val=train_cfg["gradient_clip_val"],
         distributed_sampler=False)  # the domain sampler shards itself
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports

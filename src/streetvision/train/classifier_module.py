@@ -61,6 +61,11 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def smoothed(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Binary label smoothing: targets 1 - s/2 and s/2 (training only; validation scores the true labels)."""
+    return labels if not smoothing else labels * (1.0 - smoothing) + 0.5 * smoothing
+
+
 class BaselineModule(L.LightningModule):
     """BCE on the classifier's logit; with a token head and ``aux_max_pool_weight`` > 0, plus that weight
     times the BCE of an auxiliary linear head on the max over patch tokens.
@@ -72,12 +77,13 @@ class BaselineModule(L.LightningModule):
 
     def __init__(self, model: RoadworkClassifier, lr: float, weight_decay: float, warmup_fraction: float,
                  layer_decay: float | None = None, pos_weight: float | None = None,
-                 aux_max_pool_weight: float = 0.0):
+                 aux_max_pool_weight: float = 0.0, label_smoothing: float = 0.0):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_fraction, self.layer_decay = warmup_fraction, layer_decay
         self.loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight) if pos_weight else None)
+        self.label_smoothing = label_smoothing
         self.aux_weight = aux_max_pool_weight if model.pooling in ("token", "token_mean") else 0.0
         self.aux_head = nn.Linear(model.backbone.embed_dim, 1) if self.aux_weight > 0 else None
         self._val_logits: list[torch.Tensor] = []
@@ -88,6 +94,7 @@ class BaselineModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels, _ = batch
+        labels = smoothed(labels, self.label_smoothing)
         if self.aux_head is None:
             loss = self.loss(self.model(images).float(), labels)
         else:

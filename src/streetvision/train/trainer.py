@@ -286,7 +286,8 @@ def show_progress_bar() -> bool:
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
                   monitor: str | None = None, patience: int = 0, tensorboard: bool = False,
                   max_steps: int = -1, find_unused_parameters: bool = False,
-                  checkpoint_interval_minutes: float = 0.0,
+                  checkpoint_interval_minutes: float = 0.0, accumulate_grad_batches: int = 1,
+                  gradient_clip_val: float | None = None,
                   extra_callbacks=(), distributed_sampler: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     checkpoint_dir = phase_dir / CHECKPOINT_DIR
     checkpoints = checkpoint_callbacks(checkpoint_dir, monitor, checkpoint_interval_minutes)
@@ -322,5 +323,6 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
         default_root_dir=checkpoint_dir,  # where Lightning's SLURM handler writes hpc_ckpt_<n>.ckpt
         num_sanity_val_steps=0, use_distributed_sampler=distributed_sampler,
         profiler=clock.fetch_timer,  # times only the training-batch fetches (TrainingClock)
+        accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
     )
     return trainer, checkpoints[0]
