@@ -32,6 +32,7 @@ rule report:
     params:
         manifests=report_manifests(),
         replicates={exp: cfg.get("replicate") for exp, cfg in EXPERIMENTS.items()},
+        sweeps={exp: cfg.get("sweep") for exp, cfg in EXPERIMENTS.items()},
         workflow_dir=WORKFLOW_DIR,
     script:
         "../scripts/report.py"

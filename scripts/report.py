@@ -8,6 +8,7 @@ with log_to_file(snakemake.log[0]):
     run_report(
         manifests=snakemake.params.manifests,
         replicates=snakemake.params.replicates,
+        sweeps=snakemake.params.sweeps,
         out_dir=output_dir(snakemake.output),
         workflow_dir=snakemake.params.workflow_dir,
     )

@@ -137,3 +137,28 @@ def test_replicates_become_one_experiment_per_training_seed(schema, demo):
     demo["experiments"] = {"demo": {"replicates": 2}, "demo-s1": {}}
     with pytest.raises(ConfigError, match="replicate demo-s1 is also an experiment of its own"):
         resolve_experiments(demo, schema)
+
+
+def test_a_sweep_expands_into_one_experiment_per_grid_point(schema, demo):
+    demo["sweeps"] = {"lr": {"base": "demo_explora", "overrides": {"train": {"max_epochs": 3}},
+                             "grid": {"train.lr": [0.001, 0.01], "model.head": ["token", "pooled"]}}}
+    resolved = resolve_experiments(demo, schema)
+    assert list(resolved) == ["demo", "demo_explora", "lr-0", "lr-1", "lr-2", "lr-3"]
+    points = [(resolved[f"lr-{k}"]["train"]["lr"], resolved[f"lr-{k}"]["model"]["head"]) for k in range(4)]
+    assert points == [(0.001, "token"), (0.001, "pooled"), (0.01, "token"), (0.01, "pooled")]
+    assert all(resolved[f"lr-{k}"]["explora"]["enabled"] and resolved[f"lr-{k}"]["train"]["max_epochs"] == 3
+               for k in range(4))  # the base experiment's overrides, then the sweep's
+    assert resolved["lr-2"]["sweep"] == {"sweep": "lr", "point": 2,
+                                         "values": {"train.lr": 0.01, "model.head": "token"}}
+    demo["run_experiments"] = ["lr"]
+    assert list(resolve_experiments(demo, schema)) == ["lr-0", "lr-1", "lr-2", "lr-3"]
+    demo["run_experiments"] = None
+    demo["sweeps"] = {"lr": {"base": "nobody", "grid": {"train.lr": [1]}}}
+    with pytest.raises(ConfigError, match="sweeps.lr.base': 'nobody' is not an experiment"):
+        resolve_experiments(demo, schema)
+    demo["sweeps"] = {"lr": {"grid": {"train.learning_rate": [1]}}}
+    with pytest.raises(ConfigError, match="unknown config key 'sweeps.lr \\(point 0: lr-0\\).train.learning_rate'"):
+        resolve_experiments(demo, schema)
+    demo["sweeps"] = {"demo": {"grid": {"train.lr": [1]}}, "x": {"grid": {}}}
+    with pytest.raises(ConfigError, match="sweeps.x.grid"):
+        resolve_experiments(demo, schema)

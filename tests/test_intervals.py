@@ -126,8 +126,10 @@ def test_the_report_compares_experiments_on_the_same_images_with_the_best_one():
     decisions["strong_copy"] = decisions["strong"]
     bootstrap = ValTestBootstrap(test)
     mix = {"real": 0.5, "synthetic": 0.5}
-    rows = [{"experiment": name, **{k: validator_metrics(test["label"], d, domains=test["domain"],
-                                                         domain_weights=mix)[k] for k in ("mcc", "natix_reward")}}
+    val_select = {"strong": 0.9, "weak": 0.7, "strong_copy": 0.85}  # picks the reference, not val_test
+    rows = [{"experiment": name, "val_select_mcc": val_select[name],
+             **{k: validator_metrics(test["label"], d, domains=test["domain"],
+                                     domain_weights=mix)[k] for k in ("mcc", "natix_reward")}}
             for name, d in decisions.items()]
     tests = {name: test.assign(decision=d) for name, d in decisions.items()}
     found = comparisons(rows, tests, dict.fromkeys(decisions, bootstrap))
@@ -157,3 +159,33 @@ def test_replicate_groups_give_mean_and_spread_over_the_seeds():
     assert group["natix_reward"] == {"mean": None, "std": None, "values": []}
     assert rows[0]["replicate_of"] == "demo" and "replicate_of" not in rows[-1]
     assert "| demo | 3 | 0.7500 ± 0.0500 | 0.9000 ± 0.0000 | — |" in replicates_markdown([group])
+
+
+@pytest.mark.slow
+def test_a_sweep_is_ranked_on_val_select_and_compared_with_its_best_point():
+    import pandas as pd
+
+    from streetvision.phases.report import ValTestBootstrap, sweep_tables, sweeps_markdown
+
+    rng = np.random.default_rng(7)
+    n = 300
+    test = pd.DataFrame({"id": [f"{i:04d}" for i in range(n)], "label": (rng.random(n) < 0.5).astype(int),
+                         "domain": "real"})
+    skill = {"lr-0": 0.80, "lr-1": 0.95, "lr-2": 0.60}
+    val_select = {"lr-0": 0.7, "lr-1": 0.6, "lr-2": 0.5}  # val_select prefers lr-0, val_test lr-1
+    decisions = {name: np.where(rng.random(n) < p, test["label"], 1 - test["label"]).astype(float)
+                 for name, p in skill.items()}
+    rows = [{"experiment": name, "val_select_mcc": val_select[name], "mcc_ci": None, "natix_reward_ci": None,
+             **{k: validator_metrics(test["label"], d)[k] for k in ("mcc", "natix_reward")}}
+            for name, d in decisions.items()]
+    sweeps = {name: {"sweep": "lr", "point": k, "values": {"train.lr": 10.0 ** -k}}
+              for k, name in enumerate(skill)}
+    (table,) = sweep_tables(rows, sweeps, {name: test.assign(decision=d) for name, d in decisions.items()},
+                            dict.fromkeys(skill, ValTestBootstrap(test)))
+    assert table["ranked_on"].startswith("val_select") and [p["experiment"] for p in table["points"]] == [
+        "lr-0", "lr-1", "lr-2"]
+    best, better_on_test, worse = table["points"]
+    assert best["vs_best"]["mcc"] is None and better_on_test["vs_best"]["mcc"]["difference"] < 0
+    assert worse["vs_best"]["mcc"]["significant"]
+    markdown = sweeps_markdown([table])
+    assert "never on val_test" in markdown and "| 1 | lr-0 | train.lr=1.0 |" in markdown

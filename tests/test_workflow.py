@@ -220,3 +220,25 @@ def test_replicates_run_as_experiments_of_one_data_set_and_meet_in_the_report(re
     assert planned["ingest"] == 1 and planned["data"] == planned["baseline"] == 2 and planned["report"] == 1
     graph = snakemake(repo, workdir, "--dag").stdout
     assert "demo-s0" in graph and "demo-s1" in graph
+
+
+@pytest.mark.slow
+def test_a_sweep_plans_its_points_runs_them_and_the_report_ranks_them(repo, workdir):
+    write_config(workdir, {"sweeps": {"lr": {"grid": {"train.lr": [0.001, 0.003, 0.01]}}},
+                           "run_experiments": ["lr"], "hf_export": {"enabled": False}})
+    planned = snakemake(repo, workdir, "-n", "--quiet", "rules")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    counts = {line.split()[0]: int(line.split()[-1]) for line in planned.stdout.splitlines()
+              if line.strip() and line.split()[-1].isdigit()}
+    assert counts["baseline"] == 3 and counts["ingest"] == 1
+    assert all(f"lr-{k}" in planned.stdout + planned.stderr for k in range(3))  # the plan lines name them
+    done = snakemake(repo, workdir, "--cores", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((workdir / "results/summary.json").read_text())
+    (sweep,) = summary["sweeps"]
+    scores = [point["val_select_mcc"] for point in sweep["points"]]
+    assert sweep["sweep"] == "lr" and scores == sorted(scores, reverse=True)
+    assert sorted(point["values"]["train.lr"] for point in sweep["points"]) == [0.001, 0.003, 0.01]
+    assert all(point["mcc_ci"] for point in sweep["points"])
+    assert "### Sweep lr (ranked on val_select MCC (phase 1); never on val_test)" in (
+        workdir / "results/summary.md").read_text()

@@ -246,11 +246,14 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
     check_finite_numbers(config, "")
     filled = fill_defaults(config, schema)
     validate_section(filled, schema)
-    defaults = {k: v for k, v in config.items() if k not in ("experiments", "run_experiments")}
-    experiments = filled["experiments"] or {}
+    defaults = {k: v for k, v in config.items() if k not in ("experiments", "run_experiments", "sweeps")}
+    experiments = dict(filled["experiments"] or {})
     for name in experiments:
         check_experiment_name(name)
-    selected = config.get("run_experiments") or list(experiments)
+    points, prefixes = sweep_points(filled.get("sweeps") or {}, experiments)
+    experiments.update({name: overrides for name, (overrides, _) in points.items()})
+    selected = [point for name in (config.get("run_experiments") or list(experiments))
+                for point in ([p for p, (_, record) in points.items() if record["sweep"] == name] or [name])]
     unknown = [name for name in selected if name not in experiments]
     if unknown:
         raise ConfigError(f"config key 'run_experiments': {unknown} not defined under 'experiments' "
@@ -260,7 +263,7 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
     resolved = {}
     for name in selected:
         overrides = experiments[name]
-        prefix = f"experiments.{name}"
+        prefix = prefixes.get(name, f"experiments.{name}")
         if not isinstance(overrides, dict | type(None)):
             raise ConfigError(f"config key '{prefix}': must be a mapping of overrides, got {overrides!r}")
         overrides = dict(overrides or {})
@@ -271,6 +274,8 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
         validate_section(merged, schema, prefix)
         check_split_ratios(merged["data"], prefix + ".")
         check_data_source(merged["data"], prefix + ".", origins, overrides)
+        if name in points:
+            merged["sweep"] = points[name][1]
         for replicate_name, replicate in replicate_experiments(name, merged, replicates):
             if replicate_name in resolved or (replicate_name != name and replicate_name in experiments):
                 raise ConfigError(f"config key '{prefix}.{REPLICATES}': its replicate {replicate_name} is "
@@ -278,6 +283,47 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
             check_experiment_name(replicate_name)
             resolved[replicate_name] = replicate
     return resolved
+
+
+def sweep_points(sweeps: dict, experiments: dict) -> tuple[dict, dict]:
+    """``sweeps`` -> ({point name: (overrides, record)}, {point name: config prefix for errors}).
+
+    Each point is ``<sweep>-<k>``: the base experiment's overrides (or the defaults), the sweep's
+    ``overrides``, then point k of the cartesian product of ``grid`` (keys and values in the order written;
+    dotted keys such as ``train.lr``). ``record`` (``sweep``, ``point``, ``values``) goes to the resolved
+    config for the report."""
+    import itertools
+
+    points, prefixes = {}, {}
+    for sweep, spec in sweeps.items():
+        base = spec.get("base")
+        if base is not None and base not in experiments:
+            raise ConfigError(f"config key 'sweeps.{sweep}.base': {base!r} is not an experiment "
+                              f"({sorted(experiments)})")
+        start = deep_merge(dict(experiments.get(base) or {}) if base else {}, spec.get("overrides") or {})
+        keys = list(spec["grid"])
+        for k, values in enumerate(itertools.product(*(spec["grid"][key] for key in keys))):
+            name = f"{sweep}-{k}"
+            if name in experiments or name in points:
+                raise ConfigError(f"config key 'sweeps.{sweep}': its point {name} is also an experiment of "
+                                  "its own; rename one of them")
+            check_experiment_name(name)
+            overrides = start
+            for key, value in zip(keys, values, strict=True):
+                overrides = deep_merge(overrides, _nested(key, value))
+            record = {"sweep": sweep, "point": k, "values": dict(zip(keys, values, strict=True))}
+            points[name] = (overrides, record)
+            prefixes[name] = f"sweeps.{sweep} (point {k}: {name})"
+    return points, prefixes
+
+
+def _nested(dotted: str, value) -> dict:
+    """``"train.lr", 0.1`` -> ``{"train": {"lr": 0.1}}``."""
+    *parents, leaf = dotted.split(".")
+    nested = {leaf: value}
+    for parent in reversed(parents):
+        nested = {parent: nested}
+    return nested
 
 
 REPLICATES = "replicates"  # an experiment's own key (not a config section): run it under N training seeds

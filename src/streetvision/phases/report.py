@@ -14,6 +14,7 @@ Holm-adjusted p-values).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from streetvision.domains import domain_weights
 from streetvision.errors import StreetvisionError
 from streetvision.figures import confusion_figure, training_curves_figure
 from streetvision.intervals import METRICS, bootstrap_intervals, draw_resamples, holm, paired_difference
+from streetvision.io.manifest import read_manifest
 from streetvision.logs import log_result
 from streetvision.metrics import ema_score_distribution, validator_metrics
 from streetvision.phases import step_recorder
@@ -95,6 +97,8 @@ def experiment_row(experiment: str, dirs: dict[str, Path], bootstrap: ValTestBoo
     overall = validator_metrics(test["label"], decisions, domains=test["domain"], domain_weights=mix)
     ema = ema_score_distribution(test["label"], decisions, domains=test["domain"], domain_weights=mix)
     row = {"experiment": experiment, "policy": policy["type"], "threshold": thresholds["threshold"],
+           "val_select_mcc": read_manifest(layout.manifest_of(dirs["baseline"]))["metrics"].get(
+               "val_select_mcc_best"),
            **{k: overall[k] for k in ("mcc", "accuracy", "natix_reward", "natix_reward_p10",
                                       "natix_reward_p90")},
            "natix_score_ema": ema["mean"], "natix_score_ema_p10": ema["p10"],
@@ -128,16 +132,17 @@ def experiment_row(experiment: str, dirs: dict[str, Path], bootstrap: ValTestBoo
 
 def comparisons(rows: list[dict], tests: dict[str, pd.DataFrame],
                 bootstraps: dict[str, ValTestBootstrap]) -> list[dict]:
-    """Experiments scored on the same val_test images, each compared with the best of them (highest MCC) on
-    MCC and the reward: paired bootstrap difference (best minus other), its interval and p-value, and the
-    p-value Holm-adjusted over the group's comparisons of that metric."""
+    """Experiments scored on the same val_test images, each compared with the best of them on MCC and the
+    reward: paired bootstrap difference (best minus other), its interval and p-value, and the p-value
+    Holm-adjusted over the group's comparisons of that metric. "Best" is ``best_on_val_select``: picked
+    without looking at val_test, so the comparison is not tilted by the pick."""
     found = []
     groups: dict[int, list[dict]] = {}
     for row in rows:
         if row["mcc"] is not None:
             groups.setdefault(id(bootstraps[row["experiment"]]), []).append(row)
     for members in groups.values():
-        best = max(members, key=lambda r: r["mcc"])
+        best = best_on_val_select(members)
         bootstrap = bootstraps[best["experiment"]]
         for metric in COMPARED:
             group = []
@@ -151,6 +156,55 @@ def comparisons(rows: list[dict], tests: dict[str, pd.DataFrame],
                                   significant=adjusted is not None and adjusted < 0.05)
             found += group
     return found
+
+
+def _val_select(row: dict) -> float:
+    return -math.inf if row["val_select_mcc"] is None else row["val_select_mcc"]
+
+
+def best_on_val_select(rows: list[dict]) -> dict:
+    """The row with the highest val_select MCC (phase 1's early-stopping score); the first on ties."""
+    return max(rows, key=_val_select)
+
+
+def sweep_tables(rows: list[dict], sweeps: dict[str, dict | None], tests, bootstraps) -> list[dict]:
+    """Per sweep: its points ranked on val_select MCC (never on val_test), each with its grid values, its
+    val_test scores and intervals, and its paired comparison with the val_select-best point."""
+    members: dict[str, list[dict]] = {}
+    for row in rows:
+        if sweeps.get(row["experiment"]):
+            members.setdefault(sweeps[row["experiment"]]["sweep"], []).append(row)
+    tables = []
+    for name, points in members.items():
+        ranked = sorted(points, key=_val_select, reverse=True)
+        versus = {(c["b"], c["metric"]): c for c in comparisons(points, tests, bootstraps)}
+        tables.append({"sweep": name, "ranked_on": "val_select MCC (phase 1)", "points": [
+            {"experiment": r["experiment"], "values": sweeps[r["experiment"]]["values"],
+             "val_select_mcc": r["val_select_mcc"], "mcc": r["mcc"], "mcc_ci": r.get("mcc_ci"),
+             "natix_reward": r["natix_reward"], "natix_reward_ci": r.get("natix_reward_ci"),
+             "vs_best": {metric: versus.get((r["experiment"], metric)) for metric in COMPARED}}
+            for r in ranked]})
+    return tables
+
+
+def sweeps_markdown(tables: list[dict]) -> str:
+    header = ("| rank | experiment | values | val_select MCC | val_test MCC [95 % CI] | reward [95 % CI] "
+              "| MCC vs best: p (Holm) |")
+    sections = []
+    for table in tables:
+        lines = [f"### Sweep {table['sweep']} (ranked on {table['ranked_on']}; never on val_test)", header,
+                 "|---|---|---|---|---|---|---|"]
+        for rank, point in enumerate(table["points"], start=1):
+            values = ", ".join(f"{key}={value}" for key, value in point["values"].items())
+            versus = point["vs_best"]["mcc"]
+            against = "best" if versus is None else _fmt_value(versus["p_value_holm"]) + (
+                "" if versus["significant"] else " (within noise)")
+            cells = [str(rank), point["experiment"], values, _fmt_value(point["val_select_mcc"]),
+                     with_interval(point["mcc"], point["mcc_ci"]),
+                     with_interval(point["natix_reward"], point["natix_reward_ci"]), against]
+            lines.append("| " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
 def replicate_groups(rows: list[dict], replicates: dict[str, dict | None]) -> list[dict]:
@@ -223,7 +277,7 @@ def comparisons_markdown(found: list[dict]) -> str:
 
 
 def summary_markdown(rows: list[dict], found: list[dict] | None = None,
-                     groups: list[dict] | None = None) -> str:
+                     groups: list[dict] | None = None, sweeps: list[dict] | None = None) -> str:
     group_columns = ["n", "mcc", "accuracy", "natix_reward", "clean_mcc"]
     def grouped(key: str, column: str) -> list[dict]:
         return [{"experiment": r["experiment"], column: value, **metrics}
@@ -257,11 +311,13 @@ def summary_markdown(rows: list[dict], found: list[dict] | None = None,
         "MCC and the reward are undefined (—) for a domain or source whose val_test holds a single class.",
         "## By validator augmentation level (every val_test image at each level, through the bundle)",
         markdown_table(by_level, ["experiment", "level", "n", "mcc", "accuracy", "natix_reward"]),
-        "## Paired comparisons (experiments on the same val_test images, each against the best by MCC)",
+        "## Paired comparisons (experiments on the same val_test images, each against the best on val_select MCC)",
         "The same bootstrap resamples and histories for both sides of each row; p-values Holm-adjusted over "
         "the comparisons of each metric; \"no\": the difference is within noise at 5 %.",
         comparisons_markdown(found or []),
     ]
+    if sweeps:
+        sections += ["## Sweeps", sweeps_markdown(sweeps)]
     if groups:
         sections += ["## Replicates (one experiment under several training seeds; same data and splits)",
                      "Mean ± standard deviation over the seeds: how much training alone moves the numbers; "
@@ -271,9 +327,12 @@ def summary_markdown(rows: list[dict], found: list[dict] | None = None,
 
 
 def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Path,
-               replicates: dict[str, dict | None] | None = None, workflow_dir: str | None = None) -> Path:
+               replicates: dict[str, dict | None] | None = None,
+               sweeps: dict[str, dict | None] | None = None, workflow_dir: str | None = None) -> Path:
     """``manifests``: {experiment: {step: manifest}} of exactly what the report reads (its rule's inputs);
-    ``replicates``: {experiment: its ``replicate`` record (of, k, of_n) or None} (``config.REPLICATES``)."""
+    ``replicates``: {experiment: its ``replicate`` record (of, k, of_n) or None} (``config.REPLICATES``);
+    ``sweeps``: {experiment: its ``sweep`` record (sweep, point, values) or None}
+    (``config.sweep_points``)."""
     experiments = list(manifests)
     dirs = {exp: {step: Path(path).parent for step, path in steps.items()}
             for exp, steps in manifests.items()}
@@ -297,9 +356,10 @@ def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Pa
                               training_curves_figure(curves, f"{exp}: phase 1 training"))
     found = comparisons(rows, tests, bootstraps)
     groups = replicate_groups(rows, replicates or {})
+    swept = sweep_tables(rows, sweeps or {}, tests, bootstraps)
     recorder.write_json(layout.Report.SUMMARY_JSON_PATH, {"experiments": rows, "comparisons": found,
-                                                          "replicate_groups": groups})
-    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows, found, groups))
+                                                          "replicate_groups": groups, "sweeps": swept})
+    recorder.write_text(layout.Report.SUMMARY_MD_PATH, summary_markdown(rows, found, groups, swept))
     recorder.metrics.update({"experiments": len(rows)})
     log_result(STEP, ",".join(experiments), "; ".join(
         f"{r['experiment']} val_test MCC {_fmt(r['mcc'])}, reward {_fmt(r['natix_reward'])}" for r in rows))
