@@ -311,7 +311,8 @@ def summary_markdown(rows: list[dict], found: list[dict] | None = None,
         "MCC and the reward are undefined (—) for a domain or source whose val_test holds a single class.",
         "## By validator augmentation level (every val_test image at each level, through the bundle)",
         markdown_table(by_level, ["experiment", "level", "n", "mcc", "accuracy", "natix_reward"]),
-        "## Paired comparisons (experiments on the same val_test images, each against the best on val_select MCC)",
+        "## Paired comparisons (experiments on the same val_test images, each against the best on "
+        "val_select MCC)",
         "The same bootstrap resamples and histories for both sides of each row; p-values Holm-adjusted over "
         "the comparisons of each metric; \"no\": the difference is within noise at 5 %.",
         comparisons_markdown(found or []),
