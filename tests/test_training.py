@@ -9,7 +9,7 @@ from helpers import ingest_and_index, resolved_config
 from safetensors.torch import load_file
 
 from streetvision.io.manifest import verify_tree
-from streetvision.layout import Baseline, load_index
+from streetvision.layout import Baseline, Training, load_index
 from streetvision.phases.baseline import run_baseline
 
 pytestmark = pytest.mark.slow
@@ -114,3 +114,24 @@ def test_accumulation_clipping_and_label_smoothing_reach_the_optimiser(repo, dat
     smoothed_targets = torch.cat(targets)
     assert torch.allclose(smoothed_targets[smoothed_targets < 0.5], torch.tensor(0.1))
     assert torch.allclose(smoothed_targets[smoothed_targets > 0.5], torch.tensor(0.9))
+
+
+def test_ema_weights_are_what_phase_1_validates_checkpoints_and_exports(repo, data_dir, tmp_path):
+    """train.ema_decay: the checkpoint's weights are the average (the training weights and the averaging
+    state beside them, for a resume), and the exported model is exactly the averaged one."""
+    from streetvision.train.checkpoints import load_training_state
+
+    cfg = resolved_config(repo, {"train": {"max_epochs": 2, "ema_decay": 0.5}})
+    manifest = json.loads(run_baseline(cfg=sections(cfg), data_dir=data_dir, out_dir=tmp_path / "p1",
+                                       experiment="demo").read_text())
+    checkpoints = tmp_path / "p1" / Training.CHECKPOINTS
+    state = load_training_state(checkpoints / Training.LAST)
+    assert {"current_model_state", "averaging_state"} <= set(state)
+    assert int(state["averaging_state"]["n_averaged"]) == manifest["metrics"]["global_step"]
+    exported = load_file(tmp_path / "p1" / Baseline.MODEL)
+    restored = json.loads((tmp_path / "p1" / Training.DONE).read_text())["restore_checkpoint"] or Training.LAST
+    averaged = load_training_state(checkpoints / restored)["state_dict"]
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, averaged[f"model.{name}"]), name
+    training = state["current_model_state"]
+    assert any(not torch.equal(training[k], state["state_dict"][k]) for k in training if k.startswith("model."))

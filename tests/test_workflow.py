@@ -96,10 +96,11 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase", ["phase1_baseline", "phase4_explora"])
-def test_training_resumes_after_being_killed(repo, workdir, phase):
+@pytest.mark.parametrize(("phase", "tuning"), [("phase1_baseline", {}), ("phase4_explora", {}),
+                                               ("phase1_baseline", {"ema_decay": 0.9, "accumulate_grad_batches": 2})])
+def test_training_resumes_after_being_killed(repo, workdir, phase, tuning):
     epochs = 8 if phase == "phase1_baseline" else 30  # ExPLoRA epochs on tiny data take a fraction of a second
-    write_config(workdir, {"train": {"max_epochs": epochs},
+    write_config(workdir, {"train": {"max_epochs": epochs, **tuning},
                            "explora": {"enabled": phase == "phase4_explora", "max_epochs": epochs,
                                        "batch_size": 16}})
     target = f"results/demo/{phase}/manifest.json"
@@ -123,6 +124,11 @@ def test_training_resumes_after_being_killed(repo, workdir, phase):
     assert metrics["global_step"] > metrics["resumed_from_step"] and metrics["epochs"] == epochs
     assert "resuming from" in (workdir / "results/demo/logs" / f"{phase}.log").read_text()
     assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
+    if "ema_decay" in tuning:  # the average went on from the killed run's: one update per optimiser step
+        import torch
+
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        assert int(state["averaging_state"]["n_averaged"]) == metrics["global_step"]
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         tensorboard=train_cfg["tensorboard"],
         checkpoint_interval_minutes=train_cfg["checkpoint_interval_minutes"],
         accumulate_grad_batches=train_cfg["accumulate_grad_batches"],
-        gradient_clip_val=train_cfg["gradient_clip_val"],
+        gradient_clip_val=train_cfg["gradient_clip_val"], extra_callbacks=weight_averaging(train_cfg),
         distributed_sampler=False)  # the domain sampler shards itself
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports
@@ -96,6 +96,16 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
                                  f"{test['clean']['mcc']:.3f} clean "
                                  f"(at 0.5; {record['epochs']} epochs{waited})")
     return recorder.finish()
+
+
+def weight_averaging(train_cfg: dict) -> list:
+    """``train.ema_decay``: Lightning's EMA of the weights (what validation, the checkpoints and the export
+    then hold; its state is saved in and restored from every checkpoint)."""
+    if train_cfg["ema_decay"] is None:
+        return []
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return [EMAWeightAveraging(decay=train_cfg["ema_decay"])]
 
 
 def export_split(recorder, model, datamodule: SplitDataModule, split: str, view: str,
