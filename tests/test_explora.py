@@ -180,3 +180,26 @@ def test_mae_objective_is_a_clear_config_error(repo):
 
     with pytest.raises(ConfigError, match=r"config key 'experiments\.demo\.explora\.objective'"):
         resolved_config(repo, {"experiments": {"demo": {"explora": {"objective": "mae"}}}})
+
+
+@pytest.mark.slow
+def test_dora_adapters_train_in_explora_and_merge_into_the_export(config, data_dir, tmp_path, monkeypatch):
+    """explora.use_dora: PEFT's DoRA layers (a magnitude vector per adapted projection) train, and the
+    merged backbone passes the phase's own load-back check."""
+    seen = []
+    real_add = explora_step.add_lora
+
+    def recording_add(backbone, lora):
+        adapted = real_add(backbone, lora)
+        seen.append([name for name, _ in adapted.named_parameters() if "lora_" in name])
+        return adapted
+
+    monkeypatch.setattr(explora_step, "add_lora", recording_add)
+    cfg = {**config["explora"], "use_dora": True, "max_epochs": 1}
+    manifest = json.loads(explora_step.run_explora(cfg={"model": config["model"], "explora": cfg},
+                                                   data_dir=data_dir, out_dir=tmp_path / "p4",
+                                                   experiment="demo").read_text())
+    assert seen and any("lora_magnitude_vector" in name for name in seen[0])
+    assert manifest["metrics"]["load_back_max_abs_diff"] <= cfg["export_tolerance"]
+    weights = load_file(tmp_path / "p4" / "backbone.safetensors")
+    assert not any("lora" in name for name in weights)

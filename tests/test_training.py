@@ -135,3 +135,26 @@ def test_ema_weights_are_what_phase_1_validates_checkpoints_and_exports(repo, da
         assert torch.equal(tensor, averaged[f"model.{name}"]), name
     training = state["current_model_state"]
     assert any(not torch.equal(training[k], state["state_dict"][k]) for k in training if k.startswith("model."))
+
+
+def test_lora_fine_tuning_with_ema_and_accumulation_exports_plain_weights_the_miner_reproduces(repo, tmp_path):
+    """model.freeze lora (+ EMA, accumulation) through the real runners to the Hugging Face export: only the
+    adapters and the head train, the bundle and the HF repo hold merged plain weights, and the export's
+    parity check (its own gate: the step fails otherwise) holds in both transformers versions it tries."""
+    from helpers import run_tiny_steps
+
+    from streetvision import layout
+
+    cfg = resolved_config(repo, {"model": {"freeze": "lora", "lora": {"rank": 2, "use_rslora": True}},
+                                 "train": {"max_epochs": 2, "ema_decay": 0.9, "accumulate_grad_batches": 2}})
+    dirs = run_tiny_steps(tmp_path / "results", cfg)
+    metrics = json.loads((dirs["baseline"] / "manifest.json").read_text())["metrics"]
+    assert 0 < metrics["parameters"]["trainable"] < metrics["parameters"]["total"] / 2
+    weights = load_file(dirs["baseline"] / Baseline.MODEL)
+    assert not any("lora" in name or "base_layer" in name for name in weights)
+    plain = json.loads((dirs["baseline"] / Baseline.MODEL_CONFIG).read_text())
+    from streetvision.models.spec import ClassifierSpec
+
+    ClassifierSpec.from_record(plain).load(dirs["baseline"] / Baseline.MODEL)  # strict: plain architecture
+    parity = layout.hf_parity_of(dirs["hf_export"])
+    assert all(check["decision_mismatches"] == 0 for check in parity.values())

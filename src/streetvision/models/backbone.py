@@ -211,13 +211,31 @@ def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
     raise ValueError(f"{type(backbone).__name__}: cannot find its blocks ('blocks', 'stages' or 'layers')")
 
 
+def lora_wrapped(backbone: nn.Module, blocks: list[int], targets: list[str], *, rank: int, alpha: float,
+                 dropout: float = 0.0, use_dora: bool = False, use_rslora: bool = False):
+    """``backbone`` with PEFT LoRA on the attention projections ``targets`` (timm's fused ``qkv``, ``proj``)
+    of the given blocks; only the adapters train. DoRA and rsLoRA are PEFT's own flags. Merge it back with
+    ``merge_and_unload()`` before saving: the bundle and the Hugging Face repo hold plain weights."""
+    from peft import LoraConfig, get_peft_model
+
+    pattern = rf"blocks\.({'|'.join(map(str, blocks))})\.attn\.({'|'.join(targets)})"
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none", use_dora=use_dora,
+                        use_rslora=use_rslora, target_modules=pattern)
+    return get_peft_model(backbone, config)
+
+
+def merged(backbone: nn.Module) -> nn.Module:
+    """A PEFT-wrapped backbone with its adapters merged into plain weights; any other backbone as it is."""
+    return backbone.merge_and_unload() if hasattr(backbone, "merge_and_unload") else backbone
+
+
 def apply_freezing(backbone: nn.Module, policy: str, trainable_blocks: int) -> None:
     """``full``: train everything; ``frozen``: train nothing; ``last_n``: the last N blocks + final norm."""
     if policy == "full":
         backbone.requires_grad_(True)
         return
     backbone.requires_grad_(False)
-    if policy == "frozen":
+    if policy in ("frozen", "lora"):  # lora: the adapters (spec.build_trainable_classifier) train
         return
     if policy != "last_n":
         raise ValueError(f"config key 'model.freeze': unknown policy {policy!r}")

@@ -66,12 +66,23 @@ def build_trainable_classifier(model_cfg: dict, adapted_backbone: str | os.PathL
                                ) -> tuple[RoadworkClassifier, ClassifierSpec]:
     """Phase 1's starting point: the configured backbone (pretrained weights, or phase 4's adapted backbone
     in their place), frozen as configured, plus a fresh head; and the spec to save beside its weights."""
-    from streetvision.models.backbone import apply_freezing, build_backbone, data_config
+    from streetvision.models.backbone import (
+        apply_freezing,
+        backbone_blocks,
+        build_backbone,
+        data_config,
+        lora_wrapped,
+    )
 
     backbone_spec = BackboneSpec.from_config(model_cfg)
     backbone = build_backbone(model_cfg) if adapted_backbone is None else backbone_spec.load(adapted_backbone)
     apply_freezing(backbone, model_cfg["freeze"], model_cfg["trainable_blocks"])
     spec = ClassifierSpec.from_config(model_cfg, data_config(backbone, model_cfg["img_size"],
                                                              model_cfg.get("interpolation")))
+    if model_cfg["freeze"] == "lora":  # adapters on every block; the head (built below) trains in full
+        lora = model_cfg["lora"]
+        backbone = lora_wrapped(backbone, list(range(len(backbone_blocks(backbone)))), lora["targets"],
+                                rank=lora["rank"], alpha=lora["alpha"], dropout=lora["dropout"],
+                                use_dora=lora["use_dora"], use_rslora=lora["use_rslora"])
     model = spec.build(backbone)
     return model, replace(spec, head=model.pooling)  # "auto" resolved, so a loader rebuilds the same head

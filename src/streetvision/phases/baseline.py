@@ -13,7 +13,7 @@ from streetvision.config import section_settings
 from streetvision.data.views import challenge_plan, samples_of
 from streetvision.logs import log_result
 from streetvision.metrics import compute_all_metrics
-from streetvision.models.backbone import count_parameters
+from streetvision.models.backbone import count_parameters, merged
 from streetvision.models.spec import build_trainable_classifier
 from streetvision.phases import step_recorder
 from streetvision.train.checkpoints import restore_checkpoint
@@ -72,6 +72,8 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
     if record is None:  # DDP ranks > 0: rank 0 exports
         return None
     restore_checkpoint(module, out_dir, record)
+    parameters = count_parameters(model)  # as trained (with LoRA: the adapters and the head)
+    model.backbone = merged(model.backbone)  # model.freeze lora: plain weights from here on
 
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     recorder.write_tensors(layout.Baseline.MODEL, model.state_dict(), {"format": "streetvision-classifier"})
@@ -87,7 +89,7 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         "val_select_mcc_best": record["best_score"],
         "global_step": record["global_step"], "epochs": record["epochs"],
         "resumed_from_step": record["resumed_from_step"],
-        "parameters": count_parameters(model),
+        "parameters": parameters,
         "loader_wait_fraction": record.get("loader_wait_fraction"),  # TrainingClock's sampled steps
     })
     waited = record.get("loader_wait_fraction")

@@ -28,7 +28,7 @@ from streetvision.data.datasets import ImageDataset, as_given, image_batches
 from streetvision.data.transforms import eval_transform
 from streetvision.errors import StreetvisionError
 from streetvision.metrics import compute_mcc
-from streetvision.models.backbone import BackboneSpec, backbone_blocks
+from streetvision.models.backbone import BackboneSpec, backbone_blocks, lora_wrapped
 from streetvision.train.classifier_module import warmup_cosine
 
 ALLOWED_SPLITS = ("train", "unlabeled")
@@ -59,6 +59,8 @@ class LoraSettings:
     lora_alpha: float
     lora_dropout: float
     train_norms: bool  # every LayerNorm too
+    use_dora: bool  # PEFT's weight-decomposed LoRA
+    use_rslora: bool  # PEFT's rank-stabilised scaling (alpha / sqrt(r))
 
 
 @dataclass(frozen=True)
@@ -81,19 +83,14 @@ class DinoSettings:
 
 def add_lora(backbone: nn.Module, lora: LoraSettings):
     """Wrap ``backbone`` with PEFT LoRA on all blocks but the last N, then unfreeze those N blocks."""
-    from peft import LoraConfig, get_peft_model
-
     blocks = backbone_blocks(backbone)
     n_unfrozen = lora.unfreeze_blocks
     adapted = list(range(len(blocks) - n_unfrozen))
     if not adapted:
         raise ValueError(f"config key 'explora.unfreeze_blocks': {n_unfrozen} leaves no block for LoRA "
                          f"(the backbone has {len(blocks)})")
-    targets = "|".join(map(str, adapted))
-    modules = "|".join(lora.target_modules)
-    config = LoraConfig(r=lora.lora_rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-                        target_modules=rf"blocks\.({targets})\.attn\.({modules})", bias="none")
-    model = get_peft_model(backbone, config)
+    model = lora_wrapped(backbone, adapted, lora.target_modules, rank=lora.lora_rank, alpha=lora.lora_alpha,
+                         dropout=lora.lora_dropout, use_dora=lora.use_dora, use_rslora=lora.use_rslora)
     for block in backbone_blocks(model.base_model.model)[len(adapted):]:
         block.requires_grad_(True)
     if lora.train_norms:
