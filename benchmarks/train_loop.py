@@ -3,7 +3,9 @@
 Data are in-memory tensors (no decoding), so the ratio isolates the loop's own overhead. Imports
 and model construction are excluded from both timings; each loop runs a short warm-up first.
 Target: Lightning / bare <= 1.05. Also prints images/s for each, and model FLOP utilisation when
-``--peak-tflops`` (the device's dense peak for the chosen precision) is given.
+``--peak-tflops`` (the device's dense peak for the chosen precision) is given. Then what the tuning
+switches cost per step against plain Lightning training, interleaved in the same run: ``train.ema_decay``
+(Lightning's EMAWeightAveraging) and ``model.freeze: lora`` (PEFT adapters on every block's qkv, rank 8).
 
     python benchmarks/train_loop.py [--steps 300] [--batch-size 64]                    # demo ViT, CPU
     python benchmarks/train_loop.py --model dinov2_small --accelerator cuda \
@@ -83,16 +85,42 @@ def synchronize(device: str) -> None:
 
 
 def lightning_loop(model: RoadworkClassifier, loader: DataLoader, steps: int, device: str,
-                   precision: str) -> float:
+                   precision: str, callbacks=()) -> float:
     module = BaselineModule(model, lr=1e-3, weight_decay=0.05, warmup_fraction=0.0)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
-                        max_steps=steps, logger=False, enable_checkpointing=False,
+                        max_steps=steps, logger=False, enable_checkpointing=False, callbacks=list(callbacks),
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     synchronize(device)
     return time.perf_counter() - start
+
+
+def lora_model(model_cfg: dict) -> RoadworkClassifier:
+    """The classifier as ``model.freeze: lora`` trains it (rank 8 on every block's qkv; the head in full)."""
+    from streetvision.models.backbone import backbone_blocks, lora_wrapped
+
+    torch.manual_seed(0)
+    backbone = build_backbone(model_cfg)
+    blocks = list(range(len(backbone_blocks(backbone))))
+    return RoadworkClassifier(lora_wrapped(backbone, blocks, ["qkv"], rank=8, alpha=16))
+
+
+def tuning_costs(model_cfg: dict, loader: DataLoader, steps: int, device: str, precision: str,
+                 rounds: int) -> dict[str, float]:
+    """Best-of-``rounds`` seconds of plain, EMA and LoRA Lightning training, interleaved."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    variants = {"plain": lambda: (fresh_model(model_cfg), ()),
+                "EMA (decay 0.999)": lambda: (fresh_model(model_cfg), (EMAWeightAveraging(decay=0.999),)),
+                "LoRA (rank 8, qkv)": lambda: (lora_model(model_cfg), ())}
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, make in variants.items():
+            model, callbacks = make()
+            times[name].append(lightning_loop(model, loader, steps, device, precision, callbacks))
+    return {name: min(values) for name, values in times.items()}
 
 
 def flops_per_step(model_cfg: dict, batch_size: int, device: str) -> int:
@@ -139,6 +167,11 @@ def main() -> None:
         achieved = flops_per_step(model_cfg, args.batch_size, device) * args.steps / li / 1e12
         print(f"model FLOP utilisation (Lightning): {achieved:.1f} TFLOP/s = "
               f"{100 * achieved / args.peak_tflops:.1f}% of {args.peak_tflops} TFLOP/s peak")
+    costs = tuning_costs(model_cfg, loader, args.steps, device, precision, args.rounds)
+    print("tuning switches, Lightning, same steps (best of rounds, interleaved):")
+    for name, seconds in costs.items():
+        print(f"  {name:20s} {seconds:6.2f} s ({images / seconds:,.0f} img/s, "
+              f"{seconds / costs['plain']:.2f}x plain)")
 
 
 if __name__ == "__main__":
