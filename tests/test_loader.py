@@ -1,6 +1,7 @@
 """The loaders around the training views: worker count from the job's CPUs, prefetch depth, pinned memory."""
 
 import pandas as pd
+import pytest
 
 from streetvision.train.datamodule import SplitDataModule, TrainingDraws
 from streetvision.train.trainer import loader_workers
@@ -57,6 +58,7 @@ def test_training_batches_are_normalised_on_the_device_exactly_as_evaluation_pre
     assert torch.equal(module.on_after_batch_transfer(evaluation, 0)[0], evaluation[0])  # already normalised
 
 
+@pytest.mark.slow
 def test_the_training_clock_measures_how_long_steps_wait_for_their_batch(tmp_path, monkeypatch):
     """On a fake clock: each image costs the loader 1 s, each step 0.25 s and each end of step (checkpoint
     saves, hooks: not loader time) 5 s; the sampled steps (every 10th) report the loader-bound share exactly,

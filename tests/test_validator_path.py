@@ -135,7 +135,8 @@ def stored_size(path) -> tuple[int, int]:
     return Image.open(path).size
 
 
-@pytest.mark.parametrize("store", ["reduced", "reduced_raw", "original"])
+@pytest.mark.parametrize("store", ["reduced_raw", pytest.param("reduced", marks=pytest.mark.slow),
+                                   pytest.param("original", marks=pytest.mark.slow)])
 def test_training_renders_from_the_reduced_store_and_evaluation_from_the_cache_copy(repo, tmp_path, monkeypatch,
                                                                                    store):
     from helpers import TINY_CONFIG
