@@ -252,8 +252,10 @@ def resolve_experiments(config: dict, schema: dict, origins: dict[str, str] | No
         check_experiment_name(name)
     points, prefixes = sweep_points(filled.get("sweeps") or {}, experiments)
     experiments.update({name: overrides for name, (overrides, _) in points.items()})
-    selected = [point for name in (config.get("run_experiments") or list(experiments))
-                for point in ([p for p, (_, record) in points.items() if record["sweep"] == name] or [name])]
+    selected = []
+    for name in config.get("run_experiments") or list(experiments):  # a sweep's name: all of its points
+        in_sweep = [point for point, (_, record) in points.items() if record["sweep"] == name]
+        selected += in_sweep or [name]
     unknown = [name for name in selected if name not in experiments]
     if unknown:
         raise ConfigError(f"config key 'run_experiments': {unknown} not defined under 'experiments' "

@@ -84,12 +84,13 @@ def val_test_of(dirs: dict[str, Path]) -> pd.DataFrame:
     return layout.predictions_of(dirs["baseline"], "val_test").sort_values("id", ignore_index=True)
 
 
-def experiment_row(experiment: str, dirs: dict[str, Path], bootstrap: ValTestBootstrap) -> dict:
+def experiment_row(experiment: str, dirs: dict[str, Path], test: pd.DataFrame,
+                   bootstrap: ValTestBootstrap) -> dict:
     """One experiment's summary from the folders of the steps the report declared for it (``dirs``: step ->
-    folder); a step it did not declare is never read, even when an old folder of it is on disk."""
+    folder); a step it did not declare is never read, even when an old folder of it is on disk. ``test``:
+    its val_test predictions in id order (``val_test_of``), read once by the caller."""
     thresholds = layout.thresholds_of(dirs["thresholds"])
     policy = layout.bundle_policy_of(dirs["bundle"])
-    test = val_test_of(dirs)
     clean = layout.predictions_of(dirs["baseline"], "val_test", view="clean")
     decisions = (test["probability"] >= thresholds["threshold"]).astype(float)
     clean_decisions = (clean["probability"] >= thresholds["threshold"]).astype(float)
@@ -347,7 +348,7 @@ def run_report(*, manifests: dict[str, dict[str, str | Path]], out_dir: str | Pa
         if key not in shared:  # experiments on the same images share (and so pair) their resamples
             shared[key] = ValTestBootstrap(test)
         bootstraps[exp] = shared[key]
-        rows.append(experiment_row(exp, dirs[exp], bootstraps[exp]))
+        rows.append(experiment_row(exp, dirs[exp], test, bootstraps[exp]))
         tests[exp] = test.assign(decision=(test["probability"] >= rows[-1]["threshold"]).astype(float))
         test = layout.thresholds_of(dirs[exp]["thresholds"])["val_test_at_threshold"]
         recorder.write_figure(layout.Report.figure(exp, "confusion"),
