@@ -96,13 +96,17 @@ def test_pipeline_runs_verifies_and_is_then_up_to_date(repo, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("phase", "tuning"), [("phase4_explora", {}),  # phase 1 with EMA and accumulation on
-                                               ("phase1_baseline", {"ema_decay": 0.9, "accumulate_grad_batches": 2})])
+LORA_EMA_ACCUMULATION = {"model": {"freeze": "lora", "lora": {"rank": 4}},
+                         "train": {"ema_decay": 0.9, "accumulate_grad_batches": 2}}
+
+
+@pytest.mark.parametrize(("phase", "tuning"), [("phase4_explora", {}),
+                                               ("phase1_baseline", LORA_EMA_ACCUMULATION)])
 def test_training_resumes_after_being_killed(repo, workdir, phase, tuning):
     epochs = 8 if phase == "phase1_baseline" else 30  # ExPLoRA epochs on tiny data take a fraction of a second
-    write_config(workdir, {"train": {"max_epochs": epochs, **tuning},
-                           "explora": {"enabled": phase == "phase4_explora", "max_epochs": epochs,
-                                       "batch_size": 16}})
+    write_config(workdir, deep_merge({"train": {"max_epochs": epochs},
+                                      "explora": {"enabled": phase == "phase4_explora", "max_epochs": epochs,
+                                                  "batch_size": 16}}, tuning))
     target = f"results/demo/{phase}/manifest.json"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(snakemake_args(repo, workdir, "--cores", "2", target), env=env,
@@ -124,11 +128,13 @@ def test_training_resumes_after_being_killed(repo, workdir, phase, tuning):
     assert metrics["global_step"] > metrics["resumed_from_step"] and metrics["epochs"] == epochs
     assert "resuming from" in (workdir / "results/demo/logs" / f"{phase}.log").read_text()
     assert run_cli("streetvision", "verify", str(workdir / "results")).returncode == 0
-    if "ema_decay" in tuning:  # the average went on from the killed run's: one update per optimiser step
+    if tuning:  # LoRA adapters resumed, and the average went on from the killed run's (one per optimiser step)
         import torch
 
         state = torch.load(last, map_location="cpu", weights_only=True)
+        assert any("lora_A" in name for name in state["state_dict"])
         assert int(state["averaging_state"]["n_averaged"]) == metrics["global_step"]
+        assert 0 < metrics["parameters"]["trainable"] < metrics["parameters"]["total"] / 2
 
 
 @pytest.mark.slow

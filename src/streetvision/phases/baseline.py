@@ -21,6 +21,7 @@ from streetvision.train.classifier_module import MONITOR, BaselineModule, predic
 from streetvision.train.datamodule import SplitDataModule, TrainingDraws
 from streetvision.train.trainer import (
     build_trainer,
+    compile_if_possible,
     export_curves,
     fit_resumable,
     loader_workers,
@@ -60,6 +61,7 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
                             pos_weight=train_cfg["pos_weight"],
                             aux_max_pool_weight=train_cfg["aux_max_pool_weight"],
                             label_smoothing=train_cfg["label_smoothing"])
+    compiled = compile_if_possible(model, train_cfg["compile"], accelerator)
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
         precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
@@ -89,7 +91,7 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         "val_select_mcc_best": record["best_score"],
         "global_step": record["global_step"], "epochs": record["epochs"],
         "resumed_from_step": record["resumed_from_step"],
-        "parameters": parameters,
+        "parameters": parameters, "compiled": compiled,
         "loader_wait_fraction": record.get("loader_wait_fraction"),  # TrainingClock's sampled steps
     })
     waited = record.get("loader_wait_fraction")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -115,6 +116,33 @@ def share_cpu_threads(threads: int | None, loader_workers: int, processes: int =
     torch.set_num_threads(max(1, threads // max(1, processes) - loader_workers))
     log.info("torch uses %d CPU thread(s) beside %d DataLoader worker(s)", torch.get_num_threads(),
              loader_workers)
+
+
+def compile_problem(accelerator: str, which=shutil.which) -> str | None:
+    """Why ``torch.compile`` cannot work here, or None: its default backend (inductor) generates Triton
+    kernels on GPU and C++ on CPU, and fails at the first forward, hours into a queue, without them."""
+    if accelerator == "gpu":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton (torch.compile's GPU code generator) is not installed"
+    if os.environ.get("CXX") or which("g++") or which("c++") or which("clang++"):
+        return None
+    return "no C++ compiler (g++, c++, clang++ or $CXX) is on PATH for torch.compile's CPU backend"
+
+
+def compile_if_possible(model: torch.nn.Module, enabled: bool, accelerator: str, which=shutil.which) -> bool:
+    """``train.compile``: compile the model's forward in place (``nn.Module.compile`` keeps the state-dict
+    keys, so checkpoints and the export are unchanged). Returns whether it is compiled; a platform that
+    cannot compile gets a warning and trains uncompiled (a speed switch, not a result switch)."""
+    if not enabled:
+        return False
+    problem = compile_problem(accelerator, which)
+    if problem:
+        log.warning("train.compile is on but %s: training uncompiled", problem)
+        return False
+    model.compile()
+    log.info("model compiled with torch.compile (the first steps include the compilation)")
+    return True
 
 
 def curves_logger(trainer: L.Trainer) -> CurvesLogger | None:
