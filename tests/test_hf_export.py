@@ -233,6 +233,9 @@ def transformers_pin():
     return pin
 
 
+TINY_BASE = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+
+
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     from streetvision.bundle.hf_export import export_hf_repo
@@ -242,7 +245,9 @@ def tiny_export(tmp_path_factory):
     images = challenge_jpegs(24)
     bundle = make_bundle(root, TINY_VIT, images)
     summary = export_hf_repo(bundle, root / "repo", description="Tiny test ViT.", license="mit", hf_repo=None,
-                             evaluation={"val_test": {"mcc": 0.5, "n": 24}}, submission_time=1_700_000_000)
+                             evaluation={"val_test": {"mcc": 0.5, "mcc_ci": [0.3, 0.7], "n": 24}},
+                             base_model=TINY_BASE, datasets=("natix-network-org/roadwork",),
+                             submission_time=1_700_000_000)
     return load_bundle(bundle), root / "repo", images, summary
 
 
@@ -259,12 +264,19 @@ def test_tiny_vit_export_files(tiny_export):
     model_card = json.loads((repo / "model_card.json").read_text())
     assert model_card["submitted_by"] == ALICE and model_card["submission_time"] == 1_700_000_000
     assert model_card["version"] == "0.3.1" and "ViTForImageClassification" in model_card["architecture"]
-    readme = (repo / "README.md").read_text()
-    header = readme.split("---")[1]
-    for line in ("pipeline_tag: image-classification", "library_name: transformers", "license: mit",
-                 "- roadwork"):
-        assert line in header
-    assert "<hf-user>/<repo-name>" in readme and "| val_test |" in readme
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(repo / "README.md")  # the Hub's own parser of the metadata
+    assert (card.data.license, card.data.library_name, card.data.pipeline_tag) == ("mit", "transformers",
+                                                                                   "image-classification")
+    assert card.data.base_model == TINY_BASE and card.data.datasets == ["natix-network-org/roadwork"]
+    assert {"roadwork", "natix", "vit"} <= set(card.data.tags)
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_name) == ("mcc", 0.5, "val_test")
+    assert result.metric_name == "MCC (95 % CI [0.3000, 0.7000])"
+    assert result.dataset_type == "natix-network-org/roadwork" and result.task_type == "image-classification"
+    readme = card.content
+    assert "<hf-user>/<repo-name>" in readme and "| val_test | 24 | 0.5 | [0.3, 0.7] |" in readme
     assert "<hf-user>/<repo-name>" in (repo / "miner.yaml").read_text()
 
 

@@ -158,3 +158,15 @@ def test_lora_fine_tuning_with_ema_and_accumulation_exports_plain_weights_the_mi
     ClassifierSpec.from_record(plain).load(dirs["baseline"] / Baseline.MODEL)  # strict: plain architecture
     parity = layout.hf_parity_of(dirs["hf_export"])
     assert all(check["decision_mismatches"] == 0 for check in parity.values())
+    from huggingface_hub import ModelCard  # the card's model-index: phase 6's val_test scores and intervals
+
+    card = ModelCard.load(dirs["hf_export"] / layout.HFExport.REPO / "README.md")
+    assert card.data.base_model is None  # random init: no pretrained backbone to name
+    robustness = layout.robustness_of(dirs["bundle"])
+    scored = {(r.dataset_name, r.metric_type): r for r in card.data.eval_results}
+    from streetvision.phases.hf_export import set_name
+
+    assert len(card.data.eval_results) == 3 * len(robustness)
+    for level, row in robustness.items():
+        result = scored[(set_name(level), "accuracy")]
+        assert result.metric_value == pytest.approx(row["accuracy"]) and "95 % CI [" in result.metric_name

@@ -66,7 +66,7 @@ STEPS: dict[str, Step] = {
     "bundle": Step("phase6_bundle", ("data", "baseline", "thresholds"), ("bundle", "challenge", "demo"),
                    (("gate", bundle_uses_gate), ("scrc", bundle_uses_scrc))),
     "hf_export": Step("hf_export", ("data", "baseline", "bundle"), ("hf_export", "bundle", "challenge",
-                                                                    "demo")),
+                                                                    "demo", "model")),
 }
 
 

@@ -96,36 +96,88 @@ def miner_yaml(hf_repo: str | None) -> str:
             "weights: 'model.safetensors'\n")
 
 
+EVAL_METRICS = {"mcc": "MCC", "accuracy": "accuracy", "natix_reward": "NATIX reward"}  # at the 0.5 rounding
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"[{value[0]:.4g}, {value[1]:.4g}]"
+    return "" if value is None else str(value)
+
+
 def _metrics_table(evaluation: dict[str, dict]) -> str:
+    """One row per evaluation set: n, then each metric and its 95 % interval (``<metric>_ci``)."""
     if not evaluation:
         return "No evaluation numbers were passed to the export.\n"
-    columns = sorted({k for row in evaluation.values() for k in row})
-    lines = ["| set | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    columns = ["n"] + [c for key in EVAL_METRICS for c in (key, f"{key}_ci")]
+    columns = [c for c in columns if any(c in row for row in evaluation.values())]
+    header = [c.replace("_ci", " 95 % CI") for c in columns]
+    lines = ["| set | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in evaluation.items():
-        cells = [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def eval_results(evaluation: dict[str, dict], dataset: str) -> list:
+    """The card's ``model-index``: each set's MCC, accuracy and reward; an interval goes into the metric's
+    name (the format has no field for it); an undefined metric (one class present) is left out. Each set
+    is its own dataset config (the Hub groups results by dataset type, config and split, not by name)."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for name, row in evaluation.items():
+        for key, label in EVAL_METRICS.items():
+            if row.get(key) is None:
+                continue
+            interval = row.get(f"{key}_ci")
+            shown = f"{label} (95 % CI [{interval[0]:.4f}, {interval[1]:.4f}])" if interval else label
+            results.append(EvalResult(task_type="image-classification", dataset_type=dataset,
+                                      dataset_name=name, dataset_config=re.sub(r"[^a-z0-9]+", "-",
+                                                                                name.lower()).strip("-"),
+                                      dataset_split="val_test", metric_type=key,
+                                      metric_value=float(row[key]), metric_name=shown))
+    return results
+
+
+def card_header(*, license: str, tags: list[str], base_model: str | None, datasets: list[str],
+                model_name: str, evaluation: dict[str, dict]) -> str:
+    """The README's metadata block, written by huggingface_hub (``ModelCardData``)."""
+    from huggingface_hub import ModelCardData
+
+    results = eval_results(evaluation, datasets[0] if datasets else EVAL_DATASET)
+    data = ModelCardData(license=license, library_name="transformers", pipeline_tag="image-classification",
+                         tags=tags, base_model=base_model, datasets=datasets or None, model_name=model_name,
+                         eval_results=results or None)
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
+EVAL_DATASET = "streetvision/val_test"  # model-index dataset type when no Hub data set is named
 
 
 def render_readme(card: dict, *, architecture: str, backbone: str, img_size: int, license: str,
                   hf_repo: str | None, fold: dict, preprocessing: str,
-                  evaluation: dict[str, dict] | None = None,
-                  training: str = "", tags: tuple[str, ...] = ()) -> str:
-    """README.md with the Hugging Face metadata header; numbers come from the caller."""
+                  evaluation: dict[str, dict] | None = None, training: str = "", tags: tuple[str, ...] = (),
+                  base_model: str | None = None, datasets: tuple[str, ...] = ()) -> str:
+    """README.md with the Hugging Face metadata header (huggingface_hub's ``ModelCard``); numbers come from
+    the caller. ``evaluation``: {set name: {"n", "mcc", "mcc_ci", "accuracy", ...}}."""
     if not re.match(r"^[a-z0-9][a-z0-9.+-]*$", license or ""):
         raise ModelCardError(f"config key 'hf_export.license': {license!r} is not a Hugging Face license id "
                              "(e.g. mit)")
     repo = hf_repo or HF_REPO_PLACEHOLDER
-    all_tags = ["image-classification", "roadwork", "natix", "streetvision", "bittensor", *tags]
-    header = "\n".join(["---", f"license: {license}", "library_name: transformers",
-                        "pipeline_tag: image-classification",
-                        "tags:", *[f"- {t}" for t in dict.fromkeys(all_tags)], "---", ""])
+    all_tags = list(dict.fromkeys(["image-classification", "roadwork", "natix", "streetvision", "bittensor",
+                                   *tags]))
+    header = card_header(license=license, tags=all_tags, base_model=base_model, datasets=list(datasets),
+                         model_name=f"{card['model_name']} {card['version']}", evaluation=evaluation or {})
     demo = ("\n> **Demo export.** Trained on the workflow's synthetic scenes; not a NATIX submission and not "
             "meant for mining.\n" if card.get("demo") else "")
     placeholder = "" if hf_repo else (
         f"\n`{HF_REPO_PLACEHOLDER}` stands for the Hugging Face repo you push this folder to; no "
         "`bundle.hf_repo` was configured. Replace it in `miner.yaml` and below.\n")
-    return f"""{header}
+    from huggingface_hub import ModelCard
+
+    return ModelCard(f"""{header}
 # {card['model_name']} {card['version']}
 {demo}
 {card['description']}
@@ -178,4 +230,4 @@ it, up to m, when t = 0.5).
 ## NATIX model card
 
 `model_card.json`: submitted by `{card['submitted_by']}` at unix time {card['submission_time']}.
-"""
+""").content

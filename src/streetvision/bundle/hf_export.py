@@ -88,10 +88,12 @@ def self_check(repo: Path, model, fold: dict, img_size: int, n: int = 2) -> floa
 def export_hf_repo(bundle_dir: str | Path, out_dir: str | Path, *, description: str, license: str = "mit",
                    hf_repo: str | None = None, demo: bool = False, evaluation: dict[str, dict] | None = None,
                    training: str = "", submission_time: int | None = None,
-                   margin: float = TIE_MARGIN) -> dict:
+                   margin: float = TIE_MARGIN, base_model: str | None = None,
+                   datasets: tuple[str, ...] = ()) -> dict:
     """Write the repo folder for the bundle's model and policy; returns a summary for the manifest.
 
-    ``evaluation`` ({set name: {metric: value}}) and ``training`` (text) go into the README as given.
+    ``evaluation`` ({set name: {metric: value, <metric>_ci: [lo, hi]}}), ``training`` (text), ``base_model``
+    and ``datasets`` (Hub ids) go into the README as given.
     ``demo`` marks the card as a demo (then ``submitted_by`` need not be a hotkey).
     """
     from streetvision.bundle.load import load_bundle, verify_bundle
@@ -119,7 +121,8 @@ def export_hf_repo(bundle_dir: str | Path, out_dir: str | Path, *, description: 
                            img_size=int(model_config["img_size"]), license=license, hf_repo=hf_repo,
                            fold=fold,
                            preprocessing=preprocessing_text(processor), evaluation=evaluation,
-                           training=training, tags=(target.model_type,))
+                           training=training, tags=(target.model_type,), base_model=base_model,
+                           datasets=tuple(datasets))
 
     _prepare(out_dir)
     atomic_save_tensors(out_dir / "model.safetensors", state, {"format": "pt"})

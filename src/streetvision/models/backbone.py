@@ -78,6 +78,12 @@ class BackboneSpec:
         return backbone
 
 
+def hub_id(name: str) -> str | None:
+    """The Hugging Face repo timm loads ``name``'s pretrained weights from (``timm/<name>.<tag>``), if any."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+
+
 def cached_weights(name: str) -> Path | None:
     """The backbone's weights in the local Hugging Face (or legacy torch hub) cache; never downloads."""
     from huggingface_hub import try_to_load_from_cache

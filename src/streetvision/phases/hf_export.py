@@ -18,7 +18,9 @@ from streetvision.bundle.hf_convert import HFExportError
 from streetvision.bundle.hf_export import export_hf_repo
 from streetvision.bundle.hf_miner import MAX_SCORE_DIFF, find_transformers_pin, hf_parity
 from streetvision.bundle.load import load_bundle
+from streetvision.intervals import scores_with_intervals
 from streetvision.logs import log_result
+from streetvision.models.backbone import hub_id
 from streetvision.phases import step_recorder, val_test_challenges
 
 STEP = "hf_export"
@@ -26,11 +28,31 @@ STEP = "hf_export"
 log = logging.getLogger(__name__)
 
 
-def evaluation_table(robustness: dict) -> dict[str, dict]:
-    """The README's numbers: the bundle's val_test scores per validator level (phase 6)."""
-    return {f"val_test, validator level {level.split('_')[-1]}": {
-        k: robustness[level][k] for k in ("n", "mcc", "accuracy",
-                                          "natix_reward")} for level in sorted(robustness)}
+def evaluation_table(robustness: dict, test) -> dict[str, dict]:
+    """The README's numbers: the bundle's val_test scores per validator level (phase 6), each with its 95 %
+    bootstrap intervals from the bundle's answer to every image (``test``: val_test's rows)."""
+    table = {}
+    for level in sorted(robustness):
+        answers = robustness[level]["answers"]
+        scores = scores_with_intervals(test["label"], [answers[str(i)] for i in test["id"]])
+        table[set_name(level)] = {
+            k: scores[k] for k in ("n", "mcc", "mcc_ci", "accuracy", "accuracy_ci", "natix_reward",
+                                   "natix_reward_ci")}
+    return table
+
+
+def set_name(level: str) -> str:
+    """``level_2`` -> ``val_test, validator level 2``; level -1 is the unaugmented full-size image."""
+    number = level.split("_")[-1]
+    return "val_test, unaugmented (level -1)" if number == "-1" else f"val_test, validator level {number}"
+
+
+def base_model_of(cfg: dict, backbone: str) -> str | None:
+    """``hf_export.base_model``, else timm's Hub repo of the backbone when its weights came from the Hugging
+    Face cache; None when unknown (random init, or a local file of unstated origin)."""
+    if cfg["hf_export"]["base_model"] is not None:
+        return cfg["hf_export"]["base_model"]
+    return hub_id(backbone) if cfg["model"]["init"] == "hf_cache" else None
 
 
 def parity_problems(check: dict) -> list[str]:
@@ -48,24 +70,25 @@ def parity_problems(check: dict) -> list[str]:
 
 def run_hf_export(*, cfg: dict, data_dir, baseline_dir, bundle_step_dir, out_dir, experiment: str,
                   workflow_dir: str | None = None) -> Path:
-    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge`` and ``demo`` sections; ``bundle_step_dir``
-    is the bundle step's folder (the bundle itself is its ``bundle/``)."""
+    """``cfg`` holds the ``hf_export``, ``bundle``, ``challenge``, ``demo`` and ``model`` sections;
+    ``bundle_step_dir`` is the bundle step's folder (the bundle itself is its ``bundle/``)."""
     out_dir = Path(out_dir)
     recorder = step_recorder(STEP, out_dir, experiment, cfg, workflow_dir=workflow_dir,
                              consumes=[layout.manifest_of(d) for d in (data_dir, baseline_dir,
                                                                        bundle_step_dir)])
     bundle = layout.bundle_dir_of(bundle_step_dir)
     record = layout.model_record_of(baseline_dir)
+    test, images = val_test_challenges(data_dir, baseline_dir, cfg["challenge"]["seed"])
     repo = recorder.folder(layout.HFExport.REPO)
     summary = export_hf_repo(
         bundle, repo, description=cfg["bundle"]["model_card"]["description"],
         license=cfg["hf_export"]["license"], hf_repo=cfg["bundle"]["hf_repo"], demo=cfg["demo"],
-        evaluation=evaluation_table(layout.robustness_of(bundle_step_dir)),
+        evaluation=evaluation_table(layout.robustness_of(bundle_step_dir), test),
+        base_model=base_model_of(cfg, record["backbone"]), datasets=tuple(cfg["hf_export"]["datasets"]),
         training=(f"{record['backbone']} at {record['img_size']} px, trained by the streetvision workflow on "
                   "the validators' exact challenge pipeline (levels 0-3, 224x224 JPEG)."))
     recorder.register_tree(layout.HFExport.REPO)
 
-    _, images = val_test_challenges(data_dir, baseline_dir, cfg["challenge"]["seed"])
     detector = load_bundle(bundle)
     checks = {"installed": hf_parity(detector, repo, images)}
     pin = find_transformers_pin()
