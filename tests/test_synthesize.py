@@ -3,7 +3,9 @@ SDXL / BLIP-2 / chat-LM folders built with the libraries' own classes (slow): de
 after SIGKILL, parent inheritance, records, and the Snakemake run from shards to a phase 1 on both domains."""
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,9 +245,10 @@ run_synthesize_shard(cfg=cfg, ingest_dir=ingest_dir, out_dir=out_dir, experiment
 
 
 @pytest.mark.slow
-def test_a_shard_killed_mid_run_resumes_without_regenerating_finished_images(tiny_models, ingested, tmp_path):
+def test_a_shard_killed_mid_run_resumes_without_regenerating_finished_images(tiny_models, ingested, tmp_path,
+                                                                            caplog):
     cfg = resolved_config(REPO, synth_cfg(tiny_models, count=10, shards=1, steps=6,
-                                          t2i={"width": 64, "height": 64}))
+                                          t2i={"width": 64, "height": 64}, progress_interval_s=1e-6))
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps({"synthesize": cfg["synthesize"]}))
     shard_dir = tmp_path / "results/x/synthesize" / layout.Synthesize.shard(0)
@@ -266,8 +269,14 @@ def test_a_shard_killed_mid_run_resumes_without_regenerating_finished_images(tin
               for n, e in finished.items()}
     assert not (shard_dir / "manifest.json").exists()
 
-    run_synthesize_shard(cfg={"synthesize": cfg["synthesize"]}, ingest_dir=ingested, out_dir=shard_dir,
-                         experiment="x", shard=0)
+    with caplog.at_level(logging.INFO, logger="streetvision.progress"):
+        run_synthesize_shard(cfg={"synthesize": cfg["synthesize"]}, ingest_dir=ingested, out_dir=shard_dir,
+                             experiment="x", shard=0)
+    # progress lines of the resumed stage count the killed run's images as done; a rate and an ETA each
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthesize images:")]
+    assert progress[0].startswith(f"synthesize images: {len(finished) + 1}/10 images")
+    assert progress[-1].startswith("synthesize images: 10/10 images (100%)")
+    assert all(re.search(r", [0-9.e+-]+ images/s, ETA \d+:\d\d:\d\d$", line) for line in progress[1:])
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     assert manifest["metrics"]["generated_now"] == 10 - len(finished) and manifest["metrics"]["resumed_work"]
     for number, (mtime, data) in before.items():

@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from streetvision.metrics import NATIX_HISTORY, as_numpy, binary_labels, final_rewards, mcc_from_counts
+from streetvision.metrics import (
+    NATIX_HISTORY,
+    as_numpy,
+    binary_labels,
+    final_rewards,
+    mcc_from_counts,
+    validator_metrics,
+)
 
 LEVEL = 0.95
 N_BOOT = 1000
@@ -143,6 +150,13 @@ def bootstrap_intervals(labels: Any, answers: Any, resamples: Resamples) -> dict
     values = resampled_metrics(labels, answers, resamples)
     return {f"{metric}_ci": percentile_interval(values[metric]) if metric in values else None
             for metric in METRICS}
+
+
+def scores_with_intervals(labels: Any, answers: Any) -> dict:
+    """How validators would score these answers (``metrics.validator_metrics``, at the 0.5 rounding) with the
+    95 % bootstrap intervals of MCC, accuracy and reward: the headline of one model on one evaluation set."""
+    resamples = draw_resamples(labels)
+    return {**validator_metrics(labels, answers), **bootstrap_intervals(labels, answers, resamples)}
 
 
 def paired_difference(labels: Any, answers_a: Any, answers_b: Any, resamples: Resamples,

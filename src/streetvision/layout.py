@@ -24,6 +24,8 @@ LOGS = "logs"
 BENCHMARKS = "benchmarks"
 SYNTHETIC_CACHE = "_synthetic"  # results/_synthetic/<hash>/: demo scenes shared by experiments
 INGEST = "_ingest"  # results/_ingest/<dataset>/: the shared ingest step of a data set (steps.dataset_of)
+MLFLOW_DB = "mlflow.db"  # the default MLflow tracking store of train.loggers: mlflow (train/tracking.py)
+MLFLOW_ARTIFACTS = "mlartifacts"  # ... and its artifact folder
 
 # Step (= rule) name -> its folder under results/<experiment>/ (streetvision.steps owns the table); the
 # report's folder is results/report/.
@@ -62,10 +64,12 @@ class Training:
     LAST = "last.ckpt"
     LOGS = "logs"  # Lightning's CSV logger
     TENSORBOARD = "tensorboard"
+    WANDB = "wandb"  # W&B's offline runs (train.loggers: wandb)
+    TRACKING_RUNS = "tracking_runs.json"  # in CHECKPOINTS: the MLflow / W&B run ids a resumed job continues
     RUN_KEY = "run_key.txt"
     DONE = "training_done.json"
     CURVES = "curves.csv"
-    SCRATCH = (CHECKPOINTS, LOGS, TENSORBOARD, RUN_KEY, DONE)
+    SCRATCH = (CHECKPOINTS, LOGS, TENSORBOARD, WANDB, RUN_KEY, DONE)
 
 
 class Explora:
@@ -146,7 +150,7 @@ class Report:
 # What the workflow writes under results/ beside the experiments' folders: no experiment may take one of these
 # names (config.check_experiment_name), or its folder would be another step's folder.
 SHARED_RESULTS_ENTRIES = (STEP_DIRS["report"], LOGS, BENCHMARKS, SYNTHETIC_CACHE, INGEST, Report.SUMMARY_JSON,
-                          Report.SUMMARY_MD)
+                          Report.SUMMARY_MD, MLFLOW_DB, MLFLOW_ARTIFACTS)
 
 
 # ---------------------------------------------------------------- paths

@@ -3,7 +3,8 @@
 Inside ``log_to_file`` the process's stdout and stderr (file descriptors 1 and 2, so C-level output and
 DDP child processes too) point at the rule's log file: library chatter such as Lightning's tips, progress
 and third-party deprecation warnings lands there only. The console (the job's original stderr) shows
-the step's result line (``log_result``), streetvision's own warnings, and errors.
+the step's result line (``log_result``), one progress line per training epoch (``streetvision.progress``),
+streetvision's own warnings, and errors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from streetvision.progress import CONSOLE_PROGRESS_LOGGER
 from streetvision.runtime import process_rank
 
 RESULT_LOGGER = "streetvision.result"
@@ -25,9 +27,12 @@ def log_result(step: str, experiment: str, message: str) -> None:
     logging.getLogger(RESULT_LOGGER).info("%s %s: %s", step, experiment, message)
 
 
+_PLAIN_ON_CONSOLE = (RESULT_LOGGER, CONSOLE_PROGRESS_LOGGER)  # shown as they are: "<step> <experiment>: ..."
+
+
 class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == RESULT_LOGGER:
+        if record.name in _PLAIN_ON_CONSOLE:
             return True
         if record.levelno >= logging.ERROR:
             return True
@@ -38,7 +43,7 @@ class _ConsoleFormatter(logging.Formatter):
     """One line, no traceback (Python prints that once, when the error leaves the script)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == RESULT_LOGGER:
+        if record.name in _PLAIN_ON_CONSOLE:
             return record.getMessage()
         return f"{record.levelname.lower()}: {record.getMessage()}"
 

@@ -11,6 +11,7 @@ import torch
 from streetvision import layout
 from streetvision.config import section_settings
 from streetvision.data.views import challenge_plan, samples_of
+from streetvision.intervals import scores_with_intervals
 from streetvision.logs import log_result
 from streetvision.metrics import compute_all_metrics
 from streetvision.models.backbone import count_parameters, merged
@@ -19,6 +20,7 @@ from streetvision.phases import step_recorder
 from streetvision.train.checkpoints import restore_checkpoint
 from streetvision.train.classifier_module import MONITOR, BaselineModule, predict_with_features
 from streetvision.train.datamodule import SplitDataModule, TrainingDraws
+from streetvision.train.tracking import log_headline
 from streetvision.train.trainer import (
     build_trainer,
     compile_if_possible,
@@ -26,6 +28,7 @@ from streetvision.train.trainer import (
     fit_resumable,
     loader_workers,
     start_training_phase,
+    training_observers,
 )
 
 STEP = "baseline"
@@ -62,13 +65,15 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
                             aux_max_pool_weight=train_cfg["aux_max_pool_weight"],
                             label_smoothing=train_cfg["label_smoothing"])
     compiled = compile_if_possible(model, train_cfg["compile"], accelerator)
+    trackers, progress = training_observers(STEP, experiment, cfg, "train", out_dir, workflow_dir,
+                                            loss="train/loss", score=MONITOR)
     trainer, checkpoint = build_trainer(
         out_dir, accelerator=accelerator, devices=devices, max_epochs=train_cfg["max_epochs"],
-        precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"],
-        tensorboard=train_cfg["tensorboard"],
+        precision=train_cfg["precision"], monitor=MONITOR, patience=train_cfg["patience"], trackers=trackers,
         checkpoint_interval_minutes=train_cfg["checkpoint_interval_minutes"],
         accumulate_grad_batches=train_cfg["accumulate_grad_batches"],
-        gradient_clip_val=train_cfg["gradient_clip_val"], extra_callbacks=weight_averaging(train_cfg),
+        gradient_clip_val=train_cfg["gradient_clip_val"],
+        extra_callbacks=[*weight_averaging(train_cfg), *progress],
         distributed_sampler=False)  # the domain sampler shards itself
     record = fit_resumable(trainer, checkpoint, module, out_dir, datamodule=datamodule)
     if record is None:  # DDP ranks > 0: rank 0 exports
@@ -94,12 +99,29 @@ def run_baseline(*, cfg: dict, data_dir: str | Path, explora_dir: str | Path | N
         "parameters": parameters, "compiled": compiled,
         "loader_wait_fraction": record.get("loader_wait_fraction"),  # TrainingClock's sampled steps
     })
+    recorder.metrics["tracking"] = log_headline(trackers, headline(out_dir, metrics, record),
+                                                step=record["global_step"])
     waited = record.get("loader_wait_fraction")
     waited = f"; steps waited {waited:.0%} of their time for batches" if waited is not None else ""
     log_result(STEP, experiment, f"val_test MCC {test['challenge']['mcc']:.3f} on the challenge pass, "
                                  f"{test['clean']['mcc']:.3f} clean "
                                  f"(at 0.5; {record['epochs']} epochs{waited})")
     return recorder.finish()
+
+
+def headline(out_dir: Path, metrics: dict, record: dict) -> dict[str, float | None]:
+    """Phase 1's numbers for the trackers: val_test through the challenge pass at threshold 0.5 (what
+    validators would score before phase 2 moves it), with 95 % bootstrap intervals, and the clean view."""
+    test = layout.predictions_of(out_dir, "val_test")
+    scores = scores_with_intervals(test["label"], test["probability"])
+    numbers = {"threshold": 0.5, "val_select_mcc_best": record["best_score"],
+               "val_test_auroc": metrics["val_test"]["challenge"]["auroc"],
+               "val_test_clean_mcc": metrics["val_test"]["clean"]["mcc"]}
+    for key in ("mcc", "accuracy", "natix_reward"):
+        interval = scores[f"{key}_ci"] or (None, None)
+        numbers |= {f"val_test_{key}": scores[key], f"val_test_{key}_ci_low": interval[0],
+                    f"val_test_{key}_ci_high": interval[1]}
+    return numbers
 
 
 def weight_averaging(train_cfg: dict) -> list:

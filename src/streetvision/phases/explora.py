@@ -36,12 +36,14 @@ from streetvision.train.explora import (
     local_crop_side,
     validate_export,
 )
+from streetvision.train.tracking import log_headline
 from streetvision.train.trainer import (
     build_trainer,
     export_curves,
     fit_resumable,
     loader_workers,
     start_training_phase,
+    training_observers,
 )
 
 STEP = "explora"
@@ -76,9 +78,12 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     any_size = local_size != img_size and ex_cfg["n_local_crops"] > 0
     student = any_size_copy(base, model_cfg) if any_size else base
     module = ExploraModule(add_lora(copy.deepcopy(student), lora), dino)
+    trackers, progress = training_observers(STEP, experiment, cfg, "explora", out_dir, workflow_dir,
+                                            loss="explora/loss")
     trainer, checkpoint = build_trainer(out_dir, accelerator=accelerator, devices=devices,
                                         max_epochs=ex_cfg["max_epochs"], precision=ex_cfg["precision"],
-                                        find_unused_parameters=True,
+                                        find_unused_parameters=True, trackers=trackers,
+                                        extra_callbacks=progress,
                                         checkpoint_interval_minutes=ex_cfg["checkpoint_interval_minutes"])
     record = fit_resumable(trainer, checkpoint, module, out_dir, restore="last", train_dataloaders=loader)
     if record is None:  # DDP ranks > 0: rank 0 exports
@@ -112,6 +117,13 @@ def run_explora(*, cfg: dict, data_dir: str | Path, out_dir: str | Path, experim
     recorder.write_json(layout.Explora.SUMMARY, summary)
     export_curves(recorder)
     recorder.metrics.update(summary)
+    probe = summary.get("linear_probe_val_test_mcc", {})
+    recorder.metrics["tracking"] = log_headline(trackers, {
+        "adaptation_max_abs_change": adaptation, "load_back_max_abs_diff": load_back,
+        "trainable_fraction_of_backbone": summary["trainable_fraction_of_backbone"],
+        "linear_probe_val_test_mcc_before": probe.get("before"),
+        "linear_probe_val_test_mcc_after": probe.get("after"),
+    }, step=record["global_step"])
     log_result(STEP, experiment, f"{params['backbone_trainable']:,} of {params['backbone_total']:,} backbone "
                                  f"parameters trained; load-back max |Δ| {load_back:.1e}, "
                                  f"adaptation {adaptation:.3g}")

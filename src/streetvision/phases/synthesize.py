@@ -36,7 +36,7 @@ RECORD_COLUMNS = ["number", "sha256", "parent_sha256", "label", "split", "task",
                   "rewrite", "negative_prompt", "model", "seed", "steps", "guidance", "strength", "width",
                   "height", "path", "bytes"]
 # What decides a shard's images; count and shards only decide which numbers it makes.
-_NOT_IN_IMAGES = ("enabled", "count", "shards")
+_NOT_IN_IMAGES = ("enabled", "count", "shards", "progress_interval_s")
 
 
 def _work_key(settings: dict, ingest_dir: Path) -> dict:

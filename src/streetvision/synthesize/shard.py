@@ -17,6 +17,7 @@ from PIL import Image
 
 from streetvision.io.atomic import atomic_write_bytes
 from streetvision.io.hashing import sha256_file
+from streetvision.progress import ItemProgress
 from streetvision.synthesize import models as model_io
 from streetvision.synthesize.draws import ImageDraw
 from streetvision.synthesize.journal import Journal
@@ -54,12 +55,16 @@ def _pending(run: ShardRun, stage: str) -> tuple[Journal, dict[int, dict], list[
     return journal, done, [draw for draw in run.draws if draw.number not in done]
 
 
-def _stage(run: ShardRun, name: str, todo: list[ImageDraw], work: Callable[[list[ImageDraw]], None]) -> None:
-    """Run ``work`` (which loads its models) and free them before the next stage."""
+def _stage(run: ShardRun, name: str, todo: list[ImageDraw],
+           work: Callable[[list[ImageDraw], ItemProgress], None]) -> None:
+    """Run ``work`` (which loads its models, and advances the stage's progress line once per image) and free
+    the models before the next stage."""
     if not todo:
         return
     started = time.monotonic()
-    work(todo)
+    progress = ItemProgress(f"synthesize {name}", len(run.draws), run.settings["progress_interval_s"],
+                            done_before=len(run.draws) - len(todo))
+    work(todo, progress)
     run.memory_after_stage = (run.memory_after_stage or {}) | {name: model_io.release_memory()}
     log.info("%s: %d done in %.1f s", name, len(todo), time.monotonic() - started)
 
@@ -67,7 +72,7 @@ def _stage(run: ShardRun, name: str, todo: list[ImageDraw], work: Callable[[list
 def caption_stage(run: ShardRun) -> dict[int, dict]:
     journal, done, todo = _pending(run, "captions")
 
-    def work(todo):
+    def work(todo, progress):
         processor, model = model_io.load_captioner(run.folders["synthesize.captioner"], run.device)
         for draw in todo:
             with Image.open(run.parent_paths[draw.parent_sha256]) as image:
@@ -75,6 +80,7 @@ def caption_stage(run: ShardRun) -> dict[int, dict]:
                                         max_new_tokens=run.settings["caption_tokens"],
                                         empty_caption=run.settings["empty_caption"])
             journal.append({"number": draw.number, "caption": caption})
+            progress.advance()
 
     _stage(run, "captions", todo, work)
     return journal.read()
@@ -91,10 +97,11 @@ def rewrite_stage(run: ShardRun, captions: dict[int, dict]) -> dict[int, dict]:
         return {"number": draw.number, "prompt": template_prompt(template, captions[draw.number]["caption"]),
                 "rewrite": source}
 
-    def work(todo):
+    def work(todo, progress):
         if settings["rewriter"] is None:
             for draw in todo:
                 journal.append(templated(draw, "template"))
+                progress.advance()
             return
         tokenizer, model = model_io.load_rewriter(run.folders["synthesize.rewriter"], run.device)
         for draw in todo:
@@ -104,6 +111,7 @@ def rewrite_stage(run: ShardRun, captions: dict[int, dict]) -> dict[int, dict]:
             entry = ({"number": draw.number, "prompt": text, "rewrite": settings["rewriter"]} if text
                      else templated(draw, EMPTY_REWRITE))
             journal.append(entry)
+            progress.advance()
 
     _stage(run, "prompts", todo, work)
     return journal.read()
@@ -133,7 +141,7 @@ def generate_stage(run: ShardRun, prompts: dict[int, dict]) -> dict[int, dict]:
         log.warning("%d finished image(s) are missing or changed on disk: generating them again", len(broken))
     settings = run.settings
 
-    def work(todo):
+    def work(todo, progress):
         import torch
 
         need = {draw.task for draw in todo}
@@ -158,6 +166,7 @@ def generate_stage(run: ShardRun, prompts: dict[int, dict]) -> dict[int, dict]:
             journal.append(_save_image(run, draw, image, prompt, prompts[draw.number]))
             log.info("image %d (%d/%d this run): %s %dx%d in %.1f s", draw.number, done_now, len(todo),
                      draw.task, image.width, image.height, time.monotonic() - started)
+            progress.advance()
 
     _stage(run, "images", todo + broken, work)
     return journal.read()

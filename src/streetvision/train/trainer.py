@@ -25,6 +25,7 @@ from streetvision.io.atomic import atomic_write_json
 from streetvision.io.hashing import config_hash, sha256_file
 from streetvision.io.manifest import PhaseRecorder
 from streetvision.layout import Training
+from streetvision.train.batches import batch_size
 from streetvision.train.checkpoints import (
     CHECKPOINT_DIR,
     DONE_MARKER,
@@ -40,7 +41,9 @@ from streetvision.train.checkpoints import (
 )
 from streetvision.train.curves import CurvesLogger
 from streetvision.train.devices import DeviceError, cpu_fallback_reason, lease_gpus
+from streetvision.train.progress import TrainingProgress
 from streetvision.train.slurm import StepTasks, launch_tasks_if_needed, step_tasks
+from streetvision.train.tracking import TrackingSettings, run_tags, tracker_loggers, without_observation_keys
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,22 @@ def start_training_phase(step: str, out_dir: Path, config_section: dict, *, seed
     accelerator, devices = training_devices(gpus, cpu_devices, step)
     share_cpu_threads(threads, loader_workers, processes=devices if accelerator == "cpu" else 1)
     L.seed_everything(seed, workers=True, verbose=False)
-    discard_stale_training(out_dir, config_hash([config_section, *map(sha256_file, upstream)]))
+    trained = {key: without_observation_keys(value) if isinstance(value, dict) else value
+               for key, value in config_section.items()}  # a new tracker or interval resumes the same run
+    discard_stale_training(out_dir, config_hash([trained, *map(sha256_file, upstream)]))
     return accelerator, devices
+
+
+def training_observers(step: str, experiment: str, cfg: dict, section: str, out_dir: Path,
+                       workflow_dir, *, loss: str, score: str | None = None) -> tuple[list, list[Callback]]:
+    """What watches a training step configured by ``cfg[section]`` (train or explora): its tracker loggers
+    (``train.loggers``, for ``build_trainer(trackers=...)``) and its progress callback."""
+    settings = cfg[section]
+    trackers = tracker_loggers(TrackingSettings.from_config(settings, section), out_dir,
+                               run_tags(experiment, step, cfg, workflow_dir))
+    progress = TrainingProgress(f"{step} {experiment}", settings["progress_interval_s"], loss=loss,
+                                score=score, score_name="val_select MCC")
+    return trackers, [progress]
 
 
 def loader_workers(configured: int | None, threads: int | None, environ=os.environ) -> int:
@@ -296,23 +313,12 @@ def _synchronize(trainer) -> None:
         torch.cuda.synchronize()
 
 
-def batch_size(batch) -> int:
-    """Samples in a batch: the leading size of its first tensor (the images, or a multi-crop's first crop)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    if isinstance(batch, dict):
-        batch = list(batch.values())
-    if isinstance(batch, list | tuple) and batch:
-        return batch_size(batch[0])
-    return 0
-
-
 def show_progress_bar() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs: int, precision: str,
-                  monitor: str | None = None, patience: int = 0, tensorboard: bool = False,
+                  monitor: str | None = None, patience: int = 0, trackers=(),
                   max_steps: int = -1, find_unused_parameters: bool = False,
                   checkpoint_interval_minutes: float = 0.0, accumulate_grad_batches: int = 1,
                   gradient_clip_val: float | None = None,
@@ -323,14 +329,7 @@ def build_trainer(phase_dir: Path, *, accelerator: str, devices: int, max_epochs
     callbacks = [*checkpoints, CheckpointOnTerminate(checkpoint_dir), clock, *extra_callbacks]
     if monitor and patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))
-    loggers = [CurvesLogger(phase_dir, Training.LOGS)]
-    if tensorboard:
-        try:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(phase_dir, name=Training.TENSORBOARD, version=""))
-        except ModuleNotFoundError:
-            log.warning("train.tensorboard is on but tensorboard is not installed: CSV logs only")
+    loggers = [CurvesLogger(phase_dir, Training.LOGS), *trackers]  # trackers: training_observers
     tasks = step_tasks()
     num_nodes = tasks.nodes if tasks else 1
     strategy = "auto"
