@@ -72,3 +72,17 @@ def test_every_step_of_the_table_is_wired_the_way_how_to_add_a_step_says():
         assert f'STEP = "{step}"' in runner and f'log_result("{step}"' not in runner, f"phases/{step}.py: name it once"
         assert row.folder == step or f'"{row.folder}"' not in runner, f"phases/{step}.py spells its folder itself"
         assert f"| `{step}`" in text
+
+
+def test_license_packaging_and_commands_users_copy_are_current():
+    """LICENSE matches pyproject's MIT; the SLURM profile's 2.x option names need plugin >= 2; the tracking
+    extra brings every tracker train.loggers offers; the README pushes with `hf upload`."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "MIT"} and (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert "snakemake-executor-plugin-slurm>=2" in project["dependencies"]
+    tracking = {requirement.split(">")[0] for requirement in project["optional-dependencies"]["tracking"]}
+    assert {"tensorboard", "mlflow-skinny", "sqlalchemy", "alembic", "wandb"} <= tracking
+    readme = (REPO / "README.md").read_text()
+    assert "hf upload you/roadwork-v1" in readme and "huggingface-cli upload" not in readme
