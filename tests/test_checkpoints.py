@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -73,6 +74,37 @@ def test_a_changed_run_key_discards_every_checkpoint(tmp_path):
     fake_checkpoint(checkpoints / "last.ckpt", 5)
     discard_stale_training(tmp_path, "key-A")  # same run: kept
     assert (checkpoints / "last.ckpt").is_file()
+
+
+def test_an_upstream_step_rerun_with_the_same_artifacts_keeps_the_training(tmp_path):
+    """The run key hashes what an upstream phase made (its artifacts), not its manifest's bytes: ExPLoRA
+    re-run for another tracker writes a new manifest (times, metrics.tracking) and must not restart phase 1;
+    another artifact does. A tracker or compile switch in the section itself resumes too."""
+    from streetvision.train.trainer import start_training_phase
+
+    upstream, phase = tmp_path / "explora", tmp_path / "baseline"
+    upstream.mkdir()
+
+    def write_upstream(adapter_sha: str, finished_at: str, tracking: dict) -> Path:
+        manifest = {"schema_version": 1, "phase": "explora", "consumed": [],
+                    "artifacts": [{"path": "adapter.safetensors", "sha256": adapter_sha}],
+                    "finished_at": finished_at, "metrics": {"tracking": tracking}}
+        (upstream / "manifest.json").write_text(json.dumps(manifest))
+        return upstream / "manifest.json"
+
+    def start(section: dict, manifest: Path) -> None:
+        start_training_phase("baseline", phase, {"train": section}, seed=0, gpus=0, cpu_devices=1,
+                             upstream=[manifest])
+
+    section = {"lr": 1e-3, "loggers": ["csv"], "compile": False}
+    start(section, write_upstream("a" * 64, "10:00", {}))
+    (phase / "checkpoints").mkdir()
+    fake_checkpoint(phase / "checkpoints" / "last.ckpt", 5)
+    start({**section, "loggers": ["csv", "mlflow"], "compile": True},
+          write_upstream("a" * 64, "11:00", {"mlflow": {"run_id": "r1"}}))
+    assert (phase / "checkpoints" / "last.ckpt").is_file()
+    start(section, write_upstream("b" * 64, "12:00", {}))  # another adapter: another run
+    assert not (phase / "checkpoints").exists()
 
 
 def test_other_ranks_wait_for_rank_zero_to_settle_the_run_key(tmp_path, monkeypatch):

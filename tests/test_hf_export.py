@@ -272,9 +272,11 @@ def test_tiny_vit_export_files(tiny_export):
     assert card.data.base_model == TINY_BASE and card.data.datasets == ["natix-network-org/roadwork"]
     assert {"roadwork", "natix", "vit"} <= set(card.data.tags)
     (result,) = card.data.eval_results
-    assert (result.metric_type, result.metric_value, result.dataset_name) == ("mcc", 0.5, "val_test")
+    assert (result.metric_type, result.metric_value, result.dataset_name) == ("matthews_correlation", 0.5,
+                                                                              "val_test")
     assert result.metric_name == "MCC (95 % CI [0.3000, 0.7000])"
-    assert result.dataset_type == "natix-network-org/roadwork" and result.task_type == "image-classification"
+    # scored on the workflow's own split, not on the Hub data set it trained on
+    assert result.dataset_type == "streetvision/val_test" and result.task_type == "image-classification"
     readme = card.content
     assert "<hf-user>/<repo-name>" in readme and "| val_test | 24 | 0.5 | [0.3, 0.7] |" in readme
     assert "<hf-user>/<repo-name>" in (repo / "miner.yaml").read_text()

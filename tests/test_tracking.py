@@ -50,6 +50,46 @@ def test_a_listed_tracker_that_is_not_installed_stops_the_step_naming_the_key(mo
     check_trackers_installed(TrackingSettings(("csv", "mlflow"), None, "train"))
 
 
+def test_mlflow_without_its_sqlite_store_packages_is_refused_naming_them(monkeypatch):
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec",
+                        lambda name: None if name == "alembic" else real(name))
+    with pytest.raises(ConfigError, match=r"'train.loggers' lists 'mlflow' but alembic is not installed"):
+        check_trackers_installed(TrackingSettings(("mlflow",), None, "train"))
+
+
+TAGS = {"experiment": "demo", "step": "baseline", "config_hash": "abc", "git_commit": "unknown"}
+
+
+def test_ranks_above_zero_open_no_tracker(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    phase = tmp_path / "results" / "demo" / "baseline"
+    assert tracking.tracker_loggers(TrackingSettings(("csv", "mlflow", "tensorboard"), None, "train"), phase,
+                                    TAGS) == []
+    assert not (tmp_path / "results" / "mlflow.db").exists() and not phase.exists()
+
+
+@pytest.mark.slow  # MLflow creates its SQLite schema twice: ~10 s
+def test_a_run_id_is_continued_only_in_the_store_that_has_it(tmp_path, caplog):
+    """Resumed in the same store: the same MLflow run. Another ``mlflow_tracking_uri``, or the store
+    without the run: a new run and a warning, never a crash of the (possibly finished) phase."""
+    from mlflow.tracking import MlflowClient
+
+    phase = tmp_path / "results" / "demo" / "baseline"
+    settings = TrackingSettings(("csv", "mlflow"), None, "train")
+    (first,) = tracking.tracker_loggers(settings, phase, TAGS)
+    assert tracking.tracker_loggers(settings, phase, TAGS)[0].run_id == first.run_id
+    other_uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    (moved,) = tracking.tracker_loggers(TrackingSettings(("mlflow",), other_uri, "train"), phase, TAGS)
+    assert moved.run_id != first.run_id and MlflowClient(other_uri).get_run(moved.run_id)
+    runs_file = phase / "checkpoints" / "tracking_runs.json"  # a store that lost the run (e.g. rebuilt)
+    runs_file.write_text(json.dumps({"mlflow": {"run_id": "0" * 32, "tracking_uri": other_uri}}))
+    with caplog.at_level(logging.WARNING, logger="streetvision.train.tracking"):
+        (fresh,) = tracking.tracker_loggers(TrackingSettings(("mlflow",), other_uri, "train"), phase, TAGS)
+    assert fresh.run_id != moved.run_id and "is not in" in caplog.text
+    assert json.loads(runs_file.read_text()) == {"mlflow": {"run_id": fresh.run_id, "tracking_uri": other_uri}}
+
+
 def test_the_schema_refuses_an_unknown_tracker(repo):
     with pytest.raises(ConfigError, match="train.loggers"):
         resolved_config(repo, {"train": {"loggers": ["csv", "neptune"]}})

@@ -26,6 +26,7 @@ SYNTHETIC_CACHE = "_synthetic"  # results/_synthetic/<hash>/: demo scenes shared
 INGEST = "_ingest"  # results/_ingest/<dataset>/: the shared ingest step of a data set (steps.dataset_of)
 MLFLOW_DB = "mlflow.db"  # the default MLflow tracking store of train.loggers: mlflow (train/tracking.py)
 MLFLOW_ARTIFACTS = "mlartifacts"  # ... and its artifact folder
+MLFLOW_LOCK = MLFLOW_DB + ".lock"  # ... and the lock jobs take to create runs in it
 
 # Step (= rule) name -> its folder under results/<experiment>/ (streetvision.steps owns the table); the
 # report's folder is results/report/.
@@ -150,7 +151,7 @@ class Report:
 # What the workflow writes under results/ beside the experiments' folders: no experiment may take one of these
 # names (config.check_experiment_name), or its folder would be another step's folder.
 SHARED_RESULTS_ENTRIES = (STEP_DIRS["report"], LOGS, BENCHMARKS, SYNTHETIC_CACHE, INGEST, Report.SUMMARY_JSON,
-                          Report.SUMMARY_MD, MLFLOW_DB, MLFLOW_ARTIFACTS)
+                          Report.SUMMARY_MD, MLFLOW_DB, MLFLOW_ARTIFACTS, MLFLOW_LOCK)
 
 
 # ---------------------------------------------------------------- paths

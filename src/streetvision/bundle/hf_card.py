@@ -97,6 +97,9 @@ def miner_yaml(hf_repo: str | None) -> str:
 
 
 EVAL_METRICS = {"mcc": "MCC", "accuracy": "accuracy", "natix_reward": "NATIX reward"}  # at the 0.5 rounding
+EVAL_DATASET = "streetvision/val_test"  # the model-index dataset type: the workflow's held-out split
+# model-index metric types: the Hub's metric ids where one exists (MCC is "matthews_correlation")
+HUB_METRIC_TYPES = {"mcc": "matthews_correlation", "accuracy": "accuracy", "natix_reward": "natix_reward"}
 
 
 def _cell(value) -> str:
@@ -120,10 +123,12 @@ def _metrics_table(evaluation: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def eval_results(evaluation: dict[str, dict], dataset: str) -> list:
+def eval_results(evaluation: dict[str, dict]) -> list:
     """The card's ``model-index``: each set's MCC, accuracy and reward; an interval goes into the metric's
     name (the format has no field for it); an undefined metric (one class present) is left out. Each set
-    is its own dataset config (the Hub groups results by dataset type, config and split, not by name)."""
+    is its own dataset config (the Hub groups results by dataset type, config and split, not by name). The
+    dataset type is the workflow's own split (``EVAL_DATASET``), never a Hub data set the model trained on:
+    val_test is drawn from the experiment's data, which may mix several sources or generated images."""
     from huggingface_hub import EvalResult
 
     results = []
@@ -133,10 +138,10 @@ def eval_results(evaluation: dict[str, dict], dataset: str) -> list:
                 continue
             interval = row.get(f"{key}_ci")
             shown = f"{label} (95 % CI [{interval[0]:.4f}, {interval[1]:.4f}])" if interval else label
-            results.append(EvalResult(task_type="image-classification", dataset_type=dataset,
+            results.append(EvalResult(task_type="image-classification", dataset_type=EVAL_DATASET,
                                       dataset_name=name, dataset_config=re.sub(r"[^a-z0-9]+", "-",
                                                                                 name.lower()).strip("-"),
-                                      dataset_split="val_test", metric_type=key,
+                                      dataset_split="val_test", metric_type=HUB_METRIC_TYPES[key],
                                       metric_value=float(row[key]), metric_name=shown))
     return results
 
@@ -146,14 +151,11 @@ def card_header(*, license: str, tags: list[str], base_model: str | None, datase
     """The README's metadata block, written by huggingface_hub (``ModelCardData``)."""
     from huggingface_hub import ModelCardData
 
-    results = eval_results(evaluation, datasets[0] if datasets else EVAL_DATASET)
+    results = eval_results(evaluation)
     data = ModelCardData(license=license, library_name="transformers", pipeline_tag="image-classification",
                          tags=tags, base_model=base_model, datasets=datasets or None, model_name=model_name,
                          eval_results=results or None)
     return f"---\n{data.to_yaml()}\n---\n"
-
-
-EVAL_DATASET = "streetvision/val_test"  # model-index dataset type when no Hub data set is named
 
 
 def render_readme(card: dict, *, architecture: str, backbone: str, img_size: int, license: str,

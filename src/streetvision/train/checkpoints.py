@@ -80,7 +80,8 @@ def discard_stale_training(out_dir: Path, run_key: str, wait_s: float = 600.0) -
     if key_file.is_file() and key_file.read_text() == run_key:
         return
     (out_dir / DONE_MARKER).unlink(missing_ok=True)
-    for stale in (out_dir / CHECKPOINT_DIR, out_dir / Training.LOGS, out_dir / Training.TENSORBOARD):
+    for stale in (out_dir / CHECKPOINT_DIR, out_dir / Training.LOGS, out_dir / Training.TENSORBOARD,
+                  out_dir / Training.WANDB):  # a tracker's files of the discarded run go with it
         shutil.rmtree(stale, ignore_errors=True)
     atomic_write_text(key_file, run_key)
 

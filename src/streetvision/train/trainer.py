@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from streetvision.io.atomic import atomic_write_json
 from streetvision.io.hashing import config_hash, sha256_file
-from streetvision.io.manifest import PhaseRecorder
+from streetvision.io.manifest import PhaseRecorder, read_manifest
 from streetvision.layout import Training
 from streetvision.train.batches import batch_size
 from streetvision.train.checkpoints import (
@@ -97,8 +97,15 @@ def start_training_phase(step: str, out_dir: Path, config_section: dict, *, seed
     L.seed_everything(seed, workers=True, verbose=False)
     trained = {key: without_observation_keys(value) if isinstance(value, dict) else value
                for key, value in config_section.items()}  # a new tracker or interval resumes the same run
-    discard_stale_training(out_dir, config_hash([trained, *map(sha256_file, upstream)]))
+    discard_stale_training(out_dir, config_hash([trained, *map(manifest_content, upstream)]))
     return accelerator, devices
+
+
+def manifest_content(manifest_path: Path) -> list[list[str]]:
+    """What an upstream phase made: its artifacts' paths and SHA-256s. Not the manifest's own bytes, which
+    also hold times and trackers: an upstream step re-run with another logger made the same artifacts, and
+    must not restart this training."""
+    return sorted([entry["path"], entry["sha256"]] for entry in read_manifest(manifest_path)["artifacts"])
 
 
 def training_observers(step: str, experiment: str, cfg: dict, section: str, out_dir: Path,
