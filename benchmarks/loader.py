@@ -1,6 +1,7 @@
 """Can the CPUs feed the GPU? The training view (a fresh validator challenge + the model's preprocessing)
 per core, from the cached original vs from the reduced stores (``data.store``: JPEG 95, raw pixels), for 1080p and 12 MP sources,
-then a real DataLoader with N workers, and the cores needed to feed DINOv2-S/B/L at 40 % MFU.
+and the same view through PIL's JPEG codec and image objects (the path before ``challenge_pixels``); then a
+real DataLoader with N workers, and the cores needed to feed DINOv2-S/B/L at 40 % MFU.
 
     python benchmarks/loader.py [--images 24] [--workers 2] [--peak-tflops 989]
 
@@ -49,6 +50,17 @@ def make_store(root: Path, size: tuple[int, int], count: int) -> dict[str, list]
             copy.write_bytes(ch.store_copy_bytes(cached, store)[0])
             samples[store].append(Sample(str(original), i, *size, train_path=str(copy)))
     return samples
+
+
+def pil_training_view(view):
+    """The training view as it was before ``challenge_pixels``: the challenge JPEG encoded and decoded by PIL,
+    handed to the preprocessing as a PIL image (the same pixels; the baseline of the codec's speed-up)."""
+    def through_pil(sample):
+        source, size = (sample.path, None) if sample.train_path is None else (sample.train_path,
+                                                                              (sample.width, sample.height))
+        challenge = view.challenge(source, source_size=size, fallback=sample.fallback)
+        return view.preprocess(challenge.convert("RGB"))
+    return through_pil
 
 
 def per_core_rate(view, samples, rounds: int = 3) -> float:
@@ -112,6 +124,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     # what a loader worker runs (phase 1's datamodule): the normalisation runs on the device after the copy
     view = TrainingChallenge(pixel_transform(224), [0.25, 0.25, 0.25, 0.25], seed=0)
+    through_pil = pil_training_view(view)
     root = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     print(f"training view (challenge at the validators' level mix + 224 px uint8 tensor), one core, "
           f"{args.images} sources per size")
@@ -120,9 +133,11 @@ def main() -> None:
         samples = make_store(root, size, args.images)
         store_rates = {store: per_core_rate(view, samples[store]) for store in STORES}
         rates[name] = store_rates["reduced_raw"]
+        pil_rate = per_core_rate(through_pil, samples["reduced_raw"])
         print(f"  {name:6s} " + "   ".join(f"{store} {rate:5.0f} img/s" for store, rate in store_rates.items())
               + f"   (raw {rates[name] / store_rates['reduced']:.2f}x reduced, "
-                f"{rates[name] / store_rates['original']:.2f}x original)")
+                f"{rates[name] / store_rates['original']:.2f}x original; the same view through PIL's "
+                f"JPEG and image objects {pil_rate:.0f} img/s: {rates[name] / pil_rate:.2f}x)")
         if name == "1080p":
             workers = loader_rate(view, samples["reduced_raw"], args.workers)
             single = loader_rate(view, samples["reduced_raw"], 0)

@@ -326,6 +326,32 @@ def test_training_transform_gives_distinct_challenges_per_call(sources):
     assert np.array_equal(np.asarray(again(data)), first[0])
 
 
+def test_training_pixels_are_the_miners_decode_of_the_challenge_sent(tmp_path, sources):
+    """``challenge_pixels`` (the training path: OpenCV's JPEG round trip, no PIL objects) gives, draw for
+    draw, exactly the pixels PIL decodes from ``simulate_challenge``'s JPEG: at every level, level -1
+    included, from a source and from both store copies; the transform's ``pixels`` likewise."""
+    assert ch.opencv_jpeg_matches_pil()  # on this machine the fast round trip is the one that runs
+    data = photo_like_jpeg(9, 1280, 720)
+    raw = tmp_path / "copy.train.npy"
+    raw.write_bytes(ch.store_copy_bytes(data, "reduced_raw")[0])
+    inputs = [(data, None), (ch.store_copy_bytes(data, "reduced")[0], (1280, 720)), (str(raw), (1280, 720)),
+              (sources[(300, 420)], None)]
+    for (image, size), level in zip(inputs * 5, [-1, 0, 1, 2, 3] * 4, strict=True):
+        for seed in range(3):
+            _, info = ch.simulate_challenge(image, level=level, rng=seed, source_size=size)
+            pixels = ch.challenge_pixels(image, level=level, rng=seed, source_size=size)
+            assert pixels.dtype == np.uint8 and np.array_equal(pixels, decoded(info["jpeg_bytes"]))
+    transform, twin = ch.ChallengeTransform(seed=4), ch.ChallengeTransform(seed=4)
+    assert np.array_equal(transform.pixels(data), np.asarray(twin(data)))
+
+
+def test_the_pil_round_trip_stands_in_where_opencv_would_differ(monkeypatch, small_images):
+    monkeypatch.setattr(ch, "opencv_jpeg_matches_pil", lambda: False)
+    monkeypatch.setattr(ch, "_opencv_round_trip", lambda rgb: pytest.fail("OpenCV's codec was used"))
+    for rgb in small_images[::2]:
+        assert np.array_equal(ch.miner_decoded(rgb), decoded(ch.encode_challenge_jpeg(rgb)))
+
+
 class SameImage(torch.utils.data.Dataset):
     def __init__(self, data: bytes, transform):
         self.data, self.transform = data, transform
@@ -439,6 +465,8 @@ def test_the_raw_store_holds_the_reduced_copys_pixels_and_names_a_bad_file(tmp_p
     path = tmp_path / f"copy{ch.STORE_SUFFIXES['reduced_raw']}"
     path.write_bytes(raw)
     assert size == ch.store_size(1280, 720)
+    assert np.array_equal(ch.load_raw(path), np.asarray(ch.store_copy(data)[0]))
+    assert str(path) in ch._RAW_LAYOUTS  # read again without its header, the same pixels
     assert np.array_equal(ch.load_raw(path), np.asarray(ch.store_copy(data)[0]))
     params = ch.draw_challenge_params(1280, 720, level=1, rng=0)
     from_raw, _ = ch.render_challenge(str(path), params)

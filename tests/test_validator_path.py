@@ -99,8 +99,8 @@ def test_views_send_level_minus_one_only_to_rows_that_fall_back(tmp_path):
     assert -1 not in set(plan["level"][1::2])
     assert EvaluationChallenge(3, level=2).image(falls).size == (320, 240)  # a forced level 2 falls back too
     assert EvaluationChallenge(3, level=2).image(plain).size == (224, 224)
-    training = TrainingChallenge(lambda image: image.size, [0.0, 1.0, 0.0, 0.0], seed=0)
-    assert training(falls) == (320, 240) and training(plain) == (224, 224)
+    training = TrainingChallenge(lambda image: tuple(image.shape), [0.0, 1.0, 0.0, 0.0], seed=0)
+    assert training(falls) == (3, 240, 320) and training(plain) == (3, 224, 224)
 
 
 def test_an_index_records_the_cache_copy_and_the_fallback(repo, tmp_path):

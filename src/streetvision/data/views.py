@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
+from torchvision import tv_tensors
 
 from streetvision.data.challenge import (
     DISTORTION_KINDS,
@@ -72,7 +74,9 @@ class CleanView:
 
 
 class TrainingChallenge:
-    """A new challenge every time an image is drawn (per-worker generators, see ``ChallengeTransform``)."""
+    """A new challenge every time an image is drawn (per-worker generators, see ``ChallengeTransform``),
+    handed to ``preprocess`` (a torchvision v2 transform) as the miner's decoded pixels: a uint8
+    ``tv_tensors.Image`` (C, H, W)."""
 
     def __init__(self, preprocess, level_probs: list[float], seed: int | None = None):
         self.preprocess = preprocess
@@ -80,11 +84,12 @@ class TrainingChallenge:
 
     def __call__(self, sample: Sample):
         if sample.train_path is None:
-            challenge = self.challenge(sample.path, fallback=sample.fallback)
+            pixels = self.challenge.pixels(sample.path, fallback=sample.fallback)
         else:  # the reduced store: parameters drawn on the original size, rendered from the copy
-            challenge = self.challenge(sample.train_path, source_size=(sample.width, sample.height),
-                                       fallback=sample.fallback)
-        return self.preprocess(challenge.convert("RGB"))
+            pixels = self.challenge.pixels(sample.train_path, source_size=(sample.width, sample.height),
+                                           fallback=sample.fallback)
+        # a CHW uint8 image tensor (a view of the pixels): what v2 transforms take without a PIL detour
+        return self.preprocess(tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1)))
 
 
 class EvaluationChallenge:

@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
@@ -184,7 +183,7 @@ class MultiCrop:
                                       *jitter, *tail])
         self.n_local = n_local
 
-    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+    def __call__(self, image) -> list[torch.Tensor]:  # a PIL image or a uint8 tv_tensors.Image
         return [self.global_view(image),
                 self.global_view(image)] + [self.local_view(image) for _ in range(self.n_local)]
 
