@@ -100,7 +100,8 @@ def test_phase1_progress_lines_and_every_tracker_read_back(repo, tmp_path, capfd
     """A 2-epoch phase 1 through run_baseline inside the step's logging: the log holds progress lines with
     ETA and img/s (one per epoch at least), the console one line per epoch; the MLflow run is read back with
     MLflow's client from the SQLite store (tags, headline metrics, finished), TensorBoard wrote events, W&B
-    an offline run. Run again, the finished training is not redone and the same MLflow run is continued."""
+    an offline run. Run again, the finished training is not redone and the same MLflow run is continued;
+    run again with another MLflow store, a new run there (a run id is never looked for in the wrong store)."""
     from mlflow.tracking import MlflowClient
 
     from streetvision.logs import log_to_file
@@ -148,3 +149,11 @@ def test_phase1_progress_lines_and_every_tracker_read_back(repo, tmp_path, capfd
                                     workflow_dir=str(repo)).read_text())
     assert again["metrics"]["global_step"] == manifest["metrics"]["global_step"]
     assert again["metrics"]["tracking"]["mlflow"]["run_id"] == runs["mlflow"]["run_id"]
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # the finished phase re-entered with another store
+    sections["train"] = {**sections["train"], "mlflow_tracking_uri": elsewhere}
+    moved = json.loads(run_baseline(cfg=sections, data_dir=data, out_dir=phase_dir, experiment="demo",
+                                    workflow_dir=str(repo)).read_text())
+    assert moved["metrics"]["global_step"] == manifest["metrics"]["global_step"]
+    moved_run = moved["metrics"]["tracking"]["mlflow"]
+    assert moved_run["tracking_uri"] == elsewhere and moved_run["run_id"] != runs["mlflow"]["run_id"]
+    assert MlflowClient(elsewhere).get_run(moved_run["run_id"]).info.status == "FINISHED"

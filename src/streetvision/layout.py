@@ -26,7 +26,8 @@ SYNTHETIC_CACHE = "_synthetic"  # results/_synthetic/<hash>/: demo scenes shared
 INGEST = "_ingest"  # results/_ingest/<dataset>/: the shared ingest step of a data set (steps.dataset_of)
 MLFLOW_DB = "mlflow.db"  # the default MLflow tracking store of train.loggers: mlflow (train/tracking.py)
 MLFLOW_ARTIFACTS = "mlartifacts"  # ... and its artifact folder
-MLFLOW_LOCK = MLFLOW_DB + ".lock"  # ... and the lock jobs take to create runs in it
+LOCK_SUFFIX = ".lock"  # <sqlite file>.lock: the lock jobs take to create MLflow runs in it
+MLFLOW_LOCK = MLFLOW_DB + LOCK_SUFFIX
 
 # Step (= rule) name -> its folder under results/<experiment>/ (streetvision.steps owns the table); the
 # report's folder is results/report/.

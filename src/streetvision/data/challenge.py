@@ -566,10 +566,7 @@ def challenge_pixels(image, *, level: int | None = None, rng=None, mask_center=N
     the miner's image processor does."""
     source, _, array, _ = _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_size,
                                            fallback)
-    if array is None:
-        with Image.open(io.BytesIO(encode_fallback_jpeg(source))) as sent:
-            return np.array(sent.convert("RGB"))
-    return miner_decoded(array)
+    return _pil_decoded(encode_fallback_jpeg(source)) if array is None else miner_decoded(array)
 
 
 def _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_size, fallback):
@@ -604,7 +601,12 @@ def miner_decoded(rgb: np.ndarray) -> np.ndarray:
 
 
 def _pil_round_trip(rgb: np.ndarray) -> np.ndarray:
-    with Image.open(io.BytesIO(encode_challenge_jpeg(rgb))) as sent:
+    return _pil_decoded(encode_challenge_jpeg(rgb))
+
+
+def _pil_decoded(jpeg: bytes) -> np.ndarray:
+    """The miner's decode: PIL opens the JPEG, its image processor converts it to RGB (a writable array)."""
+    with Image.open(io.BytesIO(jpeg)) as sent:
         return np.array(sent.convert("RGB"))
 
 

@@ -30,7 +30,7 @@ from streetvision.config import ConfigError
 from streetvision.io.atomic import atomic_write_json
 from streetvision.io.hashing import config_hash
 from streetvision.io.manifest import git_state
-from streetvision.layout import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, Training
+from streetvision.layout import LOCK_SUFFIX, MLFLOW_ARTIFACTS, MLFLOW_DB, Training
 from streetvision.runtime import process_rank
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def _store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock = Path(uri.removeprefix("sqlite:///") + MLFLOW_LOCK.removeprefix(MLFLOW_DB))  # <db>.lock
+    lock = Path(uri.removeprefix("sqlite:///") + LOCK_SUFFIX)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
