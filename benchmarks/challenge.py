@@ -10,7 +10,8 @@ Sources are 1920x1080 JPEGs (quality 90): a demo street scene upscaled, with sen
 Each measurement alternates the paths so machine noise hits all alike; times are medians in ms.
 Then the trade: for the same parameters, each fast path's 224x224 array against the exact one (PSNR,
 mean absolute difference, mean brightness bias and sharpness ratio), beside what the validator's own
-JPEG q75 encoding costs.
+JPEG q75 encoding costs; and level -1 rendered in training from the raw store copy against the full-size
+fallback validators send, after the model's 224 px resize.
 
     python benchmarks/challenge.py [--sources 4] [--reps 6]
 """
@@ -100,6 +101,23 @@ def trade(sources, stores, n_params: int) -> dict[str, list[tuple[float, float, 
     return rows
 
 
+def fallback_trade(sources) -> list[tuple[float, float]]:
+    """Level -1 in training from the raw store: the copy sent unaugmented at its own size, against the
+    full-size cached image validators send; (PSNR, mean |d|) after the model's 224 px resize."""
+    from streetvision.data.transforms import pixel_transform
+
+    model_view = pixel_transform(ch.TARGET_SIZE)
+    rows = []
+    for source in sources:
+        cached = ch.validator_cache(source)
+        raw = read_raw(ch.store_copy_bytes(cached, "reduced_raw")[0])
+        full = model_view(Image.fromarray(ch.challenge_pixels(cached, level=-1))).numpy().transpose(1, 2, 0)
+        copy = model_view(Image.fromarray(ch.challenge_pixels(raw, level=-1, source_size=SIZE)))
+        copy = copy.numpy().transpose(1, 2, 0)
+        rows.append((psnr(full, copy), float(np.abs(full.astype(float) - copy).mean())))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +148,11 @@ def main():
         values = np.array(rows)
         print(f"{name:>20} {values[:, 0].mean():8.1f} {values[:, 1].mean():9.2f} {values[:, 2].mean():6.2f} "
               f"{values[:, 3].mean():10.3f}")
+
+    fallback = np.array(fallback_trade(sources))
+    print(f"\nlevel -1 from the raw store copy vs the full-size fallback, after the model's 224 px resize: "
+          f"PSNR {fallback[:, 0].min():.1f}-{fallback[:, 0].max():.1f} dB, "
+          f"mean |d| {fallback[:, 1].min():.2f}-{fallback[:, 1].max():.2f} ({len(sources)} sources)")
 
 
 if __name__ == "__main__":

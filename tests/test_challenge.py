@@ -468,6 +468,7 @@ def test_the_raw_store_holds_the_reduced_copys_pixels_and_names_a_bad_file(tmp_p
     assert np.array_equal(ch.load_raw(path), np.asarray(ch.store_copy(data)[0]))
     assert str(path) in ch._RAW_LAYOUTS  # read again without its header, the same pixels
     assert np.array_equal(ch.load_raw(path), np.asarray(ch.store_copy(data)[0]))
+    assert np.array_equal(ch.load_raw(io.BytesIO(raw)), ch.load_raw(path))  # an open file as well
     params = ch.draw_challenge_params(1280, 720, level=1, rng=0)
     from_raw, _ = ch.render_challenge(str(path), params)
     assert psnr(ch.render_challenge(data, params, exact=True)[0], from_raw) > 40

@@ -688,10 +688,17 @@ _RAW_LAYOUTS: dict[str, tuple[int, tuple[int, ...]]] = {}
 
 
 def load_raw(path) -> np.ndarray:
-    """A ``reduced_raw`` store copy: the uint8 RGB pixels, checked (a file that is not one names itself).
+    """A ``reduced_raw`` store copy (a path, or an open binary file): the uint8 RGB pixels, checked (a file
+    that is not one names itself).
 
-    Read again, a copy skips its header when the file still has the size it had (store files are written
-    once, under their content hash); otherwise it is read and checked from scratch."""
+    Read again, a copy at a path skips its header when the file still has the size it had (store files are
+    written once, under their content hash); otherwise it is read and checked from scratch."""
+    if not isinstance(path, str | os.PathLike):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"{path}: not a raw image store file ({error})") from None
+        return _checked_pixels(array, str(path))
     key = str(path)
     if key in _RAW_LAYOUTS:
         offset, shape = _RAW_LAYOUTS[key]
