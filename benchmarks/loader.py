@@ -5,14 +5,20 @@ real DataLoader with N workers, and the cores needed to feed DINOv2-S/B/L at 40 
 
     python benchmarks/loader.py [--images 24] [--workers 2] [--peak-tflops 989]
 
-All in one run, so the ratios compare like with like on whatever load the machine has. FLOPs per training
-image are counted (forward + backward, ``torch.utils.flop_counter``) on the random-init timm models.
+All in one run, so the ratios compare like with like on whatever load the machine has; per-core rates are
+in the process's CPU time (a shared VM's steal and other load do not count; the DataLoader rate is wall
+time), interleaved over rounds. The baseline of issue #23 (``simulate_challenge`` from a JPEG 95 store copy,
+the code at ``--baseline``, loaded from git) runs beside them: the issue asks for 2.2x its rate. FLOPs per
+training image are counted (forward + backward, ``torch.utils.flop_counter``) on the random-init timm models.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +35,7 @@ MFU = 0.4
 
 
 STORES = ("original", "reduced", "reduced_raw")  # data.store
+ISSUE_BASELINE = "2477a92"  # the commit issue #23 measured (its 274 img/s from a store copy)
 
 
 def make_store(root: Path, size: tuple[int, int], count: int) -> dict[str, list]:
@@ -63,15 +70,44 @@ def pil_training_view(view):
     return through_pil
 
 
-def per_core_rate(view, samples, rounds: int = 3) -> float:
-    """Training views per second on one core (median over rounds of a pass over the samples)."""
-    rates = []
+def per_core_rates(views: dict, rounds: int = 7) -> dict[str, float]:
+    """Views per CPU second of each ``name -> (view, inputs)``: the median of ``rounds`` passes over the
+    inputs, the views interleaved so that a slow spell of the machine hits all of them."""
+    rates = {name: [] for name in views}
+    for view, inputs in views.values():  # warm: caches, lazy imports, per-size weights
+        for item in inputs:
+            view(item)
     for _ in range(rounds):
-        started = time.perf_counter()
-        for sample in samples:
-            view(sample)
-        rates.append(len(samples) / (time.perf_counter() - started))
-    return statistics.median(rates)
+        for name, (view, inputs) in views.items():
+            started = time.process_time()
+            for item in inputs:
+                view(item)
+            rates[name].append(len(inputs) / (time.process_time() - started))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def issue_baseline(revision: str, samples: list, size: tuple[int, int]):
+    """(view, inputs) of issue #23's measured path: ``simulate_challenge`` at ``revision`` from a JPEG 95
+    copy made by that revision's ``store_copy``; None when git cannot show that revision."""
+    try:
+        source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:src/streetvision/data/challenge.py"],
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "baseline_challenge.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_challenge", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    copies = []
+    for sample in samples:
+        copy, _ = module.store_copy(Path(sample.path).read_bytes())
+        buffer = io.BytesIO()
+        copy.save(buffer, format="JPEG", quality=95)
+        copies.append(buffer.getvalue())
+    rng = module.np.random.default_rng(0)
+    return (lambda data: module.simulate_challenge(data, rng=rng, source_size=size)), copies
 
 
 def loader_rate(view, samples, workers: int, batch: int = 16, batches: int = 12) -> float:
@@ -112,6 +148,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24, help="sources per size")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200: 989)")
+    parser.add_argument("--baseline", default=ISSUE_BASELINE, help="the git revision of the issue's path")
     args = parser.parse_args()
 
     import cv2
@@ -131,13 +168,24 @@ def main() -> None:
     rates = {}
     for name, size in SOURCES.items():
         samples = make_store(root, size, args.images)
-        store_rates = {store: per_core_rate(view, samples[store]) for store in STORES}
-        rates[name] = store_rates["reduced_raw"]
-        pil_rate = per_core_rate(through_pil, samples["reduced_raw"])
-        print(f"  {name:6s} " + "   ".join(f"{store} {rate:5.0f} img/s" for store, rate in store_rates.items())
-              + f"   (raw {rates[name] / store_rates['reduced']:.2f}x reduced, "
-                f"{rates[name] / store_rates['original']:.2f}x original; the same view through PIL's "
-                f"JPEG and image objects {pil_rate:.0f} img/s: {rates[name] / pil_rate:.2f}x)")
+        views = {store: (view, samples[store]) for store in STORES}
+        views["through PIL"] = (through_pil, samples["reduced_raw"])
+        baseline = issue_baseline(args.baseline, samples["original"], size)
+        if baseline is not None:
+            views["issue baseline"] = baseline
+        measured = per_core_rates(views)
+        rates[name] = measured["reduced_raw"]
+        print(f"  {name:6s} " + "   ".join(f"{store} {measured[store]:5.0f} img/s" for store in STORES)
+              + f"   (raw {rates[name] / measured['reduced']:.2f}x reduced, "
+                f"{rates[name] / measured['original']:.2f}x original; the same view through PIL's "
+                f"JPEG and image objects {measured['through PIL']:.0f} img/s: "
+                f"{rates[name] / measured['through PIL']:.2f}x)")
+        if baseline is None:
+            print(f"         (issue baseline: git cannot show {args.baseline} here)")
+        else:
+            print(f"         issue #23's path at {args.baseline} (simulate_challenge from a JPEG 95 copy) "
+                  f"{measured['issue baseline']:.0f} img/s: raw store view "
+                  f"{rates[name] / measured['issue baseline']:.2f}x (the issue asks 2.2x)")
         if name == "1080p":
             workers = loader_rate(view, samples["reduced_raw"], args.workers)
             single = loader_rate(view, samples["reduced_raw"], 0)

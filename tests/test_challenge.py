@@ -225,6 +225,64 @@ def test_reduced_decode_stays_close_to_the_exact_path():
     assert reductions >= {2}
 
 
+def test_the_fast_resize_is_the_validators_arithmetic():
+    """Bit-equal to torch's float kernel but where a sum's last bit meets a whole grey level: about one
+    pixel in a thousand on textured windows, about one in ten on flat ones (torch adds with fused
+    multiply-adds there); never more than one level, no bias. Windows smaller than 224 are upsampled."""
+    rng = np.random.default_rng(0)
+    photo = decoded(photo_like_jpeg(8, 900, 900))
+    counts = {"textured": [0, 0, 0], "flat": [0, 0, 0]}  # differing pixels, pixels, signed sum
+    for side in (150, 223, 224, 336, 401, 469, 650, 900):
+        flat = np.full((side, side, 3), rng.integers(1, 255), np.uint8)
+        flat[: side // 3] = rng.integers(1, 255)
+        windows = {"textured": [photo[:side, :side], rng.integers(0, 256, (side, side, 3), dtype=np.uint8)],
+                   "flat": [flat]}
+        for kind, arrays in windows.items():
+            for window in arrays:
+                exact = ch._resize_like_validator(np.ascontiguousarray(window)).astype(int)
+                fast = ch._resize_fast(np.ascontiguousarray(window.transpose(1, 0, 2))).astype(int)
+                assert np.abs(fast - exact).max() <= 1, (side, kind)
+                count = counts[kind]
+                count[0] += int((fast != exact).sum())
+                count[1] += fast.size
+                count[2] += int((fast - exact).sum())
+    assert counts["textured"][0] / counts["textured"][1] < 0.005
+    assert counts["flat"][0] / counts["flat"][1] < 0.25
+    assert all(abs(signed) / total < 0.02 for _, total, signed in counts.values())
+
+
+def test_the_fast_resize_weights_are_torchs():
+    for side in (2, 5, 223, 224, 225, 469, 1000, 3024):
+        identity = torch.eye(side)[None, None]
+        weights = torch.nn.functional.interpolate(identity, size=(side, 224), mode="bilinear",
+                                                  align_corners=False, antialias=True)[0, 0].T.numpy()
+        assert np.array_equal(ch._antialias_weights(side).toarray(), weights), side
+
+
+def test_a_transposed_window_holds_the_same_samples():
+    data = photo_like_jpeg(4, 640, 360)
+    full = decoded(data)
+    reduced = np.asarray(ch.store_copy(data)[0])
+    scale = (reduced.shape[1] / 640, reduced.shape[0] / 360)
+    for seed in range(12):  # every fifth crop is moved partly off the image (black rows and columns)
+        params = ch.draw_challenge_params(640, 360, level=1, rng=seed,
+                                          mask_center=(630, 355) if seed % 5 == 0 else None)
+        for rgb, (scale_x, scale_y) in ((full, (1.0, 1.0)), (reduced, scale)):
+            window = ch._rotated_window(rgb, scale_x, scale_y, params)
+            columns = ch._rotated_window(rgb, scale_x, scale_y, params, transposed=True)
+            assert np.array_equal(columns, window.transpose(1, 0, 2))
+
+
+def test_the_level_draw_is_numpys_choice():
+    """The same draws as ``rng.choice(levels, p=probs)``: seeded challenges stay what they were."""
+    for probs in (None, {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {3: 0.5, 1: 0.5, 0: 0.0, 2: 0.0}):
+        expected = dict(sorted((probs or ch.LEVEL_PROBS).items()))
+        for seed in range(300):
+            ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+            level = ch.draw_challenge_params(64, 48, rng=ours, level_probs=probs).level
+            assert level == theirs.choice(list(expected), p=list(expected.values()))
+
+
 def test_store_copy_keeps_every_crop_at_336_pixels():
     assert ch.store_size(1920, 1080) == (1002, 564)  # smallest crop round(sqrt(0.2 * 1920 * 1080)) = 644
     assert ch.store_size(300, 200) == (300, 200)

@@ -41,15 +41,17 @@ rotates all of it, then throws most of it away. Here only the crop window is rot
 ``cv2.warpAffine`` per challenge, uint8), and when the crop is at least 2x, 4x or 8x larger than
 ``MIN_DECODED_CROP`` (336 = 1.5 x 224) pixels, a lazily opened JPEG is decoded at that reduced scale (JPEG
 DCT scaling via ``Image.draft``) so that the crop keeps at least 336 source pixels across. The resize to
-224 runs its first pass in torch's uint8 kernel (``_resize_fast``; level 0: both passes, as PIL rounds
-too), within 1 grey level of the exact floats. That changes pixels a little, not the distribution of
-geometry or distortions: the parameters are always drawn on the full-resolution size, exactly as the
-validator draws them (benchmarks/challenge.py measures the speed-up and the pixel difference). Decoding
-then dominates; the training stores cut it (``data.store``, made at ingest by ``store_copy_bytes``: the
-smallest size at which every possible crop still has 336 pixels across, as JPEG 95 or, ``reduced_raw``, as
-raw pixels that need no decoding; parameters are still drawn on the original size). Evaluation never reads
-them: the challenge pass renders exactly from the cached original. Training views then skip PIL: the
-224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's pixels exactly (``miner_decoded``).
+224 (levels 1-3) is the validator's float arithmetic with torch's own weights as two sparse matrix
+products (``_resize_fast``: bit-equal but for last-bit ties, within 1 grey level); level 0 runs torch's
+uint8 kernel, which rounds as PIL does (within 1 grey level of PIL). That changes pixels a little, not the
+distribution of geometry or distortions: the parameters are always drawn on the full-resolution size,
+exactly as the validator draws them (benchmarks/challenge.py measures the speed-up and the pixel
+difference). Decoding then dominates; the training stores cut it (``data.store``, made at ingest by
+``store_copy_bytes``: the smallest size at which every possible crop still has 336 pixels across, as JPEG 95
+or, ``reduced_raw``, as raw pixels that need no decoding; parameters are still drawn on the original size).
+Evaluation never reads them: the challenge pass renders exactly from the cached original. Training views
+then skip PIL: the 224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's pixels exactly
+(``miner_decoded``).
 
 Before the challenge: the cache step. A validator builds challenges from its cached copy of a real image,
 not from the data set's bytes: ``validator_cache`` re-saves the image in its own format at PIL's defaults
@@ -163,6 +165,13 @@ def _check_level_probs(level_probs: Mapping[int, float]) -> dict[int, float]:
     return dict(sorted(probs.items()))
 
 
+@functools.lru_cache(maxsize=64)
+def _level_cdf(level_probs: tuple[tuple[int, float], ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    probs = _check_level_probs(dict(level_probs))
+    cumulative = np.cumsum(list(probs.values()))
+    return tuple(probs), cumulative / cumulative[-1]
+
+
 def _draw_crop(width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop.get_params with ratio (1, 1): area-uniform square side, 10 tries."""
     area = width * height
@@ -218,8 +227,11 @@ def draw_challenge_params(width: int, height: int, *, level: int | None = None, 
         raise ValueError(f"source size must be positive; got width={width}, height={height}")
     rng = _generator(rng)
     if level is None:
-        probs = _check_level_probs(level_probs if level_probs is not None else LEVEL_PROBS)
-        level = int(rng.choice(list(probs), p=list(probs.values())))
+        probs = level_probs if level_probs is not None else LEVEL_PROBS
+        levels, cumulative = _level_cdf(tuple(probs.items()))
+        # numpy's ``rng.choice(levels, p=probs)`` draws exactly this (one ``random()`` against the
+        # normalised cumulative sums), at a tenth of the cost
+        level = levels[int(cumulative.searchsorted(rng.random(), side="right"))]
     elif level not in LEVEL_DISTORTIONS and level != FALLBACK_LEVEL:
         raise ValueError(f"level must be -1, 0, 1, 2 or 3; got {level!r}")
     if level == FALLBACK_LEVEL or (fallback and level > 0):
@@ -383,11 +395,14 @@ def _decode_rgb(source: Source, reduction: int) -> np.ndarray:
     return _pixels(source)
 
 
-def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: ChallengeParams) -> np.ndarray:
+def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: ChallengeParams,
+                    transposed: bool = False) -> np.ndarray:
     """The crop window of the rotated full-resolution image, sampled on an n x n grid (n >= 224).
 
     One inverse-mapped ``warpAffine`` (nearest, black outside the source) does rotation, crop and the
     change of scale; window pixels outside the rotated frame are black, as torchvision pads crops.
+    ``transposed``: the window's columns as rows (the same samples, from swapped grid axes), which is
+    what ``_resize_fast`` reads.
     """
     width, height = params.source_size
     top, left, side, _ = params.crop_box
@@ -397,6 +412,8 @@ def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: Cha
     grid_to_frame = np.array([[step, 0.0, left + 0.5 * step - 0.5],
                               [0.0, step, top + 0.5 * step - 0.5],
                               [0.0, 0.0, 1.0]])
+    if transposed:  # grid (u, v) samples what (v, u) samples untransposed
+        grid_to_frame[:, :2] = grid_to_frame[:, 1::-1]
     # rotated-frame pixel -> source pixel: undo a counter-clockwise rotation about the image centre
     frame_to_source = np.vstack([cv2.invertAffineTransform(
         cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), params.angle, 1.0)), [0, 0, 1]])
@@ -408,8 +425,11 @@ def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: Cha
     window = cv2.warpAffine(rgb, grid_to_decoded, (n, n), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     frame_index = np.floor(np.arange(n) * step + 0.5 * step)  # which frame pixel each grid row/column samples
-    window[frame_index + top >= height] = 0
-    window[:, frame_index + left >= width] = 0
+    below, right = frame_index + top >= height, frame_index + left >= width  # past the frame's edges
+    if transposed:
+        window[:, below], window[right] = 0, 0
+    else:
+        window[below], window[:, right] = 0, 0
     return window
 
 
@@ -426,21 +446,46 @@ def _resize_like_validator(window: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((resized * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0))
 
 
-def _resize_fast(window: np.ndarray) -> np.ndarray:
-    """``_resize_like_validator`` at about half the cost: the same antialiased bilinear kernel, its first
-    (horizontal, larger) pass on uint8 in torch's fixed-point kernel, the second on floats, truncated like
-    the validator's. The first pass rounds, which is unbiased, so the result keeps the validator's
-    truncation bias; it is within 1 grey level of the exact one (mean |Δ| about 0.15).
+def _resize_fast(columns: np.ndarray) -> np.ndarray:
+    """``_resize_like_validator`` of the window whose columns ``columns`` holds as rows (the transposed
+    window: ``_rotated_window(..., transposed=True)``), at a third of its cost or less: the same float32
+    weights (read off torch's kernel by ``_antialias_weights``), the same pass order (horizontal, then
+    vertical), the same ``/ 255``, ``* 255`` and truncation, as two sparse matrix products. The one
+    difference: torch sums
+    each pixel's taps with fused multiply-adds, scipy without, so a sum can differ in its last bit; that
+    shows only where it lands within that bit of a whole grey level, which flat areas do (there, about
+    one pixel in ten is one level off, either way; elsewhere one in a thousand; tests/test_challenge.py).
     """
+    width, height = columns.shape[:2]
+    # The horizontal pass as a vertical one on the transposed window: each sparse row then scales whole
+    # contiguous rows of pixels (scipy's fast case); the transpose after it brings rows back.
+    values = columns.reshape(width, 3 * height).astype(np.float32) / np.float32(255.0)
+    across = _antialias_weights(width) @ values  # (224, 3 * height): the window's rows at 224 px
+    rows = cv2.transpose(across.reshape(TARGET_SIZE, height, 3)).reshape(height, 3 * TARGET_SIZE)
+    resized = _antialias_weights(height) @ rows  # (224, 3 * 224)
+    return (resized * np.float32(255.0)).astype(np.uint8).reshape(TARGET_SIZE, TARGET_SIZE, 3)
+
+
+@functools.lru_cache(maxsize=4096)  # one entry per window side: a few kB each
+def _antialias_weights(size: int):
+    """torch's antialiased bilinear weights from ``size`` pixels to 224, as a (224, size) CSR matrix, read off
+    the kernel itself, whatever torch version computes them: resized, a row of unit spikes ``span`` apart
+    gives each output the weight of the one spike in its reach (it sums that weight times 1 and zeros).
+    ``span`` rows, each offset by one, hit every input."""
     import torch
-    size = window.shape[0]
-    planar = torch.from_numpy(window).permute(2, 0, 1)[None]  # a view: HWC strides, as the kernel likes
-    rows = torch.nn.functional.interpolate(planar, size=(size, TARGET_SIZE), mode="bilinear",
-                                           align_corners=False, antialias=True)
-    resized = torch.nn.functional.interpolate(rows.float().div_(255.0), size=(TARGET_SIZE, TARGET_SIZE),
-                                              mode="bilinear", align_corners=False, antialias=True)
-    # planes -> HxWx3 in OpenCV, then numpy's truncating cast: about twice as fast as torch's permuted copy
-    return cv2.merge(list(resized.mul_(255.0)[0].numpy())).astype(np.uint8)
+    from scipy.sparse import csr_array
+
+    scale = size / TARGET_SIZE
+    span = math.ceil(2 * max(scale, 1.0)) + 2  # wider than an output's reach (+-scale, or +-1 upsampling)
+    spikes = torch.zeros((span, size), dtype=torch.float32)
+    for offset in range(span):
+        spikes[offset, offset::span] = 1.0
+    responses = torch.nn.functional.interpolate(spikes[None, None], size=(span, TARGET_SIZE), mode="bilinear",
+                                                align_corners=False, antialias=True)[0, 0].numpy()
+    offsets, outputs = np.nonzero(responses)
+    centres = scale * (outputs + 0.5) - 0.5  # the input pixel (fractional) each output is centred on
+    inputs = offsets + span * np.round((centres - offsets) / span).astype(int)  # the spike in its reach
+    return csr_array((responses[offsets, outputs], (outputs, inputs)), shape=(TARGET_SIZE, size))
 
 
 def _centre_square(source: Source, params: ChallengeParams, exact: bool) -> tuple[np.ndarray, int]:
@@ -490,8 +535,10 @@ def render_challenge(image, params: ChallengeParams, *, rng=None,
     reduction = _reduction_for(params.crop_box[2] * min(pre_x, pre_y), exact)
     rgb = _decode_rgb(source, reduction)
     scale_x, scale_y = rgb.shape[1] / params.source_size[0], rgb.shape[0] / params.source_size[1]
-    window = _rotated_window(rgb, scale_x, scale_y, params)
-    array = _resize_like_validator(window) if exact else _resize_fast(window)
+    if exact:
+        array = _resize_like_validator(_rotated_window(rgb, scale_x, scale_y, params))
+    else:
+        array = _resize_fast(_rotated_window(rgb, scale_x, scale_y, params, transposed=True))
     rng = _generator(rng)
     for kind, _ in LEVEL_DISTORTIONS[params.level]:
         array = apply_distortion(array, kind, params.distortions[kind], rng)
