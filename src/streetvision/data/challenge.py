@@ -42,13 +42,14 @@ rotates all of it, then throws most of it away. Here only the crop window is rot
 ``MIN_DECODED_CROP`` (336 = 1.5 x 224) pixels, a lazily opened JPEG is decoded at that reduced scale (JPEG
 DCT scaling via ``Image.draft``) so that the crop keeps at least 336 source pixels across. The resize to
 224 (levels 1-3) is the validator's float arithmetic with torch's own weights as two sparse matrix
-products (``_resize_fast``: bit-equal but for last-bit ties, within 1 grey level); level 0 runs torch's
-uint8 kernel, which rounds as PIL does (within 1 grey level of PIL). That changes pixels a little, not the
-distribution of geometry or distortions: the parameters are always drawn on the full-resolution size,
-exactly as the validator draws them (benchmarks/challenge.py measures the speed-up and the pixel
-difference). Decoding then dominates; the training stores cut it (``data.store``, made at ingest by
-``store_copy_bytes``: the smallest size at which every possible crop still has 336 pixels across, as JPEG 95
-or, ``reduced_raw``, as raw pixels that need no decoding; parameters are still drawn on the original size).
+products (``_resize_fast_from_columns``: bit-equal but for last-bit ties, within 1 grey level); level 0
+runs torch's uint8 kernel, which rounds as PIL does (within 1 grey level of PIL). That changes pixels a
+little, not the distribution of geometry or distortions: the parameters are always drawn on the
+full-resolution size, exactly as the validator draws them (benchmarks/challenge.py measures the speed-up
+and the pixel difference). Decoding then dominates; the training stores cut it (``data.store``, made at
+ingest by ``store_copy_bytes``: the smallest size at which every possible crop still has 336 pixels across,
+as JPEG 95 or, ``reduced_raw``, as raw pixels that need no decoding; parameters are still drawn on the
+original size).
 Evaluation never reads them: the challenge pass renders exactly from the cached original. Training views
 then skip PIL: the 224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's pixels exactly
 (``miner_decoded``).
@@ -228,7 +229,7 @@ def draw_challenge_params(width: int, height: int, *, level: int | None = None, 
     rng = _generator(rng)
     if level is None:
         probs = level_probs if level_probs is not None else LEVEL_PROBS
-        levels, cumulative = _level_cdf(tuple(probs.items()))
+        levels, cumulative = _level_cdf(tuple((int(level), float(p)) for level, p in probs.items()))
         # numpy's ``rng.choice(levels, p=probs)`` draws exactly this (one ``random()`` against the
         # normalised cumulative sums), at a tenth of the cost
         level = levels[int(cumulative.searchsorted(rng.random(), side="right"))]
@@ -397,12 +398,14 @@ def _decode_rgb(source: Source, reduction: int) -> np.ndarray:
 
 def _rotated_window(rgb: np.ndarray, scale_x: float, scale_y: float, params: ChallengeParams,
                     transposed: bool = False) -> np.ndarray:
-    """The crop window of the rotated full-resolution image, sampled on an n x n grid (n >= 224).
+    """The crop window of the rotated full-resolution image, sampled on an n x n grid (n >= 224 from a
+    reduced copy or decode; the crop's own side at full resolution).
 
     One inverse-mapped ``warpAffine`` (nearest, black outside the source) does rotation, crop and the
     change of scale; window pixels outside the rotated frame are black, as torchvision pads crops.
-    ``transposed``: the window's columns as rows (the same samples, from swapped grid axes), which is
-    what ``_resize_fast`` reads.
+    ``transposed``: the window's columns as rows (from swapped grid axes), which is what
+    ``_resize_fast_from_columns`` reads. The same samples with OpenCV 5.1; OpenCV 4 rounds the per-column
+    and per-row terms of its fixed-point map apart, so there a few samples in 10,000 move by one pixel.
     """
     width, height = params.source_size
     top, left, side, _ = params.crop_box
@@ -446,9 +449,9 @@ def _resize_like_validator(window: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((resized * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0))
 
 
-def _resize_fast(columns: np.ndarray) -> np.ndarray:
+def _resize_fast_from_columns(columns: np.ndarray) -> np.ndarray:
     """``_resize_like_validator`` of the window whose columns ``columns`` holds as rows (the transposed
-    window: ``_rotated_window(..., transposed=True)``), at a third of its cost or less: the same float32
+    window: ``_rotated_window(..., transposed=True)``), at a fifth to a third of its cost: the same float32
     weights (read off torch's kernel by ``_antialias_weights``), the same pass order (horizontal, then
     vertical), the same ``/ 255``, ``* 255`` and truncation, as two sparse matrix products. The one
     difference: torch sums
@@ -466,7 +469,7 @@ def _resize_fast(columns: np.ndarray) -> np.ndarray:
     return (resized * np.float32(255.0)).astype(np.uint8).reshape(TARGET_SIZE, TARGET_SIZE, 3)
 
 
-@functools.lru_cache(maxsize=4096)  # one entry per window side: a few kB each
+@functools.lru_cache(maxsize=1024)  # one entry per window side: 10 kB at 336 px, 75 kB at 3024 px
 def _antialias_weights(size: int):
     """torch's antialiased bilinear weights from ``size`` pixels to 224, as a (224, size) CSR matrix, read off
     the kernel itself, whatever torch version computes them: resized, a row of unit spikes ``span`` apart
@@ -538,7 +541,7 @@ def render_challenge(image, params: ChallengeParams, *, rng=None,
     if exact:
         array = _resize_like_validator(_rotated_window(rgb, scale_x, scale_y, params))
     else:
-        array = _resize_fast(_rotated_window(rgb, scale_x, scale_y, params, transposed=True))
+        array = _resize_fast_from_columns(_rotated_window(rgb, scale_x, scale_y, params, transposed=True))
     rng = _generator(rng)
     for kind, _ in LEVEL_DISTORTIONS[params.level]:
         array = apply_distortion(array, kind, params.distortions[kind], rng)
