@@ -49,10 +49,9 @@ full-resolution size, exactly as the validator draws them (benchmarks/challenge.
 and the pixel difference). Decoding then dominates; the training stores cut it (``data.store``, made at
 ingest by ``store_copy_bytes``: the smallest size at which every possible crop still has 336 pixels across,
 as JPEG 95 or, ``reduced_raw``, as raw pixels that need no decoding; parameters are still drawn on the
-original size).
-Evaluation never reads them: the challenge pass renders exactly from the cached original. Training views
-then skip PIL: the 224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's pixels exactly
-(``miner_decoded``).
+original size). Evaluation never reads them: the challenge pass renders exactly from the cached original.
+Training views then skip PIL: the 224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's
+pixels exactly (``miner_decoded``).
 
 Before the challenge: the cache step. A validator builds challenges from its cached copy of a real image,
 not from the data set's bytes: ``validator_cache`` re-saves the image in its own format at PIL's defaults
@@ -231,7 +230,7 @@ def draw_challenge_params(width: int, height: int, *, level: int | None = None, 
         probs = level_probs if level_probs is not None else LEVEL_PROBS
         levels, cumulative = _level_cdf(tuple((int(level), float(p)) for level, p in probs.items()))
         # numpy's ``rng.choice(levels, p=probs)`` draws exactly this (one ``random()`` against the
-        # normalised cumulative sums), at a tenth of the cost
+        # normalised cumulative sums), in a few microseconds instead of its ~20
         level = levels[int(cumulative.searchsorted(rng.random(), side="right"))]
     elif level not in LEVEL_DISTORTIONS and level != FALLBACK_LEVEL:
         raise ValueError(f"level must be -1, 0, 1, 2 or 3; got {level!r}")
@@ -451,13 +450,13 @@ def _resize_like_validator(window: np.ndarray) -> np.ndarray:
 
 def _resize_fast_from_columns(columns: np.ndarray) -> np.ndarray:
     """``_resize_like_validator`` of the window whose columns ``columns`` holds as rows (the transposed
-    window: ``_rotated_window(..., transposed=True)``), at a fifth to a third of its cost: the same float32
+    window: ``_rotated_window(..., transposed=True)``), at a quarter to a third of its cost: the same float32
     weights (read off torch's kernel by ``_antialias_weights``), the same pass order (horizontal, then
     vertical), the same ``/ 255``, ``* 255`` and truncation, as two sparse matrix products. The one
-    difference: torch sums
-    each pixel's taps with fused multiply-adds, scipy without, so a sum can differ in its last bit; that
-    shows only where it lands within that bit of a whole grey level, which flat areas do (there, about
-    one pixel in ten is one level off, either way; elsewhere one in a thousand; tests/test_challenge.py).
+    difference: torch sums each pixel's taps with fused multiply-adds, scipy without, so a sum can differ
+    in its last bit; that shows only where it lands within that bit of a whole grey level, which flat
+    areas do (there, about one pixel in ten is one level off, either way; elsewhere one in a thousand or
+    fewer; tests/test_challenge.py).
     """
     width, height = columns.shape[:2]
     # The horizontal pass as a vertical one on the transposed window: each sparse row then scales whole
