@@ -15,6 +15,7 @@ training image are counted (forward + backward, ``torch.utils.flop_counter``) on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import io
 import shutil
@@ -53,16 +54,29 @@ def make_store(root: Path, size: tuple[int, int], count: int) -> dict[str, list]
         original = root / f"{size[0]}_{i}.jpg"
         original.write_bytes(cached)
         samples["original"].append(Sample(str(original), i, *size))
+        level0 = root / f"{size[0]}_{i}{ch.LEVEL0_SUFFIX}"  # the reduced stores' level-0 challenge
+        level0.write_bytes(ch.level0_challenge_jpeg(cached))
         for store in STORES[1:]:
             copy = root / f"{size[0]}_{i}{ch.STORE_SUFFIXES[store]}"
             copy.write_bytes(ch.store_copy_bytes(cached, store)[0])
-            samples[store].append(Sample(str(original), i, *size, train_path=str(copy)))
+            samples[store].append(Sample(str(original), i, *size, train_path=str(copy), level0_path=str(level0)))
     return samples
 
 
-def pil_training_view(view):
+def training_view(seed: int):
+    """What a loader worker runs (phase 1's datamodule), its draws from ``seed``: the normalisation runs on the
+    device after the copy."""
+    from streetvision.data.transforms import pixel_transform
+    from streetvision.data.views import TrainingChallenge
+
+    return TrainingChallenge(pixel_transform(224), [0.25, 0.25, 0.25, 0.25], seed=seed)
+
+
+def pil_training_view(seed: int):
     """The training view as it was before ``challenge_pixels``: the challenge JPEG encoded and decoded by PIL,
     handed to the preprocessing as a PIL image (the same pixels; the baseline of the codec's speed-up)."""
+    view = training_view(seed)
+
     def through_pil(sample):
         source, size = (sample.path, None) if sample.train_path is None else (sample.train_path,
                                                                               (sample.width, sample.height))
@@ -71,20 +85,31 @@ def pil_training_view(view):
     return through_pil
 
 
-def per_core_rates(views: dict, rounds: int = 7) -> dict[str, float]:
-    """Views per CPU second of each ``name -> (view, inputs)``: the median of ``rounds`` passes over the
-    inputs, the views interleaved so that a slow spell of the machine hits all of them."""
+def per_core_rates(views: dict, rounds: int = 9) -> dict[str, list[float]]:
+    """Views per CPU second of each ``name -> (make_view, inputs)`` in each of ``rounds`` passes over the
+    inputs. ``make_view(seed)`` draws its challenges from ``seed``, and round r gives every path seed r: all
+    paths render the same levels and crops in a round (with 24 inputs the level mix alone moves a round's
+    cost by +-15 %), interleaved, so that a slow spell of the machine hits all of them. An untimed pass over
+    every round first fills the caches (lazy imports, per-size resize weights) as a long training has."""
+    for make_view, inputs in views.values():
+        for seed in range(rounds):
+            view = make_view(seed)
+            for item in inputs:
+                view(item)
     rates = {name: [] for name in views}
-    for view, inputs in views.values():  # warm: caches, lazy imports, per-size weights
-        for item in inputs:
-            view(item)
-    for _ in range(rounds):
-        for name, (view, inputs) in views.items():
+    for seed in range(rounds):
+        for name, (make_view, inputs) in views.items():
+            view = make_view(seed)
             started = time.process_time()
             for item in inputs:
                 view(item)
             rates[name].append(len(inputs) / (time.process_time() - started))
-    return {name: statistics.median(values) for name, values in rates.items()}
+    return rates
+
+
+def paired_ratio(rates: dict[str, list[float]], name: str, reference: str) -> float:
+    """The median over rounds of ``name``'s rate over ``reference``'s (the same challenges in a round)."""
+    return statistics.median(a / b for a, b in zip(rates[name], rates[reference], strict=True))
 
 
 def issue_baseline(revision: str, samples: list, size: tuple[int, int], root: Path):
@@ -109,8 +134,10 @@ def issue_baseline(revision: str, samples: list, size: tuple[int, int], root: Pa
         buffer = io.BytesIO()
         copy.save(buffer, format="JPEG", quality=95)
         copies.append(buffer.getvalue())
-    rng = module.np.random.default_rng(0)
-    return (lambda data: module.simulate_challenge(data, rng=rng, source_size=size)), copies
+    def make_view(seed: int):
+        rng = module.np.random.default_rng(seed)  # its draws are the same as training_view(seed)'s
+        return lambda data: module.simulate_challenge(data, rng=rng, source_size=size)
+    return make_view, copies
 
 
 def loader_rate(view, samples, workers: int, batch: int = 16, batches: int = 12) -> float:
@@ -157,41 +184,41 @@ def main() -> None:
     import cv2
     import torch
 
-    from streetvision.data.transforms import pixel_transform
-    from streetvision.data.views import TrainingChallenge
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    # what a loader worker runs (phase 1's datamodule): the normalisation runs on the device after the copy
-    view = TrainingChallenge(pixel_transform(224), [0.25, 0.25, 0.25, 0.25], seed=0)
-    through_pil = pil_training_view(view)
     root = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     print(f"training view (challenge at the validators' level mix + 224 px uint8 tensor), one core, "
-          f"{args.images} sources per size")
+          f"{args.images} sources per size; ratios are medians over rounds of the same challenges")
     rates = {}
     for name, size in SOURCES.items():
         samples = make_store(root, size, args.images)
-        views = {store: (view, samples[store]) for store in STORES}
-        views["through PIL"] = (through_pil, samples["reduced_raw"])
+        views = {store: (training_view, samples[store]) for store in STORES}
+        views["through PIL"] = (pil_training_view, samples["reduced_raw"])
+        views["level 0 rendered"] = (training_view, [dataclasses.replace(sample, level0_path=None)
+                                                     for sample in samples["reduced_raw"]])
         baseline = issue_baseline(args.baseline, samples["original"], size, root)
         if baseline is not None:
             views["issue baseline"] = baseline
         measured = per_core_rates(views)
-        rates[name] = measured["reduced_raw"]
-        print(f"  {name:6s} " + "   ".join(f"{store} {measured[store]:5.0f} img/s" for store in STORES)
-              + f"   (raw {rates[name] / measured['reduced']:.2f}x reduced, "
-                f"{rates[name] / measured['original']:.2f}x original; the same view through PIL's "
-                f"JPEG and image objects {measured['through PIL']:.0f} img/s: "
-                f"{rates[name] / measured['through PIL']:.2f}x)")
+        rate = {path: statistics.median(values) for path, values in measured.items()}
+        rates[name] = rate["reduced_raw"]
+
+        def ratio(reference, measured=measured):
+            return paired_ratio(measured, "reduced_raw", reference)
+        print(f"  {name:6s} " + "   ".join(f"{store} {rate[store]:5.0f} img/s" for store in STORES)
+              + f"   (raw {ratio('reduced'):.2f}x reduced, {ratio('original'):.2f}x original; the same view "
+                f"through PIL's JPEG and image objects {rate['through PIL']:.0f} img/s: {ratio('through PIL'):.2f}x)")
+        print(f"         reduced_raw rendering level 0 again instead of decoding its stored challenge "
+              f"{rate['level 0 rendered']:.0f} img/s: the stored one {ratio('level 0 rendered'):.2f}x")
         if baseline is None:
             print(f"         (issue baseline: git cannot show {args.baseline} here)")
         else:
             print(f"         issue #23's path at {args.baseline} (simulate_challenge from a JPEG 95 copy) "
-                  f"{measured['issue baseline']:.0f} img/s: raw store view "
-                  f"{rates[name] / measured['issue baseline']:.2f}x (the issue asks 2.2x)")
+                  f"{rate['issue baseline']:.0f} img/s: raw store view {ratio('issue baseline'):.2f}x "
+                  f"(the issue asks 2.2x)")
         if name == "1080p":
-            workers = loader_rate(view, samples["reduced_raw"], args.workers)
-            single = loader_rate(view, samples["reduced_raw"], 0)
+            workers = loader_rate(training_view(0), samples["reduced_raw"], args.workers)
+            single = loader_rate(training_view(0), samples["reduced_raw"], 0)
             print(f"  DataLoader, reduced_raw store, 1080p: {workers:6.0f} img/s with {args.workers} workers "
                   f"({workers / single:.2f}x the main process alone, {single:.0f} img/s)")
     shutil.rmtree(root, ignore_errors=True)

@@ -415,11 +415,40 @@ def test_training_pixels_are_the_miners_decode_of_the_challenge_sent(tmp_path, s
     assert np.array_equal(transform.pixels(data), np.asarray(twin(data)))
 
 
+def test_a_stored_level_0_challenge_is_the_validators_and_leaves_every_draw_alone(tmp_path):
+    """The reduced stores keep each image's level-0 challenge (``level0_challenge_jpeg``): a drawn level 0
+    decodes it, giving the validator's exact pixels (the rendered fast path is within 1 grey level before the
+    JPEG), and every draw and every other level is what it is without it."""
+    cached = ch.validator_cache(photo_like_jpeg(6, 1280, 720))
+    raw = tmp_path / "copy.train.npy"
+    raw.write_bytes(ch.store_copy_bytes(cached, "reduced_raw")[0])
+    level0 = tmp_path / "copy.level0.jpg"
+    level0.write_bytes(ch.level0_challenge_jpeg(cached))
+    sent, _ = ch.simulate_challenge(cached, level=0, exact=True)
+    exact = np.array(sent.convert("RGB"))
+    levels = set()
+    for seed in range(16):
+        stored = ch.challenge_pixels(str(raw), rng=seed, source_size=(1280, 720), level0_jpeg=str(level0))
+        rendered = ch.challenge_pixels(str(raw), rng=seed, source_size=(1280, 720))
+        level = ch.draw_challenge_params(1280, 720, rng=seed).level
+        levels.add(level)
+        if level == 0:
+            assert np.array_equal(stored, exact)
+        else:
+            assert np.array_equal(stored, rendered)
+    assert levels == {0, 1, 2, 3}
+    as_bytes = ch.challenge_pixels(str(raw), level=0, source_size=(1280, 720), level0_jpeg=level0.read_bytes())
+    assert np.array_equal(as_bytes, exact)
+
+
 def test_the_pil_round_trip_stands_in_where_opencv_would_differ(monkeypatch, small_images):
     monkeypatch.setattr(ch, "opencv_jpeg_matches_pil", lambda: False)
     monkeypatch.setattr(ch, "_opencv_round_trip", lambda rgb: pytest.fail("OpenCV's codec was used"))
+    monkeypatch.setattr(ch, "_opencv_decoded", lambda jpeg: pytest.fail("OpenCV's codec was used"))
     for rgb in small_images[::2]:
-        assert np.array_equal(ch.miner_decoded(rgb), decoded(ch.encode_challenge_jpeg(rgb)))
+        jpeg = ch.encode_challenge_jpeg(rgb)
+        assert np.array_equal(ch.miner_decoded(rgb), decoded(jpeg))
+        assert np.array_equal(ch._jpeg_decoded(jpeg), decoded(jpeg))
 
 
 class SameImage(torch.utils.data.Dataset):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -194,11 +195,12 @@ def test_generated_images_get_training_store_copies_in_the_data_step(tiny_models
     for row in children.itertuples():
         assert row.train_path.endswith(ch.STORE_SUFFIXES["reduced_raw"]) and row.challenge_path == row.path
         assert ch.load_raw(row.train_path).shape == (*ch.store_size(768, 768)[::-1], 3)
+        assert Path(row.level0_path).read_bytes() == ch.level0_challenge_jpeg(row.path)  # its level 0, exact
     assert run_cli("streetvision", "verify", "--deep", str(exp)).returncode == 0
     run_data(cfg={"data": {**cfg["data"], "store": "original"}}, ingest_dir=ingested,
              synthesize_dir=exp / "synthesize", out_dir=exp / "data", experiment="x")
     children = layout.load_index(exp / "data").dropna(subset=["parent_sha256"])
-    assert (children["train_path"] == children["path"]).all()
+    assert (children["train_path"] == children["path"]).all() and children["level0_path"].isna().all()
     assert not list((exp / "data" / layout.Data.IMAGES).rglob("*.npy"))  # the old copies went with the run
 
 

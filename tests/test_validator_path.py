@@ -161,11 +161,19 @@ def test_training_renders_from_the_reduced_store_and_evaluation_from_the_cache_c
     large = index["width"] == 1280
     stored = json.loads((tmp_path / "results/x/ingest/manifest.json").read_text())["metrics"]["training_store"]
     copies = 0 if store == "original" else int(large.sum())
+    level0s = 0 if store == "original" else n
     assert stored == {"kind": store, "copies": copies,
-                      "bytes": int(index.loc[large, "train_bytes"].sum()) if copies else 0}
+                      "bytes": int(index.loc[large, "train_bytes"].sum()) if copies else 0,
+                      "level0_challenges": level0s,
+                      "level0_bytes": int(index["level0_bytes"].sum()) if level0s else 0}
     if store == "original":
         assert (index["train_path"] == index["challenge_path"]).all()
+        assert index["level0_path"].isna().all()  # training renders level 0 from the cached original
     else:
+        for row in index.itertuples():  # every image, small ones too: the validator's level-0 JPEG
+            assert row.level0_path.endswith(ch.LEVEL0_SUFFIX) and row.level0_bytes == Path(row.level0_path).stat().st_size
+            assert Path(row.level0_path).read_bytes() == ch.level0_challenge_jpeg(
+                Path(row.challenge_path).read_bytes())
         assert (index.loc[~large, "train_path"] == index.loc[~large, "challenge_path"]).all()  # small: as is
         for row in index[large].itertuples():
             assert row.train_path != row.challenge_path
@@ -178,8 +186,23 @@ def test_training_renders_from_the_reduced_store_and_evaluation_from_the_cache_c
     EvaluationChallenge(0, lambda image: image.size)(sample)
     row = index[large].iloc[0]
     assert [str(p) for p in opened if isinstance(p, str)] == [row["train_path"], row["challenge_path"]]
+    opened.clear()
+    level0 = TrainingChallenge(lambda image: image.numpy().transpose(1, 2, 0), [1.0, 0.0, 0.0, 0.0], seed=0)(sample)
+    read_for_level0 = [p for p in opened if isinstance(p, str)]
+    sent, _ = ch.simulate_challenge(row["challenge_path"], level=0, exact=True)
+    if store == "original":  # rendered again from the cached original (the fast path)
+        assert np.array_equal(level0, ch.challenge_pixels(row["challenge_path"], level=0))
+        assert read_for_level0 == [row["challenge_path"]]
+    else:  # decoded from its stored JPEG, nothing else read: the validator's own pixels
+        assert np.array_equal(level0, np.array(sent.convert("RGB"))) and read_for_level0 == []
     from streetvision.cli import main as cli
 
-    assert cli(["verify", "--deep", str(manifest.parent.parent.parent)]) == 0
-    Path(row["train_path"]).write_bytes(b"x" + Path(row["train_path"]).read_bytes()[1:])
-    assert cli(["verify", "--deep", str(manifest.parent.parent.parent)]) != 0  # the store is checked too
+    results = str(manifest.parent.parent.parent)
+    assert cli(["verify", "--deep", results]) == 0
+    store_files = [row["train_path"]] + ([] if store == "original" else [row["level0_path"]])
+    for path in store_files:  # the store is checked too: the copy and the level-0 challenge
+        kept = Path(path).read_bytes()
+        Path(path).write_bytes(b"x" + kept[1:])
+        assert cli(["verify", "--deep", results]) != 0
+        Path(path).write_bytes(kept)
+    assert cli(["verify", "--deep", results]) == 0

@@ -184,12 +184,14 @@ def read_json(path: Path, what: str) -> dict:
 # ---------------------------------------------------------------- readers
 
 def load_index(data_dir: str | Path) -> pd.DataFrame:
-    """The data index with ``path``, ``challenge_path`` and ``train_path`` resolved to absolute paths."""
+    """The data index with its image paths (``path``, ``challenge_path``, ``train_path``, ``level0_path``)
+    resolved to absolute paths."""
     data_dir = Path(data_dir)
     index = pd.read_parquet(_existing(data_dir / Data.INDEX, "the data index"))
-    for column in ("path", "challenge_path", "train_path"):
+    for column in ("path", "challenge_path", "train_path", "level0_path"):
         if column in index:
-            index[column] = [p if Path(p).is_absolute() else str(data_dir / p) for p in index[column]]
+            index[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(data_dir / p)
+                             for p in index[column]]  # a null (no level-0 copy) stays null
     return index
 
 

@@ -27,8 +27,8 @@ Public API:
 - ``challenge_pixels(image, ...)``: ``simulate_challenge``'s challenge as the miner decodes it (RGB pixels),
   the training path (``miner_decoded``: OpenCV's JPEG round trip where it gives PIL's pixels exactly);
 - ``ChallengeTransform``: a picklable DataLoader transform (one fresh challenge per call, per-worker RNG);
-- ``store_size`` / ``store_copy`` / ``store_copy_bytes`` / ``load_raw``: the training stores (``data.store``;
-  see "Speed").
+- ``store_size`` / ``store_copy`` / ``store_copy_bytes`` / ``load_raw`` / ``level0_challenge_jpeg``: the
+  training stores (``data.store``; see "Speed").
 
 Exactness. With ``exact=True`` the rendering reproduces the validator's pixels: the same OpenCV and
 torch operations in the same number types, including its truncations; measured against a literal,
@@ -49,7 +49,10 @@ full-resolution size, exactly as the validator draws them (benchmarks/challenge.
 and the pixel difference). Decoding then dominates; the training stores cut it (``data.store``, made at
 ingest by ``store_copy_bytes``: the smallest size at which every possible crop still has 336 pixels across,
 as JPEG 95 or, ``reduced_raw``, as raw pixels that need no decoding; parameters are still drawn on the
-original size). Evaluation never reads them: the challenge pass renders exactly from the cached original.
+original size). Level 0 draws nothing but its level, so both stores also keep each image's level-0 challenge
+as the validator sends it (``level0_challenge_jpeg``, exact): a training view that draws level 0 decodes it
+(``challenge_pixels(level0_jpeg=...)``) instead of rendering it again. Evaluation never reads the stores:
+the challenge pass renders exactly from the cached original.
 Training views then skip PIL: the 224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's
 pixels exactly (``miner_decoded``).
 
@@ -608,14 +611,31 @@ def simulate_challenge(image, *, level: int | None = None, rng=None, mask_center
 
 def challenge_pixels(image, *, level: int | None = None, rng=None, mask_center=None,
                      level_probs: Mapping[int, float] | None = None, exact: bool = False,
-                     source_size: tuple[int, int] | None = None, fallback: bool = False) -> np.ndarray:
+                     source_size: tuple[int, int] | None = None, fallback: bool = False,
+                     level0_jpeg=None) -> np.ndarray:
     """The RGB pixels (HxWx3 uint8) a miner decodes from ``simulate_challenge``'s JPEG, with the same
     arguments and the same draws, without its PIL objects: the training views' path. The 224 px JPEG
     round trip runs in ``miner_decoded``; a level -1 challenge is decoded by PIL and converted to RGB, as
-    the miner's image processor does."""
-    source, _, array, _ = _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_size,
-                                           fallback)
-    return _pil_decoded(encode_fallback_jpeg(source)) if array is None else miner_decoded(array)
+    the miner's image processor does.
+
+    ``level0_jpeg`` (a path or bytes): the image's level-0 challenge as the validator sends it
+    (``level0_challenge_jpeg``, made at ingest). Level 0 draws nothing but the level, so when it is drawn
+    that JPEG is decoded instead of rendering the image again: the validator's exact pixels, at a
+    fraction of the cost. The draws, and every other level, are unchanged.
+    """
+    rng = _generator(rng)
+    source = None if source_size else _open_source(image)  # a store copy opens only when it renders
+    width, height = source_size or _size(source)
+    params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
+                                   level_probs=level_probs, fallback=fallback)
+    if params.level == 0 and level0_jpeg is not None:
+        return _jpeg_decoded(Path(level0_jpeg).read_bytes() if isinstance(level0_jpeg, str | Path)
+                             else bytes(level0_jpeg))
+    source = _open_source(image) if source is None else source
+    if params.level == FALLBACK_LEVEL:
+        return _pil_decoded(encode_fallback_jpeg(source))
+    array, _ = render_challenge(source, params, rng=rng, exact=exact)
+    return miner_decoded(array)
 
 
 def _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_size, fallback):
@@ -629,6 +649,15 @@ def _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_
         return source, params, None, 1
     array, reduction = render_challenge(source, params, rng=rng, exact=exact)
     return source, params, array, reduction
+
+
+def level0_challenge_jpeg(image) -> bytes:
+    """The validator's level-0 challenge of ``image`` (the full-resolution bytes it caches) as it sends it:
+    the centre square resized by PIL, as a JPEG at PIL's defaults (``exact=True``). Level 0 draws nothing
+    else, so these bytes are every level-0 challenge of the image; the reduced training stores keep them
+    (``LEVEL0_SUFFIX``) for ``challenge_pixels(level0_jpeg=...)``. PIL only: the data step needs no torch."""
+    _, info = simulate_challenge(image, level=0, rng=0, exact=True)
+    return info["jpeg_bytes"]
 
 
 # --- the miner's decode of a challenge, fast ---
@@ -653,6 +682,14 @@ def _pil_round_trip(rgb: np.ndarray) -> np.ndarray:
     return _pil_decoded(encode_challenge_jpeg(rgb))
 
 
+def _jpeg_decoded(jpeg: bytes) -> np.ndarray:
+    """The miner's decode of a challenge JPEG (``_pil_decoded``), in OpenCV's codec where it gives PIL's
+    pixels exactly."""
+    if not opencv_jpeg_matches_pil():
+        return _pil_decoded(jpeg)
+    return _opencv_decoded(np.frombuffer(jpeg, dtype=np.uint8))
+
+
 def _pil_decoded(jpeg: bytes) -> np.ndarray:
     """The miner's decode: PIL opens the JPEG, its image processor converts it to RGB (a writable array)."""
     with Image.open(io.BytesIO(jpeg)) as sent:
@@ -668,6 +705,10 @@ _OPENCV_JPEG_SETTINGS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] + (
 
 def _opencv_round_trip(rgb: np.ndarray) -> np.ndarray:
     _, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _OPENCV_JPEG_SETTINGS)
+    return _opencv_decoded(encoded)
+
+
+def _opencv_decoded(encoded: np.ndarray) -> np.ndarray:
     if _IMREAD_RGB is not None:
         return cv2.imdecode(encoded, _IMREAD_RGB)
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -687,7 +728,10 @@ def opencv_jpeg_matches_pil() -> bool:
     edges[100:200, 90:210] = (0, 200, 255)
     probes = [smooth.astype(np.uint8), noisy, edges, rng.integers(0, 256, edges.shape, dtype=np.uint8)]
     try:
-        return all(np.array_equal(_opencv_round_trip(probe), _pil_round_trip(probe)) for probe in probes)
+        # both the round trip and OpenCV's decode of PIL's JPEG (a stored level-0 challenge)
+        return all(np.array_equal(_opencv_round_trip(probe), _pil_round_trip(probe))
+                   and np.array_equal(_opencv_decoded(np.frombuffer(encode_challenge_jpeg(probe), np.uint8)),
+                                      _pil_round_trip(probe)) for probe in probes)
     except cv2.error:
         return False
 
@@ -709,6 +753,7 @@ def store_size(width: int, height: int) -> tuple[int, int]:
 
 
 STORE_JPEG_QUALITY = 95  # the reduced training store's encoding (benchmarks/challenge.py: its cost)
+LEVEL0_SUFFIX = ".level0.jpg"  # the reduced stores' copy of an image's level-0 challenge
 RAW_SUFFIX = ".npy"  # decoded pixels: numpy's own format (shape and dtype in its header, never pickles)
 # data.store -> the suffix of its training copies
 STORE_SUFFIXES = {"reduced": ".train.jpg", "reduced_raw": ".train" + RAW_SUFFIX}
@@ -818,7 +863,9 @@ class ChallengeTransform:
                                           source_size=source_size, fallback=fallback)
         return challenge
 
-    def pixels(self, image, mask_center=None, source_size=None, fallback: bool = False) -> np.ndarray:
+    def pixels(self, image, mask_center=None, source_size=None, fallback: bool = False,
+               level0_jpeg=None) -> np.ndarray:
         """The same challenge as the miner decodes it, as RGB pixels (``challenge_pixels``; faster)."""
         return challenge_pixels(image, rng=self._generator(), mask_center=mask_center, exact=self.exact,
-                                level_probs=self.level_probs, source_size=source_size, fallback=fallback)
+                                level_probs=self.level_probs, source_size=source_size, fallback=fallback,
+                                level0_jpeg=level0_jpeg)

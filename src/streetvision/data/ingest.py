@@ -47,6 +47,9 @@ class Entry:
     train_path: Path | None = None  # what training views read: the reduced store copy, or the source itself
     train_size: int = 0
     train_sha256: str | None = None
+    level0_path: Path | None = None  # the reduced stores: its level-0 challenge JPEG (what validators send)
+    level0_size: int = 0
+    level0_sha256: str | None = None
     conflicting: bool = False
     merged_origins: list[str] = field(default_factory=list)
 
@@ -176,11 +179,20 @@ class Ingestor:
     def _add_training_copy(self, entry: Entry, challenge_source: bytes) -> None:
         """With a reduced store, a smaller copy of the challenge source for training views (every crop
         keeps 336 px across: ``challenge.store_size``); otherwise, or when the image is that small already,
-        training reads the challenge source itself."""
+        training reads the challenge source itself. The reduced stores also keep the image's level-0
+        challenge (deterministic: the validator's exact JPEG), decoded when training draws level 0."""
         copy = None
         if self.store != "original":
-            from streetvision.data.challenge import STORE_SUFFIXES, store_copy_bytes
+            from streetvision.data.challenge import (
+                LEVEL0_SUFFIX,
+                STORE_SUFFIXES,
+                level0_challenge_jpeg,
+                store_copy_bytes,
+            )
 
+            level0 = level0_challenge_jpeg(challenge_source)
+            entry.level0_sha256, entry.level0_size = sha256_bytes(level0), len(level0)
+            entry.level0_path = self._store(level0, entry.level0_sha256, LEVEL0_SUFFIX)
             copy = store_copy_bytes(challenge_source, self.store)
         if copy is None:
             entry.train_path, entry.train_size = entry.challenge_path, entry.challenge_size
@@ -227,7 +239,8 @@ class Ingestor:
 
 INDEX_COLUMNS = ["id", "sha256", "label", "split", "path", "origin", "source", "domain", "width", "height",
                  "bytes", "challenge_path", "challenge_sha256", "challenge_bytes", "train_path",
-                 "train_sha256", "train_bytes", "mask_center", "level_fallback"]
+                 "train_sha256", "train_bytes", "level0_path", "level0_sha256", "level0_bytes", "mask_center",
+                 "level_fallback"]
 QUARANTINE_COLUMNS = ["origin", "source", "sha256", "label", "reason", "stored_path"]
 DUPLICATE_COLUMNS = ["origin", "sha256", "kept_origin"]
 
@@ -267,6 +280,9 @@ def index_rows(result: IngestResult, ratios: dict[str, float], seed: int, data_d
             "train_path": stored(entry.train_path),
             "train_sha256": entry.train_sha256,
             "train_bytes": entry.train_size,
+            "level0_path": None if entry.level0_path is None else stored(entry.level0_path),
+            "level0_sha256": entry.level0_sha256,
+            "level0_bytes": entry.level0_size if entry.level0_path is not None else None,
             "mask_center": entry.mask_center,
             "level_fallback": entry.level_fallback,
         })

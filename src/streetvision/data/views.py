@@ -9,7 +9,8 @@
 - ``CleanView``: the image as a validator holds it (its cached copy), preprocessed: the pre-challenge view.
 Every view starts from the index's ``challenge_path`` (``challenge.validator_cache`` of a real image) and
 honours its ``level_fallback``; training challenges render from ``train_path`` when the reduced store
-(``data.store: reduced``) made a smaller copy of it, evaluation never does.
+(``data.store: reduced``) made a smaller copy of it, and read a drawn level 0 from ``level0_path`` (the
+validator's level-0 JPEG, made at ingest); evaluation never does.
 ``challenge_plan`` says which level and distortions each image's challenge has, without rendering it.
 """
 
@@ -45,6 +46,7 @@ class Sample:
     height: int
     fallback: bool = False  # validators send it unaugmented (level -1) where they draw levels 1-3
     train_path: str | None = None  # what training challenges render from (data.store); None = ``path``
+    level0_path: str | None = None  # its level-0 challenge JPEG (the reduced stores); None = render it
 
 
 def samples_of(frame: pd.DataFrame) -> list[Sample]:
@@ -53,11 +55,13 @@ def samples_of(frame: pd.DataFrame) -> list[Sample]:
     paths = frame["challenge_path"] if "challenge_path" in frame else frame["path"]
     fallbacks = frame["level_fallback"] if "level_fallback" in frame else [False] * len(frame)
     train_paths = frame["train_path"] if "train_path" in frame else [None] * len(frame)
+    level0_paths = frame["level0_path"] if "level0_path" in frame else [None] * len(frame)
     return [Sample(str(path), int(str(sha)[:15], 16), int(width), int(height), bool(fallback),
-                   None if train is None or train == path else str(train))
-            for path, sha, width, height, fallback, train in zip(paths, frame["sha256"], frame["width"],
-                                                                 frame["height"], fallbacks, train_paths,
-                                                                 strict=True)]
+                   None if train is None or train == path else str(train),
+                   None if level0 is None or pd.isna(level0) else str(level0))
+            for path, sha, width, height, fallback, train, level0 in zip(
+                paths, frame["sha256"], frame["width"], frame["height"], fallbacks, train_paths, level0_paths,
+                strict=True)]
 
 
 def challenge_rng(seed: int, key: int, level: int | None = None) -> np.random.Generator:
@@ -84,10 +88,12 @@ class TrainingChallenge:
 
     def __call__(self, sample: Sample):
         if sample.train_path is None:
-            pixels = self.challenge.pixels(sample.path, fallback=sample.fallback)
+            source, size = sample.path, None
         else:  # the reduced store: parameters drawn on the original size, rendered from the copy
-            pixels = self.challenge.pixels(sample.train_path, source_size=(sample.width, sample.height),
-                                           fallback=sample.fallback)
+            source, size = sample.train_path, (sample.width, sample.height)
+        # a drawn level 0 reads the image's stored level-0 challenge (the reduced stores) instead
+        pixels = self.challenge.pixels(source, source_size=size, fallback=sample.fallback,
+                                       level0_jpeg=sample.level0_path)
         # a CHW uint8 image tensor (a view of the pixels): what v2 transforms take without a PIL detour
         return self.preprocess(tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1)))
 

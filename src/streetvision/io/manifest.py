@@ -337,9 +337,11 @@ MAX_LISTED_PROBLEMS = 20  # per content index: a missing store should not print 
 
 
 # (path, SHA-256, bytes) column triples a content index may list: the ingested image, the copy challenges
-# start from (the validators' cache re-save of a real image), and what training views read (data.store).
+# start from (the validators' cache re-save of a real image), and what training views read (data.store: the
+# copy, and the level-0 challenge; a null path where a store has none).
 CONTENT_COLUMNS = (("path", "sha256", "bytes"), ("challenge_path", "challenge_sha256", "challenge_bytes"),
-                   ("train_path", "train_sha256", "train_bytes"))
+                   ("train_path", "train_sha256", "train_bytes"),
+                   ("level0_path", "level0_sha256", "level0_bytes"))
 
 
 def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str]:
@@ -359,6 +361,8 @@ def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str
     problems, seen = [], set()
     for path_column, sha_column, size_column in triples:
         for path, sha, size in zip(table[path_column], table[sha_column], table[size_column], strict=True):
+            if path is None and path_column == "level0_path":  # data.store: original keeps none
+                continue
             image = Path(path) if Path(path).is_absolute() else phase_dir / path
             if image in seen:
                 continue

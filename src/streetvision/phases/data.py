@@ -25,14 +25,17 @@ from streetvision.phases import step_recorder
 
 STEP = "data"
 COLUMNS = [*INDEX_COLUMNS, "parent_sha256"]
-PATH_COLUMNS = ("path", "challenge_path", "train_path")
+PATH_COLUMNS = ("path", "challenge_path", "train_path", "level0_path")
 
 
 def _rebased(paths, source_dir: Path, out_dir: Path) -> list[str]:
-    """Paths relative to ``source_dir`` re-expressed from ``out_dir``; absolute ones (user data) kept."""
-    return [p if os.path.isabs(p) else Path(os.path.relpath(os.path.abspath(source_dir / p),
-                                                            os.path.abspath(out_dir))).as_posix()
-            for p in paths]
+    """Paths relative to ``source_dir`` re-expressed from ``out_dir``; absolute ones (user data) and nulls
+    (no level-0 copy) kept."""
+    def rebased(path):
+        if not isinstance(path, str) or os.path.isabs(path):
+            return path
+        return Path(os.path.relpath(os.path.abspath(source_dir / path), os.path.abspath(out_dir))).as_posix()
+    return [rebased(path) for path in paths]
 
 
 def _generated_rows(records: pd.DataFrame, real: pd.DataFrame, synthesize_dir: Path,
@@ -54,7 +57,8 @@ def _generated_rows(records: pd.DataFrame, real: pd.DataFrame, synthesize_dir: P
         "source": records["task"], "domain": GENERATED_DOMAIN, "width": records["width"],
         "height": records["height"], "bytes": records["bytes"], "challenge_path": paths,
         "challenge_sha256": records["sha256"], "challenge_bytes": records["bytes"], "train_path": paths,
-        "train_sha256": records["sha256"], "train_bytes": records["bytes"], "mask_center": None,
+        "train_sha256": records["sha256"], "train_bytes": records["bytes"], "level0_path": None,
+        "level0_sha256": None, "level0_bytes": None, "mask_center": None,
         "level_fallback": False, "parent_sha256": records["parent_sha256"],
     })
 
@@ -64,10 +68,20 @@ def _with_training_copies(rows: pd.DataFrame, recorder, out_dir: Path, store: st
     written here under ``images/``: the synthesize step keeps the PNGs as validators would send them."""
     if store == "original" or rows.empty:
         return rows
-    from streetvision.data.challenge import STORE_SUFFIXES, store_copy_bytes
+    from streetvision.data.challenge import (
+        LEVEL0_SUFFIX,
+        STORE_SUFFIXES,
+        level0_challenge_jpeg,
+        store_copy_bytes,
+    )
 
     rows = rows.copy()
     for i, path in rows["path"].items():
+        level0 = level0_challenge_jpeg(out_dir / path)
+        sha = sha256_bytes(level0)
+        relative = f"{layout.Data.IMAGES}/{sha[:2]}/{sha}{LEVEL0_SUFFIX}"
+        recorder.write_bytes(relative, level0)
+        rows.loc[i, ["level0_path", "level0_sha256", "level0_bytes"]] = [relative, sha, len(level0)]
         copy = store_copy_bytes(out_dir / path, store)
         if copy is None:  # small enough already: training reads the PNG
             continue

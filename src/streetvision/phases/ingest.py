@@ -31,9 +31,13 @@ log = logging.getLogger(__name__)
 
 def store_summary(index: pd.DataFrame, kind: str) -> dict:
     """How many reduced training copies ingest made and their bytes (data.store: reduced_raw costs about
-    1.7 MB per image above ~0.6 MP, stated so that a full disk is no surprise)."""
+    1.7 MB per image above ~0.6 MP, stated so that a full disk is no surprise), and the same of the level-0
+    challenges the reduced stores keep (about 10-20 kB each)."""
     copied = index["train_path"] != index["challenge_path"]
-    return {"kind": kind, "copies": int(copied.sum()), "bytes": int(index.loc[copied, "train_bytes"].sum())}
+    level0 = index["level0_path"].notna()
+    return {"kind": kind, "copies": int(copied.sum()), "bytes": int(index.loc[copied, "train_bytes"].sum()),
+            "level0_challenges": int(level0.sum()),
+            "level0_bytes": int(index.loc[level0, "level0_bytes"].sum())}
 
 
 def run_ingest(*, cfg: dict, out_dir: str | Path, experiment: str, workflow_dir: str | None = None,
