@@ -50,9 +50,9 @@ and the pixel difference). Decoding then dominates; the training stores cut it (
 ingest by ``store_copy_bytes``: the smallest size at which every possible crop still has 336 pixels across,
 as JPEG 95 or, ``reduced_raw``, as raw pixels that need no decoding; parameters are still drawn on the
 original size). Level 0 draws nothing but its level, so both stores also keep each image's level-0 challenge
-as the validator sends it (``level0_challenge_jpeg``, exact): a training view that draws level 0 decodes it
-(``challenge_pixels(level0_jpeg=...)``) instead of rendering it again. Evaluation never reads the stores:
-the challenge pass renders exactly from the cached original.
+as the validator sends it (``level0_challenge_jpeg``, exact; made by the data steps): a training view that
+draws level 0 decodes it (``challenge_pixels(level0_jpeg=...)``) instead of rendering it again.
+Evaluation never reads the stores: the challenge pass renders exactly from the cached original.
 Training views then skip PIL: the 224 px JPEG round trip runs in OpenCV's codec, checked to give PIL's
 pixels exactly (``miner_decoded``).
 
@@ -619,18 +619,15 @@ def challenge_pixels(image, *, level: int | None = None, rng=None, mask_center=N
     the miner's image processor does.
 
     ``level0_jpeg`` (a path or bytes): the image's level-0 challenge as the validator sends it
-    (``level0_challenge_jpeg``, made at ingest). Level 0 draws nothing but the level, so when it is drawn
-    that JPEG is decoded instead of rendering the image again: the validator's exact pixels, at a
-    fraction of the cost. The draws, and every other level, are unchanged.
+    (``level0_challenge_jpeg``; the reduced stores keep it). Level 0 draws nothing but the level, so when it
+    is drawn that JPEG is decoded instead of rendering the image again: the validator's exact pixels (what
+    ``exact=True`` renders), at a fraction of the cost. The draws, and every other level, are unchanged.
     """
     rng = _generator(rng)
-    source = None if source_size else _open_source(image)  # a store copy opens only when it renders
-    width, height = source_size or _size(source)
-    params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
-                                   level_probs=level_probs, fallback=fallback)
+    source, params = _draw(image, level, rng, mask_center, level_probs, source_size, fallback)
     if params.level == 0 and level0_jpeg is not None:
-        return _jpeg_decoded(Path(level0_jpeg).read_bytes() if isinstance(level0_jpeg, str | Path)
-                             else bytes(level0_jpeg))
+        jpeg = Path(level0_jpeg).read_bytes() if isinstance(level0_jpeg, str | os.PathLike) else level0_jpeg
+        return _jpeg_decoded(bytes(jpeg))
     source = _open_source(image) if source is None else source
     if params.level == FALLBACK_LEVEL:
         return _pil_decoded(encode_fallback_jpeg(source))
@@ -638,13 +635,21 @@ def challenge_pixels(image, *, level: int | None = None, rng=None, mask_center=N
     return miner_decoded(array)
 
 
-def _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_size, fallback):
-    """(source, params, the 224x224 array the validator encodes or None at level -1, decode reduction)."""
-    source = _open_source(image)
-    rng = _generator(rng)
+def _draw(image, level, rng, mask_center, level_probs, source_size, fallback):
+    """(the opened source, or None when ``source_size`` is given: a store copy opens only when it renders;
+    the drawn parameters)."""
+    source = None if source_size else _open_source(image)
     width, height = source_size or _size(source)
     params = draw_challenge_params(width, height, level=level, rng=rng, mask_center=mask_center,
                                    level_probs=level_probs, fallback=fallback)
+    return source, params
+
+
+def _draw_and_render(image, level, rng, mask_center, level_probs, exact, source_size, fallback):
+    """(source, params, the 224x224 array the validator encodes or None at level -1, decode reduction)."""
+    rng = _generator(rng)
+    source, params = _draw(image, level, rng, mask_center, level_probs, source_size, fallback)
+    source = _open_source(image) if source is None else source
     if params.level == FALLBACK_LEVEL:
         return source, params, None, 1
     array, reduction = render_challenge(source, params, rng=rng, exact=exact)
@@ -671,7 +676,8 @@ def miner_decoded(rgb: np.ndarray) -> np.ndarray:
 
     OpenCV's libjpeg-turbo makes the round trip about twice as fast as PIL's; it runs only when it gives
     PIL's pixels exactly (the same quantisation tables at quality 75, 4:2:0, integer DCT and fancy
-    upsampling), which ``opencv_jpeg_matches_pil`` checks once per process; otherwise PIL does it.
+    upsampling), which ``opencv_jpeg_matches_pil`` checks once per process; otherwise PIL does it (and
+    decodes stored level-0 challenges too).
     """
     if not opencv_jpeg_matches_pil():
         return _pil_round_trip(rgb)
@@ -716,8 +722,9 @@ def _opencv_decoded(encoded: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def opencv_jpeg_matches_pil() -> bool:
-    """Whether OpenCV's JPEG round trip gives PIL's pixels on probe images (photo-like gradients with edges
-    and noise, flat colours, saturated chroma); the libraries' bundled libjpeg builds decide it."""
+    """Whether OpenCV's JPEG round trip, and its decode of PIL's JPEG (a stored level-0 challenge), give
+    PIL's pixels on probe images (photo-like gradients with edges and noise, flat colours, saturated
+    chroma); the libraries' bundled libjpeg builds decide it. Either failing sends both to PIL."""
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 255, TARGET_SIZE, dtype=np.float32)
     smooth = np.stack([ramp[None, :].repeat(TARGET_SIZE, 0), ramp[:, None].repeat(TARGET_SIZE, 1),

@@ -8,9 +8,9 @@
   (per-level scores; ``level=-1``: every image sent unaugmented).
 - ``CleanView``: the image as a validator holds it (its cached copy), preprocessed: the pre-challenge view.
 Every view starts from the index's ``challenge_path`` (``challenge.validator_cache`` of a real image) and
-honours its ``level_fallback``; training challenges render from ``train_path`` when the reduced store
-(``data.store: reduced``) made a smaller copy of it, and read a drawn level 0 from ``level0_path`` (the
-validator's level-0 JPEG, made at ingest); evaluation never does.
+honours its ``level_fallback``; training challenges render from ``train_path`` when a reduced store
+(``data.store: reduced_raw`` or ``reduced``) made a smaller copy of it, and decode a drawn level 0 from
+``level0_path`` (the validator's level-0 JPEG, kept by those stores); evaluation never does.
 ``challenge_plan`` says which level and distortions each image's challenge has, without rendering it.
 """
 

@@ -346,8 +346,8 @@ CONTENT_COLUMNS = (("path", "sha256", "bytes"), ("challenge_path", "challenge_sh
 
 def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str]:
     """The images a content index (a parquet with ``path``, ``sha256``, ``bytes``, and optionally the
-    ``challenge_*`` triple) lists: each must exist with its size; with ``deep``, its SHA-256 too (reads every
-    byte: about the disk's read speed)."""
+    ``challenge_*``, ``train_*`` and ``level0_*`` triples) lists: each must exist with its size; with
+    ``deep``, its SHA-256 too (reads every byte: about the disk's read speed)."""
     import pyarrow.parquet as pq
 
     index_path = phase_dir / relative
@@ -361,7 +361,7 @@ def verify_content_index(phase_dir: Path, relative: str, deep: bool) -> list[str
     problems, seen = [], set()
     for path_column, sha_column, size_column in triples:
         for path, sha, size in zip(table[path_column], table[sha_column], table[size_column], strict=True):
-            if path is None and path_column == "level0_path":  # data.store: original keeps none
+            if path_column == "level0_path" and not isinstance(path, str):  # null: data.store original
                 continue
             image = Path(path) if Path(path).is_absolute() else phase_dir / path
             if image in seen:

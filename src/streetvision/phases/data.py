@@ -101,7 +101,8 @@ def run_data(*, cfg: dict, ingest_dir: str | Path, out_dir: str | Path, experime
                              workflow_dir=workflow_dir, consumes=[layout.manifest_of(d) for d in upstream])
     real = pd.read_parquet(ingest_dir / layout.Data.INDEX)
     for column in PATH_COLUMNS:
-        real[column] = _rebased(real[column], ingest_dir, out_dir)
+        if column in real:  # an ingest made before the level-0 copies has no level0_path: level 0 renders
+            real[column] = _rebased(real[column], ingest_dir, out_dir)
     real["parent_sha256"] = None
     parts = [real]
     if synthesize_dir:
