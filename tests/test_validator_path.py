@@ -206,3 +206,39 @@ def test_training_renders_from_the_reduced_store_and_evaluation_from_the_cache_c
         assert cli(["verify", "--deep", results]) != 0
         Path(path).write_bytes(kept)
     assert cli(["verify", "--deep", results]) == 0
+
+
+@pytest.mark.slow
+def test_an_ingest_from_before_the_level_0_copies_still_trains(repo, tmp_path):
+    """A shared ingest written before the stores kept level-0 challenges (no ``level0_*`` columns): the data
+    step still indexes it, verify passes, and a drawn level 0 renders from the store copy as it used to."""
+    from helpers import TINY_CONFIG
+
+    from streetvision.cli import main as cli
+    from streetvision.config import load_schema, resolve_experiments
+    from streetvision.data.views import TrainingChallenge, samples_of
+    from streetvision.layout import load_index
+    from streetvision.phases.data import run_data
+    from streetvision.phases.ingest import run_ingest
+
+    folder = tmp_path / "natix"
+    folder.mkdir()
+    pq.write_table(pa.table({"image": [photo_like_jpeg(i, 1280, 720) for i in range(60)],
+                             "label": [i % 2 for i in range(60)],
+                             "scene_description": ["cones" if i % 2 else None for i in range(60)]}),
+                   folder / "a.parquet")
+    config = {**TINY_CONFIG, "data": {"source": "natix_parquet", "path": str(folder),
+                                      "splits": {"train": 0.5, "val_select": 0.1, "val_calib": 0.1,
+                                                 "val_conformal": 0.1, "val_test": 0.2}}}
+    data_cfg = resolve_experiments(config, load_schema(repo / "config" / "schema.yaml"))["demo"]["data"]
+    ingest_dir = tmp_path / "results/x/ingest"
+    run_ingest(cfg={"data": data_cfg}, out_dir=ingest_dir, experiment="x")
+    old_index = pd.read_parquet(ingest_dir / "index.parquet")
+    old_index.drop(columns=["level0_path", "level0_sha256", "level0_bytes"]).to_parquet(ingest_dir / "index.parquet")
+    run_data(cfg={"data": data_cfg}, ingest_dir=ingest_dir, out_dir=tmp_path / "results/x/data", experiment="x")
+    index = load_index(tmp_path / "results/x/data")
+    assert index["level0_path"].isna().all() and index["train_path"].str.endswith(ch.RAW_SUFFIX).all()
+    sample = samples_of(index.head(1))[0]
+    view = TrainingChallenge(lambda image: image.numpy().transpose(1, 2, 0), [1.0, 0.0, 0.0, 0.0], seed=0)
+    assert np.array_equal(view(sample), ch.challenge_pixels(sample.train_path, level=0, source_size=(1280, 720)))
+    assert cli(["verify", "--deep", str(tmp_path / "results/x/data")]) == 0
