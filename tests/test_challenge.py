@@ -439,6 +439,9 @@ def test_a_stored_level_0_challenge_is_the_validators_and_leaves_every_draw_alon
     assert levels == {0, 1, 2, 3}
     as_bytes = ch.challenge_pixels(str(raw), level=0, source_size=(1280, 720), level0_jpeg=level0.read_bytes())
     assert np.array_equal(as_bytes, exact)
+    level0.write_bytes(level0.read_bytes()[:40])  # a truncated store file names itself
+    with pytest.raises(ValueError, match="copy.level0.jpg: not a 224x224 level-0 challenge"):
+        ch.challenge_pixels(str(raw), level=0, source_size=(1280, 720), level0_jpeg=str(level0))
 
 
 def test_the_pil_round_trip_stands_in_where_opencv_would_differ(monkeypatch, small_images):

@@ -626,8 +626,13 @@ def challenge_pixels(image, *, level: int | None = None, rng=None, mask_center=N
     rng = _generator(rng)
     source, params = _draw(image, level, rng, mask_center, level_probs, source_size, fallback)
     if params.level == 0 and level0_jpeg is not None:
-        jpeg = Path(level0_jpeg).read_bytes() if isinstance(level0_jpeg, str | os.PathLike) else level0_jpeg
-        return _jpeg_decoded(bytes(jpeg))
+        named = isinstance(level0_jpeg, str | os.PathLike)
+        pixels = _jpeg_decoded(Path(level0_jpeg).read_bytes() if named else bytes(level0_jpeg))
+        if pixels is None or pixels.shape != (TARGET_SIZE, TARGET_SIZE, 3):
+            name = level0_jpeg if named else "level0_jpeg"
+            raise ValueError(f"{name}: not a {TARGET_SIZE}x{TARGET_SIZE} level-0 challenge JPEG "
+                             f"(`streetvision verify --deep` checks the store)")
+        return pixels
     source = _open_source(image) if source is None else source
     if params.level == FALLBACK_LEVEL:
         return _pil_decoded(encode_fallback_jpeg(source))
@@ -688,11 +693,14 @@ def _pil_round_trip(rgb: np.ndarray) -> np.ndarray:
     return _pil_decoded(encode_challenge_jpeg(rgb))
 
 
-def _jpeg_decoded(jpeg: bytes) -> np.ndarray:
+def _jpeg_decoded(jpeg: bytes) -> np.ndarray | None:
     """The miner's decode of a challenge JPEG (``_pil_decoded``), in OpenCV's codec where it gives PIL's
-    pixels exactly."""
+    pixels exactly; None when it is not an image."""
     if not opencv_jpeg_matches_pil():
-        return _pil_decoded(jpeg)
+        try:
+            return _pil_decoded(jpeg)
+        except (OSError, ValueError):
+            return None
     return _opencv_decoded(np.frombuffer(jpeg, dtype=np.uint8))
 
 
@@ -714,10 +722,12 @@ def _opencv_round_trip(rgb: np.ndarray) -> np.ndarray:
     return _opencv_decoded(encoded)
 
 
-def _opencv_decoded(encoded: np.ndarray) -> np.ndarray:
+def _opencv_decoded(encoded: np.ndarray) -> np.ndarray | None:
+    """RGB pixels, or None when ``encoded`` is not an image."""
     if _IMREAD_RGB is not None:
         return cv2.imdecode(encoded, _IMREAD_RGB)
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    return None if decoded is None else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 @functools.cache
