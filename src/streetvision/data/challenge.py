@@ -89,7 +89,6 @@ import contextlib
 import functools
 import io
 import math
-import mmap
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -809,25 +808,23 @@ _RAW_LAYOUTS: dict[str, tuple[int, tuple[int, ...]]] = {}
 
 
 def load_raw(path) -> np.ndarray:
-    """A ``reduced_raw`` store copy (a path, or an open binary file): its uint8 RGB pixels, read-only and
-    checked (a file that is not one names itself).
+    """A ``reduced_raw`` store copy (a path, or an open binary file): the uint8 RGB pixels, checked (a file
+    that is not one names itself).
 
-    Read again, a copy at a path skips its header when the file still has the size it had, and is mapped
-    rather than read: a challenge touches only its crop's rows (at 1080p, reading and rotating took 0.43 ms,
-    mapping and rotating 0.31 ms). Store files are written once, under their content hash, by an atomic
-    rename, so a mapping never sees its file change; otherwise it is read and checked from scratch."""
+    Read again, a copy at a path skips its header when the file still has the size it had (store files are
+    written once, under their content hash); otherwise it is read and checked from scratch."""
     if not isinstance(path, str | os.PathLike):
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             raise ValueError(f"{path}: not a raw image store file ({error})") from None
-        return _read_only(_checked_pixels(array, str(path)))
+        return _checked_pixels(array, str(path))
     key = str(path)
     if key in _RAW_LAYOUTS:
         offset, shape = _RAW_LAYOUTS[key]
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError):
             if os.path.getsize(key) == offset + math.prod(shape):
-                return _mapped_pixels(key, offset, shape)
+                return np.fromfile(key, dtype=np.uint8, offset=offset).reshape(shape)
         del _RAW_LAYOUTS[key]
     try:
         mapped = np.load(key, mmap_mode="r", allow_pickle=False)
@@ -836,18 +833,6 @@ def load_raw(path) -> np.ndarray:
     array = _checked_pixels(np.array(mapped), key)  # a copy in memory: the map closes with ``mapped``
     if isinstance(mapped, np.memmap) and mapped.flags.c_contiguous:
         _RAW_LAYOUTS[key] = (mapped.offset, mapped.shape)
-    return _read_only(array)
-
-
-def _mapped_pixels(path: str, offset: int, shape: tuple[int, ...]) -> np.ndarray:
-    """The pixels of a raw copy of known layout, mapped read-only (the map closes with the array)."""
-    with open(path, "rb") as file:
-        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(mapping, dtype=np.uint8, count=math.prod(shape), offset=offset).reshape(shape)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False  # as a mapped copy is: one behaviour however the copy was read
     return array
 
 
