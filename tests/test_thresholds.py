@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -58,13 +59,21 @@ def test_degenerate_input_is_a_clear_error(y, s, message):
         select_threshold_max_mcc(y, s)
 
 
-@pytest.mark.parametrize("step", ["thresholds", "scrc", "report", "data", "synthesize"])
-def test_light_steps_do_not_import_torch_or_lightning(step):
+LIGHT_STEPS = ("thresholds", "scrc", "report", "data", "synthesize")
+
+
+def test_light_steps_do_not_import_torch_or_lightning():
     """Phases 2 and 5, the report, the data step and the synthesize gather read tables: a second of work must
-    not pay for importing torch (a synthesize shard imports it when it loads its models)."""
+    not pay for importing torch (a synthesize shard imports it when it loads its models). One interpreter
+    imports them in turn (a second each saved) and names the first step that brings a heavy module in."""
     code = (
-        f"import sys, streetvision.phases.{step} as p; "
-        "print(sorted(m for m in ('torch', 'lightning', 'peft', 'timm') if m in sys.modules))"
+        "import importlib, json, sys\n"
+        "heavy = ('torch', 'lightning', 'peft', 'timm')\n"
+        f"for step in {LIGHT_STEPS!r}:\n"
+        "    importlib.import_module(f'streetvision.phases.{step}')\n"
+        "    print(json.dumps([step, sorted(m for m in heavy if m in sys.modules)]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    imported = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [step for step, _ in imported] == list(LIGHT_STEPS)
+    assert [(step, heavy) for step, heavy in imported if heavy][:1] == []
