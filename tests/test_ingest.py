@@ -33,6 +33,11 @@ def write_folder(root, n=N, start=0):
     return root
 
 
+# Tests of indexing, dedupe and splits, which no store copy changes, skip making them (a second or two each);
+# tests/test_validator_path.py and the shared-store test here cover the copies.
+NO_COPIES = "original"
+
+
 def ingest(repo, tmp_path, **overrides):
     out = tmp_path / "out"
     manifest = json.loads(ingest_and_index(cfg={"data": data_cfg(repo, **overrides)}, out_dir=out,
@@ -161,12 +166,12 @@ def test_several_sources_with_domains_dedupe_across_sources(repo, tmp_path):
     (generated / "none" / "dup.jpg").write_bytes((real / "none" / "00000.jpg").read_bytes())  # in both sources
     sources = [{"source": "image_folder", "path": str(real)},
                {"source": "image_folder", "path": str(generated), "domain": "synthetic", "name": "sdxl"}]
-    manifest, index, _, duplicates = ingest(repo, tmp_path, sources=sources)
+    manifest, index, _, duplicates = ingest(repo, tmp_path, sources=sources, store=NO_COPIES)
     assert len(index) == 2 * N and len(duplicates) == 1  # one image, kept with its first source
     assert index.groupby("domain").size().to_dict() == {"real": N, "synthetic": N}
     assert set(index.loc[index["domain"] == "synthetic", "source"]) == {"sdxl"}
     assert set(index.loc[index["domain"] == "real", "source"]) == {f"image_folder:{real}"}
-    alone, _, _, _ = ingest(repo, tmp_path / "alone", source="image_folder", path=str(real))
+    alone, _, _, _ = ingest(repo, tmp_path / "alone", source="image_folder", path=str(real), store=NO_COPIES)
     single = pd.read_parquet(tmp_path / "alone" / "out" / "index.parquet").set_index("sha256")["split"]
     both = index.set_index("sha256")["split"]
     assert (both.loc[single.index] == single).all()  # a split is a function of the content hash only
@@ -225,9 +230,9 @@ def test_single_class_split_is_an_error_naming_the_split(repo, tmp_path):
 
 def test_splits_are_stable_when_the_data_set_grows(repo, tmp_path):
     root = write_folder(tmp_path / "imgs", n=N)
-    _, before, _, _ = ingest(repo, tmp_path, source="image_folder", path=str(root))
+    _, before, _, _ = ingest(repo, tmp_path, source="image_folder", path=str(root), store=NO_COPIES)
     write_folder(root, n=N, start=N)
-    _, after, _, _ = ingest(repo, tmp_path, source="image_folder", path=str(root))
+    _, after, _, _ = ingest(repo, tmp_path, source="image_folder", path=str(root), store=NO_COPIES)
     assert len(after) == 2 * N
     merged = before.merge(after, on="id", suffixes=("_before", "_after"))
     assert len(merged) == N and (merged["split_before"] == merged["split_after"]).all()
@@ -251,10 +256,10 @@ def test_unlabeled_copy_of_a_labelled_image_cannot_leak(repo, tmp_path):
 
 def test_synthetic_source_is_deterministic(repo, tmp_path):
     cfg = {"count": 150, "image_size": 64, "unlabeled_count": 10}
-    first, index, _, _ = ingest(repo, tmp_path, source="synthetic", synthetic=cfg)
+    first, index, _, _ = ingest(repo, tmp_path, source="synthetic", synthetic=cfg, store=NO_COPIES)
     assert first["metrics"]["splits"]["unlabeled"]["n"] == 10
     assert index["width"].eq(64).all()
-    again = ingest_and_index(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg)},
+    again = ingest_and_index(cfg={"data": data_cfg(repo, source="synthetic", synthetic=cfg, store=NO_COPIES)},
                      out_dir=tmp_path / "again", experiment="t")
     assert pd.read_parquet(again.parent / "index.parquet")["sha256"].tolist() == pd.read_parquet(
         tmp_path / "out" / "index.parquet")["sha256"].tolist()
