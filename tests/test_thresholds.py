@@ -76,4 +76,5 @@ def test_light_steps_do_not_import_torch_or_lightning():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     imported = [json.loads(line) for line in done.stdout.splitlines()]
     assert [step for step, _ in imported] == list(LIGHT_STEPS)
-    assert [(step, heavy) for step, heavy in imported if heavy][:1] == []
+    first_heavy = next(((step, heavy) for step, heavy in imported if heavy), None)
+    assert first_heavy is None, f"phases.{first_heavy[0]} imports {first_heavy[1]}"
